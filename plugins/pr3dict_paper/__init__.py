@@ -1,0 +1,1 @@
+"""The ``paper`` venue: an embedded exchange simulator built on an in-process matching engine."""

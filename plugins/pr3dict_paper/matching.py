@@ -1,0 +1,669 @@
+"""An in-process, price-time priority matching engine for binary-outcome instruments.
+
+The ``paper`` venue and the HTTP exchange simulator both trade against this engine, so it is the
+hot path of every paper run and benchmark. Each book side is a sorted list of price keys (kept
+with ``bisect``) plus one FIFO deque per price level with a running total: matching touches only
+the levels it crosses, and ``book()`` costs O(levels), not O(orders).
+
+Money, prices and sizes are ``Decimal`` (prices in USDC per share, within [tick, 1 - tick]).
+The engine is synchronous and not thread-safe: one asyncio loop owns it.
+
+Rules a caller can rely on:
+
+- ``submit`` is idempotent per (account, client_order_id): the same request resent returns the
+  order's current ack; the same id with a different request raises ``DuplicateOrder``.
+- Matching is best price first, then earliest order; the execution price is the resting price.
+- An order never trades with its own account (self-trade prevention). The taker skips its own
+  resting orders and may trade with others' deeper liquidity; a GTC remainder that would then
+  rest across its own opposite orders is cancelled (reason ``self_trade_prevention``), so the
+  book is never crossed. ``set_liquidity`` is the exception: a quoter's new quotes win, and its
+  own opposite orders they would cross are cancelled instead.
+- Every trade yields one ``Fill`` for each side with the same fill id; only the taker pays a fee.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import deque
+from collections.abc import Callable, Sequence
+from decimal import Decimal
+
+from attrs import frozen
+
+from pr3dict_core.model import (
+    ONE,
+    ZERO,
+    Fill,
+    Level,
+    OrderAck,
+    OrderStatus,
+    Side,
+    TimeInForce,
+    to_decimal,
+)
+
+FeeFunction = Callable[[str, Decimal, Decimal], Decimal]
+
+# Reasons carried by acks; short and stable, since journals and tests match on them.
+REASON_CANCELLED = "cancelled"
+REASON_REPLACED = "replaced"
+REASON_FOK = "fok_not_filled"
+REASON_FAK = "fak_remainder_cancelled"
+REASON_POST_ONLY = "post_only_would_cross"
+REASON_SELF_TRADE = "self_trade_prevention"
+
+QUOTE_PREFIX = "liq:"  # client ids of orders placed by set_liquidity
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class MatchingError(Exception):
+    """Base of every engine error: ``code`` is a short machine string, ``message`` is for people."""
+
+    def __init__(self, code: str, message: str = "") -> None:
+        self.code = code
+        self.message = message or code
+        super().__init__(f"{code}: {self.message}")
+
+
+class InvalidOrder(MatchingError):
+    """The request itself is wrong (tick, size, price range, instrument); nothing was recorded."""
+
+
+class UnknownInstrument(InvalidOrder):
+    """The instrument was never added with ``add_instrument``."""
+
+    def __init__(self, instrument: str) -> None:
+        super().__init__("unknown_instrument", f"unknown instrument {instrument!r}")
+
+
+class DuplicateOrder(MatchingError):
+    """A client order id was reused for a *different* request (a resend of the same one is fine)."""
+
+
+class UnknownOrderError(MatchingError):
+    """No order with that (account, client_order_id)."""
+
+    def __init__(self, account: str, client_order_id: str) -> None:
+        super().__init__("unknown_order", f"no order {client_order_id!r} for account {account!r}")
+
+
+# --------------------------------------------------------------------------- public views
+
+
+@frozen
+class OrderInfo:
+    """Everything the engine knows about one order (an exchange's 'get order' answer)."""
+
+    account: str
+    client_order_id: str
+    venue_order_id: str
+    instrument: str
+    side: Side
+    price: Decimal
+    size: Decimal
+    remaining: Decimal  # not yet filled; it rests only while status is OPEN
+    time_in_force: TimeInForce
+    post_only: bool
+    status: OrderStatus
+    reason: str
+    timestamp: float
+
+    @property
+    def filled(self) -> Decimal:
+        return self.size - self.remaining
+
+
+# --------------------------------------------------------------------------- internals
+
+
+class _Order:
+    """Mutable engine-side order; callers only ever see ``OrderAck``/``OrderInfo`` copies."""
+
+    __slots__ = (
+        "account",
+        "client_order_id",
+        "fills",
+        "instrument",
+        "post_only",
+        "price",
+        "quote",
+        "reason",
+        "remaining",
+        "resting",
+        "seq",
+        "side",
+        "size",
+        "status",
+        "tif",
+        "timestamp",
+        "venue_order_id",
+    )
+
+    def __init__(
+        self,
+        seq: int,
+        account: str,
+        client_order_id: str,
+        instrument: str,
+        side: Side,
+        price: Decimal,
+        size: Decimal,
+        tif: TimeInForce,
+        post_only: bool,
+        timestamp: float,
+    ) -> None:
+        self.seq = seq  # engine-wide arrival order: time priority and open_orders() order
+        self.venue_order_id = f"o-{seq}"
+        self.account = account
+        self.client_order_id = client_order_id
+        self.instrument = instrument
+        self.side = side
+        self.price = price
+        self.size = size
+        self.remaining = size
+        self.tif = tif
+        self.post_only = post_only
+        self.timestamp = timestamp
+        self.status = OrderStatus.OPEN
+        self.reason = ""
+        self.fills: list[Fill] = []
+        self.resting = False  # in a book level right now
+        self.quote = False  # placed by set_liquidity
+
+    def same_request(
+        self, instrument: str, side: Side, price: Decimal, size: Decimal, tif: TimeInForce,
+        post_only: bool,
+    ) -> bool:
+        return (self.instrument, self.side, self.price, self.size, self.tif, self.post_only) == (
+            instrument, side, price, size, tif, post_only,
+        )
+
+    def ack(self) -> OrderAck:
+        return OrderAck(
+            client_order_id=self.client_order_id,
+            status=self.status,
+            fills=tuple(self.fills),
+            venue_order_id=self.venue_order_id,
+            reason=self.reason,
+        )
+
+
+class _Level:
+    """One price level: orders in arrival order and the total they still rest.
+
+    Removed orders stay in the deque as dead entries (``resting`` False) until they reach the
+    head or the deque is compacted, so a cancel in the middle of a queue costs O(1).
+    """
+
+    __slots__ = ("dead", "live", "orders", "price", "total")
+
+    def __init__(self, price: Decimal) -> None:
+        self.price = price
+        self.orders: deque[_Order] = deque()
+        self.total = ZERO
+        self.live = 0
+        self.dead = 0
+
+
+class _BookSide:
+    """Levels keyed so that ascending key order is best-first: asks by price, bids by -price."""
+
+    __slots__ = ("keys", "levels", "sign")
+
+    def __init__(self, side: Side) -> None:
+        self.sign = 1 if side is Side.SELL else -1
+        self.keys: list[Decimal] = []  # sorted ascending: keys[0] is the best level
+        self.levels: dict[Decimal, _Level] = {}
+
+    def key(self, price: Decimal) -> Decimal:
+        return price if self.sign > 0 else -price
+
+    def crosses(self, limit_key: Decimal) -> bool:
+        """True if the best level here trades with an incoming order whose limit maps to key."""
+        return bool(self.keys) and self.keys[0] <= limit_key
+
+    def add(self, order: _Order) -> None:
+        key = self.key(order.price)
+        level = self.levels.get(key)
+        if level is None:
+            level = self.levels[key] = _Level(order.price)
+            bisect.insort(self.keys, key)
+        level.orders.append(order)
+        level.total += order.remaining
+        level.live += 1
+        order.resting = True
+
+    def remove(self, order: _Order) -> _Level:
+        """Take ``order`` out of its level's counts; the caller tidies the level afterwards."""
+        level = self.levels[self.key(order.price)]
+        level.total -= order.remaining
+        level.live -= 1
+        level.dead += 1
+        order.resting = False
+        return level
+
+    def aggregate(self) -> tuple[Level, ...]:
+        levels = self.levels
+        return tuple(Level(lv.price, lv.total) for lv in (levels[key] for key in self.keys))
+
+    def tidy(self, level: _Level) -> None:
+        """Drop an empty level, or dead entries at the head (and compact if mostly dead)."""
+        if not level.live:
+            key = self.key(level.price)
+            del self.keys[bisect.bisect_left(self.keys, key)]
+            del self.levels[key]
+            return
+        orders = level.orders
+        while not orders[0].resting:
+            orders.popleft()
+            level.dead -= 1
+        if level.dead > 32 and level.dead > level.live:
+            level.orders = deque(o for o in orders if o.resting)
+            level.dead = 0
+
+
+class _Book:
+    __slots__ = ("asks", "bids", "cache", "cache_seq", "instrument", "min_size", "seq", "tick_size")
+
+    def __init__(self, instrument: str, tick_size: Decimal, min_size: Decimal) -> None:
+        self.instrument = instrument
+        self.tick_size = tick_size
+        self.min_size = min_size
+        self.bids = _BookSide(Side.BUY)
+        self.asks = _BookSide(Side.SELL)
+        self.seq = 0
+        self.cache: tuple[tuple[Level, ...], tuple[Level, ...]] = ((), ())
+        self.cache_seq = 0
+
+    def side(self, side: Side) -> _BookSide:
+        return self.bids if side is Side.BUY else self.asks
+
+
+# --------------------------------------------------------------------------- the engine
+
+
+class MatchingEngine:
+    """Order books for many instruments, with accounts' positions, cash and fills."""
+
+    def __init__(self, fee: FeeFunction | None = None) -> None:
+        """``fee(instrument, price, size)`` is the taker's fee in USDC for one fill (default 0)."""
+        self._fee = fee
+        self._books: dict[str, _Book] = {}
+        self._orders: dict[tuple[str, str], _Order] = {}
+        self._open: dict[str, dict[str, dict[str, _Order]]] = {}  # account -> instrument -> vid
+        self._positions: dict[str, dict[str, Decimal]] = {}
+        self._cash: dict[str, Decimal] = {}
+        self._fills: dict[str, list[Fill]] = {}
+        self._order_seq = 0
+        self._fill_seq = 0
+
+    # ----------------------------------------------------------------- instruments
+
+    def add_instrument(self, instrument: str, *, tick_size: Decimal, min_size: Decimal) -> None:
+        """Add an instrument, or change its tick/min size (venues do this near 0 and 1).
+
+        New rules apply to new orders only; resting orders stay where they are.
+        """
+        tick_size, min_size = to_decimal(tick_size), to_decimal(min_size)
+        if not (tick_size.is_finite() and ZERO < tick_size < ONE / 2):
+            raise ValueError(f"tick_size must be in (0, 0.5), got {tick_size}")
+        if not (min_size.is_finite() and min_size > ZERO):
+            raise ValueError(f"min_size must be > 0, got {min_size}")
+        book = self._books.get(instrument)
+        if book is None:
+            self._books[instrument] = _Book(instrument, tick_size, min_size)
+        else:
+            book.tick_size, book.min_size = tick_size, min_size
+
+    # ----------------------------------------------------------------- orders
+
+    def submit(
+        self,
+        account: str,
+        client_order_id: str,
+        instrument: str,
+        side: Side,
+        price: Decimal,
+        size: Decimal,
+        tif: TimeInForce,
+        *,
+        post_only: bool = False,
+        timestamp: float = 0.0,
+    ) -> OrderAck:
+        """Match a new order and return its ack; see the module docstring for the rules."""
+        side, tif = Side(side), TimeInForce(tif)
+        price, size = to_decimal(price), to_decimal(size)
+        existing = self._orders.get((account, client_order_id))
+        if existing is not None:
+            if not existing.same_request(instrument, side, price, size, tif, post_only):
+                raise DuplicateOrder(
+                    "duplicate_order",
+                    f"client order id {client_order_id!r} already used for a different order",
+                )
+            return existing.ack()
+        if not client_order_id or client_order_id.startswith(QUOTE_PREFIX):
+            raise InvalidOrder(
+                "invalid_client_order_id",
+                f"client_order_id must be non-empty and not start with {QUOTE_PREFIX!r}",
+            )
+        book = self._book(instrument)
+        self._validate(book, price, size)
+        if post_only and tif is not TimeInForce.GTC:
+            raise InvalidOrder("post_only_requires_gtc", f"post_only cannot be {tif}")
+
+        order = self._new_order(account, client_order_id, instrument, side, price, size, tif,
+                                post_only, timestamp)
+        self._orders[(account, client_order_id)] = order
+        opposite = book.side(side.opposite)
+        limit_key = opposite.key(price)
+
+        if post_only:
+            if opposite.crosses(limit_key):
+                self._finish(order, OrderStatus.REJECTED, REASON_POST_ONLY)
+            else:
+                self._rest(book, order)
+            return order.ack()
+
+        plan, available = self._plan(opposite, account, limit_key, size)
+        if tif is TimeInForce.FOK and available < size:
+            self._finish(order, OrderStatus.CANCELLED, REASON_FOK)
+            return order.ack()
+        if plan:
+            self._execute(book, order, plan, charge_fee=True)
+        if not order.remaining:
+            self._finish(order, OrderStatus.FILLED, "")
+        elif tif is not TimeInForce.GTC:
+            self._finish(order, OrderStatus.CANCELLED, REASON_FAK)
+        elif opposite.crosses(limit_key):  # only own orders are left across: never self-trade
+            self._finish(order, OrderStatus.CANCELLED, REASON_SELF_TRADE)
+        else:
+            self._rest(book, order)
+        return order.ack()
+
+    def cancel(self, account: str, client_order_id: str) -> OrderAck:
+        """Cancel what rests; fills are kept. A final order's ack comes back unchanged."""
+        order = self._orders.get((account, client_order_id))
+        if order is None:
+            raise UnknownOrderError(account, client_order_id)
+        if order.resting:
+            self._unrest(order, OrderStatus.CANCELLED, REASON_CANCELLED)
+        return order.ack()
+
+    def cancel_all(self, account: str, instrument: str | None = None) -> list[OrderAck]:
+        """Cancel every resting order of ``account`` (on one instrument if given), oldest first."""
+        by_instrument = self._open.get(account, {})
+        if instrument is not None:
+            self._book(instrument)
+            groups = [by_instrument.get(instrument, {})]
+        else:
+            groups = list(by_instrument.values())
+        orders = sorted((o for group in groups for o in group.values()), key=lambda o: o.seq)
+        acks = []
+        for order in orders:
+            self._unrest(order, OrderStatus.CANCELLED, REASON_CANCELLED)
+            acks.append(order.ack())
+        return acks
+
+    def get(self, account: str, client_order_id: str) -> OrderAck:
+        """The current ack of one order.
+
+        Orders placed by ``set_liquidity`` are forgotten once final, so only live quotes are found.
+        """
+        order = self._orders.get((account, client_order_id))
+        if order is None:
+            raise UnknownOrderError(account, client_order_id)
+        return order.ack()
+
+    def describe(self, account: str, client_order_id: str) -> OrderInfo:
+        """Price, size, side, instrument and remaining size of one order (acks lack them)."""
+        order = self._orders.get((account, client_order_id))
+        if order is None:
+            raise UnknownOrderError(account, client_order_id)
+        return OrderInfo(
+            account=order.account,
+            client_order_id=order.client_order_id,
+            venue_order_id=order.venue_order_id,
+            instrument=order.instrument,
+            side=order.side,
+            price=order.price,
+            size=order.size,
+            remaining=order.remaining,
+            time_in_force=order.tif,
+            post_only=order.post_only,
+            status=order.status,
+            reason=order.reason,
+            timestamp=order.timestamp,
+        )
+
+    def open_orders(self, account: str) -> list[OrderAck]:
+        """Acks of the account's resting orders, oldest first."""
+        groups = self._open.get(account, {}).values()
+        orders = sorted((o for group in groups for o in group.values()), key=lambda o: o.seq)
+        return [o.ack() for o in orders]
+
+    # ----------------------------------------------------------------- liquidity
+
+    def set_liquidity(
+        self,
+        account: str,
+        instrument: str,
+        side: Side,
+        levels: Sequence[tuple[Decimal, Decimal]],
+        *,
+        timestamp: float = 0.0,
+    ) -> list[Fill]:
+        """Replace all of ``account``'s resting orders on one side with GTC quotes at ``levels``.
+
+        For a synthetic market maker moving its quotes. Levels of size 0 are skipped; all others
+        are validated like ``submit`` before anything changes. A quote that crosses other
+        accounts' orders trades with them (the quoter is the taker and pays no fee); the
+        quoter's own opposite orders it would cross are cancelled. Returns the fills of the
+        *other* accounts' orders, so a caller can tell their owners.
+        """
+        side = Side(side)
+        book = self._book(instrument)
+        quotes = []
+        for price, size in levels:
+            price, size = to_decimal(price), to_decimal(size)
+            if size == ZERO:
+                continue
+            self._validate(book, price, size)
+            quotes.append((price, size))
+
+        for order in sorted(self._open.get(account, {}).get(instrument, {}).values(),
+                            key=lambda o: o.seq):
+            if order.side is side:
+                self._unrest(order, OrderStatus.CANCELLED, REASON_REPLACED)
+
+        opposite = book.side(side.opposite)
+        others: list[Fill] = []
+        for price, size in quotes:
+            seq = self._order_seq + 1
+            order = self._new_order(account, f"{QUOTE_PREFIX}o-{seq}", instrument, side, price,
+                                    size, TimeInForce.GTC, False, timestamp)
+            order.quote = True
+            limit_key = opposite.key(price)
+            plan, _ = self._plan(opposite, account, limit_key, size)
+            if plan:
+                others.extend(self._execute(book, order, plan, charge_fee=False))
+            if not order.remaining:
+                self._finish(order, OrderStatus.FILLED, "")
+                continue
+            if opposite.crosses(limit_key):
+                self._cancel_crossed_own(opposite, limit_key)
+            self._orders[(account, order.client_order_id)] = order
+            self._rest(book, order)
+        return others
+
+    # ----------------------------------------------------------------- views
+
+    def book(
+        self, instrument: str, depth: int | None = None
+    ) -> tuple[tuple[Level, ...], tuple[Level, ...]]:
+        """Aggregated (bids best-first, asks best-first); cached until the book changes."""
+        book = self._book(instrument)
+        if book.cache_seq != book.seq:
+            book.cache = (book.bids.aggregate(), book.asks.aggregate())
+            book.cache_seq = book.seq
+        bids, asks = book.cache
+        if depth is None:
+            return bids, asks
+        depth = max(depth, 0)
+        return bids[:depth], asks[:depth]
+
+    def positions(self, account: str) -> dict[str, Decimal]:
+        """Shares held per instrument (negative when sold short)."""
+        return dict(self._positions.get(account, {}))
+
+    def cash(self, account: str) -> Decimal:
+        """USDC in minus USDC out over every fill, fees included."""
+        return self._cash.get(account, ZERO)
+
+    def fills(self, account: str, since: int = 0) -> list[Fill]:
+        """Every fill of the account in order; ``since`` indexes that list (for polling)."""
+        return self._fills.get(account, [])[since:]
+
+    def sequence(self, instrument: str) -> int:
+        """Grows whenever the instrument's book changes; equal numbers mean an equal book."""
+        return self._book(instrument).seq
+
+    # ----------------------------------------------------------------- internals
+
+    def _book(self, instrument: str) -> _Book:
+        book = self._books.get(instrument)
+        if book is None:
+            raise UnknownInstrument(instrument)
+        return book
+
+    @staticmethod
+    def _validate(book: _Book, price: Decimal, size: Decimal) -> None:
+        tick = book.tick_size
+        if not price.is_finite() or price < tick or price > ONE - tick:
+            raise InvalidOrder(
+                "price_out_of_range", f"price {price} outside [{tick}, {ONE - tick}]"
+            )
+        if price % tick:
+            raise InvalidOrder("invalid_tick", f"price {price} is not a multiple of tick {tick}")
+        if not size.is_finite() or size <= ZERO:
+            raise InvalidOrder("invalid_size", f"size must be > 0, got {size}")
+        if size < book.min_size:
+            raise InvalidOrder("below_min_size", f"size {size} below minimum {book.min_size}")
+
+    def _new_order(
+        self, account: str, client_order_id: str, instrument: str, side: Side, price: Decimal,
+        size: Decimal, tif: TimeInForce, post_only: bool, timestamp: float,
+    ) -> _Order:
+        self._order_seq += 1
+        return _Order(self._order_seq, account, client_order_id, instrument, side, price, size,
+                      tif, post_only, timestamp)
+
+    @staticmethod
+    def _plan(
+        opposite: _BookSide, account: str, limit_key: Decimal, size: Decimal
+    ) -> tuple[list[tuple[_Order, Decimal]], Decimal]:
+        """Which resting orders a taker would hit, and how much: computed before any change, so
+        FOK can refuse without undoing anything. Returns (plan, total size it fills)."""
+        plan: list[tuple[_Order, Decimal]] = []
+        remaining = size
+        levels = opposite.levels
+        for key in opposite.keys:
+            if key > limit_key:
+                break
+            for maker in levels[key].orders:
+                if not maker.resting or maker.account == account:
+                    continue
+                take = maker.remaining if maker.remaining < remaining else remaining
+                plan.append((maker, take))
+                remaining -= take
+                if not remaining:
+                    return plan, size
+        return plan, size - remaining
+
+    def _execute(
+        self, book: _Book, taker: _Order, plan: list[tuple[_Order, Decimal]], *, charge_fee: bool
+    ) -> list[Fill]:
+        """Apply a plan: fills for both sides, positions, cash, book. Returns the makers' fills."""
+        opposite = book.side(taker.side.opposite)
+        instrument = book.instrument
+        fee_fn = self._fee if charge_fee else None
+        maker_fills: list[Fill] = []
+        touched: list[_Level] = []
+        for maker, size in plan:
+            self._fill_seq += 1
+            fill_id = f"{instrument}:{self._fill_seq}"
+            price = maker.price
+            fee = to_decimal(fee_fn(instrument, price, size)) if fee_fn is not None else ZERO
+            taker_fill = Fill(fill_id, taker.client_order_id, price, size, fee, taker.timestamp)
+            maker_fill = Fill(fill_id, maker.client_order_id, price, size, ZERO, taker.timestamp)
+            taker.fills.append(taker_fill)
+            maker.fills.append(maker_fill)
+            maker_fills.append(maker_fill)
+            self._settle(taker.account, instrument, taker.side, taker_fill)
+            self._settle(maker.account, instrument, maker.side, maker_fill)
+
+            taker.remaining -= size
+            maker.remaining -= size
+            level = opposite.levels[opposite.key(price)]
+            level.total -= size
+            if not maker.remaining:
+                opposite.remove(maker)
+                self._close(maker, OrderStatus.FILLED, "")
+            if not touched or touched[-1] is not level:
+                touched.append(level)
+        for level in touched:
+            opposite.tidy(level)
+        book.seq += 1
+        return maker_fills
+
+    def _settle(self, account: str, instrument: str, side: Side, fill: Fill) -> None:
+        notional = fill.price * fill.size
+        positions = self._positions.setdefault(account, {})
+        if side is Side.BUY:
+            positions[instrument] = positions.get(instrument, ZERO) + fill.size
+            self._cash[account] = self._cash.get(account, ZERO) - notional - fill.fee
+        else:
+            positions[instrument] = positions.get(instrument, ZERO) - fill.size
+            self._cash[account] = self._cash.get(account, ZERO) + notional - fill.fee
+        self._fills.setdefault(account, []).append(fill)
+
+    def _rest(self, book: _Book, order: _Order) -> None:
+        book.side(order.side).add(order)
+        order.status = OrderStatus.OPEN
+        self._open.setdefault(order.account, {}).setdefault(order.instrument, {})[
+            order.venue_order_id
+        ] = order
+        book.seq += 1
+
+    def _unrest(self, order: _Order, status: OrderStatus, reason: str) -> None:
+        """Take a resting order off the book for good (cancel, replace, self-trade)."""
+        book = self._books[order.instrument]
+        book_side = book.side(order.side)
+        level = book_side.remove(order)
+        book_side.tidy(level)
+        self._close(order, status, reason)
+        book.seq += 1
+
+    def _close(self, order: _Order, status: OrderStatus, reason: str) -> None:
+        """Final state for an order that rested: drop it from the open index (and forget quotes,
+        which nobody can resend, so a long-running market maker does not grow memory)."""
+        del self._open[order.account][order.instrument][order.venue_order_id]
+        self._finish(order, status, reason)
+        if order.quote:
+            self._orders.pop((order.account, order.client_order_id), None)
+
+    @staticmethod
+    def _finish(order: _Order, status: OrderStatus, reason: str) -> None:
+        order.status = status
+        order.reason = reason
+
+    def _cancel_crossed_own(self, opposite: _BookSide, limit_key: Decimal) -> None:
+        """Cancel the (own, by then) opposite orders a new quote would cross."""
+        crossed = []
+        for key in opposite.keys:
+            if key > limit_key:
+                break
+            crossed.extend(o for o in opposite.levels[key].orders if o.resting)
+        for order in crossed:
+            self._unrest(order, OrderStatus.CANCELLED, REASON_SELF_TRADE)

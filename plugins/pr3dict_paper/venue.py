@@ -1,0 +1,185 @@
+"""The ``paper`` venue: the matching engine over a scenario, in process.
+
+Orders go through the same matching engine the ``pr3dict sim`` server uses, with per-venue
+latency and injected faults (rejects, partial fills, replies lost after the order was
+applied). Deterministic for a seed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Mapping, Sequence
+from decimal import Decimal
+from typing import ClassVar
+
+import attrs
+from attrs import frozen
+
+from pr3dict_core.components import AmbiguousOutcome, BuildContext, OrderRejected, UnknownOrder
+from pr3dict_core.model import (
+    Book,
+    Market,
+    OrderAck,
+    OrderRequest,
+    Side,
+    TimeInForce,
+    quantize_down,
+)
+
+from .matching import InvalidOrder, MatchingEngine, UnknownOrderError
+from .scenario import MarketProcess, ScenarioSpec, load_scenario
+
+MARKET_MAKER = "mm"
+
+
+def polymarket_fee(rate: Decimal):  # type: ignore[no-untyped-def]
+    """Polymarket's taker fee: C * rate * p * (1 - p), to 6 decimals (USDC units)."""
+    unit = Decimal("0.000001")
+
+    def fee(instrument: str, price: Decimal, size: Decimal) -> Decimal:
+        return (size * rate * price * (1 - price)).quantize(unit)
+
+    return fee
+
+
+class PaperVenue:
+    """An in-process venue over a scenario file (see ``docs/pipeline-reference.md``)."""
+
+    type: ClassVar[str] = "paper"
+
+    @frozen(kw_only=True)
+    class Config:
+        scenario: str
+        seed: int | None = None  # overrides the scenario's seed
+        latency_ms: float | None = attrs.field(default=None, validator=attrs.validators.optional(
+            attrs.validators.ge(0)))
+        faults: bool = True  # False turns the scenario's injected faults off
+        account: str = "pr3dict"
+
+    def __init__(self, id: str, spec: ScenarioSpec, *, seed: int, latency_ms: float,
+                 faults: bool = True, account: str = "pr3dict"):
+        self.id = id
+        self.spec = spec
+        self.account = account
+        self.latency_s = latency_ms / 1000
+        self.faults = spec.faults if faults else None
+        self.fee = polymarket_fee(spec.fee_rate)
+        self.engine = MatchingEngine(fee=self.fee)
+        self._markets = [
+            Market(venue=id, market_id=m.id, yes=f"{m.id}:yes", no=f"{m.id}:no", title=m.title,
+                   tick_size=spec.tick_size, min_size=spec.min_size, size_step=spec.size_step)
+            for m in spec.markets
+        ]
+        for m in self._markets:
+            for inst in (m.yes, m.no):
+                self.engine.add_instrument(inst, tick_size=spec.tick_size, min_size=spec.min_size)
+        self.process = MarketProcess(spec, self._markets, seed)
+        self._fault_rng = random.Random(seed ^ 0x5EED)
+        self._books: dict[str, Book] = {}
+        self._seen: dict[str, int] = {}
+        self.steps = 0
+
+    @classmethod
+    def from_config(cls, id: str, config: Config, ctx: BuildContext) -> PaperVenue:
+        spec = load_scenario(ctx.path(config.scenario))
+        return cls(id, spec, seed=spec.seed if config.seed is None else config.seed,
+                   latency_ms=spec.latency_ms if config.latency_ms is None else config.latency_ms,
+                   faults=config.faults, account=config.account)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        self._quote()
+
+    async def close(self) -> None:
+        self.engine.cancel_all(self.account)
+
+    def markets(self) -> Sequence[Market]:
+        return self._markets
+
+    # ------------------------------------------------------------------ books
+
+    def _quote(self) -> None:
+        for st in self.process.states:
+            for inst, side, levels in self.process.quotes(st):
+                self.engine.set_liquidity(MARKET_MAKER, inst,
+                                          Side.SELL if side == "ask" else Side.BUY, levels)
+
+    def book(self, instrument: str) -> Book | None:
+        seq = self.engine.sequence(instrument)
+        cached = self._books.get(instrument)
+        if cached is None or cached.sequence != seq:
+            bids, asks = self.engine.book(instrument)
+            cached = Book(self.id, instrument, bids, asks, sequence=seq)
+            self._books[instrument] = cached
+        return cached
+
+    async def poll_books(self) -> Sequence[Book]:
+        """Advance the market one step and return the books that changed."""
+        self.process.step()
+        self._quote()
+        self.steps += 1
+        changed = []
+        for m in self._markets:
+            for inst in (m.yes, m.no):
+                seq = self.engine.sequence(inst)
+                if self._seen.get(inst) != seq:
+                    self._seen[inst] = seq
+                    book = self.book(inst)
+                    assert book is not None
+                    changed.append(book)
+        return changed
+
+    # ------------------------------------------------------------------ orders
+
+    def _draw(self, rate: Decimal) -> bool:
+        return bool(rate) and self._fault_rng.random() < float(rate)  # probability, not money
+
+    async def place_order(self, request: OrderRequest) -> OrderAck:
+        if self.latency_s:
+            await asyncio.sleep(self.latency_s)
+        faults = self.faults
+        size = request.size
+        if faults is not None:
+            if self._draw(faults.reject_rate):
+                raise OrderRejected(f"paper venue {self.id}: injected reject")
+            if request.time_in_force is not TimeInForce.FOK and self._draw(
+                    faults.partial_fill_rate):
+                part = quantize_down(size * Decimal(self._fault_rng.randint(25, 75)) / 100,
+                                     self.spec.size_step)
+                if part >= self.spec.min_size and size - part >= self.spec.min_size:
+                    size = part
+            lose_reply = self._draw(faults.timeout_rate)
+        else:
+            lose_reply = False
+        try:
+            ack = self.engine.submit(self.account, request.client_order_id, request.instrument,
+                                     request.side, request.price, size, request.time_in_force)
+        except InvalidOrder as exc:
+            raise OrderRejected(f"paper venue {self.id}: {exc}") from None
+        if lose_reply:
+            raise AmbiguousOutcome(f"paper venue {self.id}: reply lost after the order was applied")
+        return ack
+
+    async def cancel_order(self, client_order_id: str) -> OrderAck:
+        if self.latency_s:
+            await asyncio.sleep(self.latency_s)
+        try:
+            return self.engine.cancel(self.account, client_order_id)
+        except UnknownOrderError:
+            raise UnknownOrder(client_order_id) from None
+
+    async def get_order(self, client_order_id: str) -> OrderAck:
+        if self.latency_s:
+            await asyncio.sleep(self.latency_s)
+        try:
+            return self.engine.get(self.account, client_order_id)
+        except UnknownOrderError:
+            raise UnknownOrder(client_order_id) from None
+
+    def positions(self) -> Mapping[str, Decimal]:
+        return self.engine.positions(self.account)
+
+    def cash(self) -> Decimal:
+        return self.engine.cash(self.account)

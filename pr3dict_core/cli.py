@@ -1,0 +1,316 @@
+"""The ``pr3dict`` command. ``main(argv) -> int`` is pure and testable; ``run()`` exits.
+
+Exit codes: 0 ok, 1 run failed, 78 bad configuration, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn, TextIO
+
+import pluggy
+from opentelemetry import trace
+
+from . import telemetry as tm
+from .components import KINDS, DuplicateComponent
+from .config import EX_CONFIG, ConfigError, Mode, PipelineConfig, load_pipelines
+from .model import Pr3dictError
+from .pipeline import Engine, new_run_id
+from .plugins import UsageError, collect_components, make_plugin_manager, plugin_distributions
+
+EX_OK, EX_FAILED, EX_INTERRUPTED = 0, 1, 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pr3dict", description=__doc__.splitlines()[0])
+    parser.add_argument("-p", dest="plugins", action="append", default=[], metavar="NAME",
+                        help="load plugin module NAME, or block plugin NAME with no:NAME")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a pipeline")
+    run.add_argument("pipeline", type=Path)
+    run.add_argument("--cycles", type=int, help="stop after N detect cycles")
+    run.add_argument("--duration", type=float, metavar="SECONDS", help="stop after SECONDS")
+    run.add_argument("--live", action="store_true",
+                     help="allow live trading (the pipeline must also say mode = \"live\")")
+    run.add_argument("--run-id", help="use this run id instead of a new one")
+    run.add_argument("--quiet", action="store_true", help="no live status line")
+
+    validate = sub.add_parser("validate", help="check pipeline files; exit 78 on problems")
+    validate.add_argument("pipelines", type=Path, nargs="+")
+    validate.add_argument("--no-environment", action="store_true",
+                          help="skip starting venues and RPC providers")
+
+    graph = sub.add_parser("graph", help="print a pipeline's wiring")
+    graph.add_argument("pipeline", type=Path)
+    graph.add_argument("--format", choices=["dot", "text"], default="dot")
+
+    sub.add_parser("plugins", help="list plugins, their distributions and components")
+    return parser
+
+
+def _plugin_manager(args: argparse.Namespace) -> pluggy.PluginManager:
+    blocked = [p[3:] for p in args.plugins if p.startswith("no:")]
+    load = [p for p in args.plugins if not p.startswith("no:")]
+    return make_plugin_manager(block=blocked, load=load)
+
+
+def main(argv: Sequence[str] | None = None, *,
+         tracer_provider: trace.TracerProvider | None = None,
+         pm: pluggy.PluginManager | None = None,
+         stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
+    out = stdout or sys.stdout
+    err = stderr or sys.stderr
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0) and 2
+    try:
+        pm = pm or _plugin_manager(args)
+        registry = collect_components(pm)
+    except (UsageError, DuplicateComponent, ImportError) as exc:
+        print(f"pr3dict: {exc}", file=err)
+        return EX_CONFIG
+    try:
+        if args.command == "plugins":
+            return cmd_plugins(pm, registry, out)
+        configs = load_pipelines(
+            [args.pipeline] if hasattr(args, "pipeline") else args.pipelines, registry)
+        if args.command == "validate":
+            return cmd_validate(args, configs, registry, pm, out, err)
+        if args.command == "graph":
+            print(render_graph(configs[0], args.format), file=out)
+            return EX_OK
+        return cmd_run(args, configs[0], registry, pm, tracer_provider, out, err)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=err)
+        print(f"pr3dict: {len(exc.problems)} problem(s); nothing was run", file=err)
+        return EX_CONFIG
+    except Pr3dictError as exc:
+        print(f"pr3dict: {exc}", file=err)
+        return EX_FAILED
+
+
+def run() -> NoReturn:
+    raise SystemExit(main())
+
+
+# --------------------------------------------------------------------------- plugins
+
+
+def cmd_plugins(pm: pluggy.PluginManager, registry, out: TextIO) -> int:  # type: ignore[no-untyped-def]
+    dists = plugin_distributions(pm)
+    by_plugin = registry.by_plugin()
+    rows = []
+    for name in sorted({n for n in (pm.get_name(p) for p in pm.get_plugins()) if n}):
+        dist, version = dists.get(name, ("-", "-"))
+        comps = ", ".join(f"{KINDS[r.kind]}:{r.name}" for r in sorted(
+            by_plugin.get(name, []), key=lambda r: (r.kind, r.name))) or "-"
+        rows.append((name, dist, version, comps))
+    widths = [max(len(r[i]) for r in [("plugin", "distribution", "version", ""), *rows])
+              for i in range(3)]
+    header = ("plugin", "distribution", "version", "components")
+    for row in [header, *rows]:
+        print("  ".join(c.ljust(w) for c, w in zip(row[:3], widths)) + "  " + row[3], file=out)
+    return EX_OK
+
+
+# --------------------------------------------------------------------------- validate / graph
+
+
+def cmd_validate(args: argparse.Namespace, configs: list[PipelineConfig], registry, pm,  # type: ignore[no-untyped-def]
+                 out: TextIO, err: TextIO) -> int:
+    failed = False
+    for config in configs:
+        if not args.no_environment:
+            problem = asyncio.run(_check_environment(config, registry, pm))
+            if problem:
+                print(f"{config.file}: environment: {problem}", file=err)
+                failed = True
+                continue
+        print(f"ok: {config.file}", file=out)
+    return EX_CONFIG if failed else EX_OK
+
+
+async def _check_environment(config: PipelineConfig, registry, pm) -> str:  # type: ignore[no-untyped-def]
+    """Build the pipeline and start/close its venues and RPC providers."""
+    try:
+        engine = Engine.from_config(config, registry, pm)
+    except ConfigError:
+        raise
+    except Exception as exc:
+        return f"cannot build components: {exc}"
+    try:
+        await asyncio.wait_for(engine.start(), 30)
+    except Exception as exc:
+        return f"cannot start: {type(exc).__name__}: {exc}"
+    finally:
+        await engine.close()
+    return ""
+
+
+def render_graph(config: PipelineConfig, fmt: str) -> str:
+    venues = list(config.section("venues").values())
+    detectors = list(config.section("detectors").values())
+    gates = list(config.section("gates").values())
+    sinks = list(config.section("sinks").values())
+    strategy = config.execution.strategy
+    if fmt == "text":
+        lines = [f"pipeline {config.pipeline.name} ({config.pipeline.mode})"]
+        lines += [f"  venue    {v.id} [{v.type}]" for v in venues]
+        for d in detectors:
+            lines.append(f"  detector {d.id} [{d.type}] <- {', '.join(d.options.venues)}")
+        lines += [f"  gate {i + 1}   {g.id} [{g.type}]" for i, g in enumerate(gates)]
+        lines.append(f"  execute  [{strategy}] deadline {config.execution.deadline_ms} ms")
+        lines += [f"  sink     {s.id} [{s.type}]" for s in sinks]
+        return "\n".join(lines)
+    out = [f'digraph "{config.pipeline.name}" {{', "  rankdir=LR;"]
+    for v in venues:
+        out.append(f'  "venues.{v.id}" [label="{v.id}\\n{v.type}", shape=cylinder];')
+    for d in detectors:
+        out.append(f'  "detectors.{d.id}" [label="{d.id}\\n{d.type}", shape=box];')
+        for vid in d.options.venues:
+            out.append(f'  "venues.{vid}" -> "detectors.{d.id}" [label="books"];')
+    chain = [f"gates.{g.id}" for g in gates]
+    for g in gates:
+        out.append(f'  "gates.{g.id}" [label="{g.id}\\n{g.type}", shape=diamond];')
+    out.append(f'  "execution" [label="execute\\n{strategy}", shape=box];')
+    first = chain[0] if chain else "execution"
+    for d in detectors:
+        out.append(f'  "detectors.{d.id}" -> "{first}" [label="opportunities"];')
+    for a, b in zip(chain, [*chain[1:], "execution"]):
+        out.append(f'  "{a}" -> "{b}" [label="approved"];')
+    for v in venues:
+        out.append(f'  "execution" -> "venues.{v.id}" [label="orders", style=dashed];')
+    for s in sinks:
+        out.append(f'  "sinks.{s.id}" [label="{s.id}\\n{s.type}", shape=note];')
+        out.append(f'  "execution" -> "sinks.{s.id}" [label="trades"];')
+    out.append("}")
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------- run
+
+
+def cmd_run(args: argparse.Namespace, config: PipelineConfig, registry, pm,  # type: ignore[no-untyped-def]
+            tracer_provider: trace.TracerProvider | None, out: TextIO, err: TextIO) -> int:
+    if config.pipeline.mode is Mode.LIVE and not args.live:
+        print(f"{config.file}: pipeline.mode: live trading also needs `pr3dict run --live`",
+              file=err)
+        return EX_CONFIG
+    if args.live and config.pipeline.mode is not Mode.LIVE:
+        print(f"{config.file}: pipeline.mode: --live given but the pipeline says mode = "
+              f"\"{config.pipeline.mode}\"", file=err)
+        return EX_CONFIG
+    run_id = args.run_id or new_run_id()
+    run_dir = Path(config.pipeline.run_dir.replace("{run_id}", run_id))
+    if not run_dir.is_absolute():
+        run_dir = Path.cwd() / run_dir
+    owned_provider = None
+    if tracer_provider is None:
+        spans_path = Path(config.telemetry.path.replace("{run_id}", run_id))
+        owned_provider = tm.make_tracer_provider(config.telemetry, run_id=run_id,
+                                                 pipeline=config.pipeline.name,
+                                                 path=spans_path)
+        tracer_provider = owned_provider
+    try:
+        engine = Engine.from_config(config, registry, pm, tracer_provider=tracer_provider,
+                                    run_id=run_id)
+    except ConfigError:
+        raise
+    cycles = args.cycles if args.cycles is not None else config.pipeline.cycles
+    duration = args.duration if args.duration is not None else config.pipeline.duration_s
+    status = _StatusLine(err, enabled=not args.quiet and err.isatty())
+    print(f"pr3dict: run {run_id} of {config.pipeline.name} ({config.pipeline.mode})", file=err)
+    code, interrupted = EX_OK, False
+    try:
+        interrupted = asyncio.run(_run_engine(engine, cycles, duration,
+                                              config.pipeline.interval_ms / 1000, status))
+        summary = engine.statistics()
+    except Pr3dictError as exc:
+        print(f"pr3dict: run failed: {exc}", file=err)
+        code = EX_FAILED
+        summary = engine.statistics()
+    finally:
+        status.clear()
+        if owned_provider is not None:
+            owned_provider.force_flush()
+            owned_provider.shutdown()
+    print(summary.table(), file=out)
+    if engine.halted:
+        print(f"pr3dict: halted: {engine.halted}", file=err)
+    if pm is not None:
+        pm.hook.pr3dict_run_finish(config=config, run_id=run_id, summary=summary,
+                                   exit_code=EX_INTERRUPTED if interrupted else code)
+    if interrupted:
+        return EX_INTERRUPTED
+    if summary.unresolved:
+        return EX_FAILED
+    return code
+
+
+async def _run_engine(engine: Engine, cycles: int | None, duration: float | None,
+                      interval: float, status: _StatusLine) -> bool:
+    """Run until done or interrupted; returns True if interrupted (SIGINT/SIGTERM)."""
+    stop = asyncio.Event()
+    interrupted = False
+    loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        nonlocal interrupted
+        interrupted = True
+        stop.set()
+
+    installed = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, on_signal)
+            installed.append(sig)
+        except (NotImplementedError, RuntimeError, ValueError):
+            pass
+    try:
+        await engine.start()
+        if cycles is None and duration is None:
+            duration = None  # run until interrupted
+        await engine.run(cycles=cycles, duration=duration, stop=stop, interval=interval,
+                         on_cycle=status.update)
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+        await engine.close()  # waits for trades in flight; nothing is left resting
+    return interrupted
+
+
+class _StatusLine:
+    """A one-line live status on a terminal, redrawn at most 10 times a second."""
+
+    def __init__(self, stream: TextIO, enabled: bool):
+        self.stream = stream
+        self.enabled = enabled
+        self._last = 0.0
+
+    def update(self, engine: Engine, cycle: int) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if now - self._last < 0.1:
+            return
+        self._last = now
+        s = engine.statistics()
+        self.stream.write(
+            f"\r\x1b[2Kcycle {cycle}  opportunities {s.opportunities}  committed {s.committed}"
+            f"  rolled back {s.rolled_back}  rejected {s.rejected}  PnL {s.realised_pnl:.4f}")
+        self.stream.flush()
+
+    def clear(self) -> None:
+        if self.enabled:
+            self.stream.write("\r\x1b[2K")
+            self.stream.flush()

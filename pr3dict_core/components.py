@@ -1,0 +1,325 @@
+"""What each component kind must provide, and the registry plugins add them to.
+
+Hooks (``hookspecs.py``) only *register* classes. The hot path calls async methods on
+the component instances built from a pipeline file; their shapes are the Protocols here.
+Every component class carries ``type`` (its name in pipeline files) and ``Config`` (a
+frozen attrs class for its TOML table) and is built with ``from_config``.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from decimal import Decimal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+
+import attrs
+
+from .model import Book, Leg, Market, Opportunity, OrderAck, OrderRequest, Pr3dictError, Trade
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
+
+    from .metrics import TradeRecord
+
+# --------------------------------------------------------------------------- venue errors
+
+
+class VenueError(Pr3dictError):
+    """Base of every error a venue connector raises. ``retryable`` marks idempotent-safe retries."""
+
+    retryable: ClassVar[bool] = False
+
+
+class OrderRejected(VenueError):
+    """The venue definitively refused the order: nothing rests, nothing filled."""
+
+
+class InsufficientBalance(OrderRejected):
+    """Refused for lack of collateral or shares."""
+
+
+class RateLimited(VenueError):
+    """Refused for rate; safe to retry after a pause."""
+
+    retryable = True
+
+
+class VenueUnavailable(VenueError):
+    """The venue could not be reached before the request was sent: nothing happened."""
+
+    retryable = True
+
+
+class AmbiguousOutcome(VenueError):
+    """The request may or may not have taken effect (timeout after send, 5xx, malformed reply).
+
+    The leg becomes UNRESOLVED and is reconciled by querying the venue; never assume failure.
+    """
+
+
+class UnknownOrder(VenueError):
+    """The venue has no order with that client order id."""
+
+
+# --------------------------------------------------------------------------- build context
+
+
+@attrs.frozen
+class BuildContext:
+    """What a component may use while it is built from its config."""
+
+    run_id: str
+    base_dir: Path  # relative paths in a pipeline file are relative to this
+    resolve_secret: Callable[[Any], str]
+    tracer: Tracer
+    mode: str = "paper"
+    built: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)  # kind -> id -> component
+
+    def lookup(self, kind: str, id: str) -> Any:
+        """An already-built component (venues, rpc, ... are built before what refers to them)."""
+        try:
+            return self.built[kind][id]
+        except KeyError:
+            raise Pr3dictError(f"no {KINDS.get(kind, kind)} with id {id!r} has been built") from None
+
+    def path(self, value: str) -> Path:
+        p = Path(value.replace("{run_id}", self.run_id))
+        return p if p.is_absolute() else self.base_dir / p
+
+
+# --------------------------------------------------------------------------- protocols
+
+
+@runtime_checkable
+class Venue(Protocol):
+    """A place to trade: books in, orders out. Prices are USDC per share as Decimal."""
+
+    type: ClassVar[str]
+    id: str
+
+    async def start(self) -> None:
+        """Connect, load markets and first books."""
+
+    async def close(self) -> None:
+        """Release connections; resting orders are cancelled by the engine before this."""
+
+    def markets(self) -> Sequence[Market]:
+        """Every binary market this venue trades in this run."""
+
+    def book(self, instrument: str) -> Book | None:
+        """The latest book of ``instrument``, or None if unknown."""
+
+    async def poll_books(self) -> Sequence[Book]:
+        """Books that changed since the last call (the paper venue advances its clock here)."""
+
+    async def place_order(self, request: OrderRequest) -> OrderAck:
+        """Send one order. Raises a ``VenueError``; AmbiguousOutcome when the outcome is unknown."""
+
+    async def cancel_order(self, client_order_id: str) -> OrderAck:
+        """Cancel what rests of an order; returns its final view (fills included)."""
+
+    async def get_order(self, client_order_id: str) -> OrderAck:
+        """The venue's truth about an order; raises UnknownOrder if it never arrived."""
+
+    def fee(self, instrument: str, price: Decimal, size: Decimal) -> Decimal:
+        """The taker fee in USDC for ``size`` shares at ``price``."""
+
+    def positions(self) -> Mapping[str, Decimal]:
+        """Shares held per instrument, as the venue sees them."""
+
+
+@runtime_checkable
+class Detector(Protocol):
+    """Turns changed books into opportunities; re-evaluates only what changed."""
+
+    type: ClassVar[str]
+    id: str
+    venue_ids: tuple[str, ...]
+
+    def bind(self, venues: Mapping[str, Venue]) -> None:
+        """Called once after venues start, to learn their markets."""
+
+    def detect(self, changed: Sequence[Book]) -> Iterable[Opportunity]:
+        """Opportunities among the markets whose books are in ``changed``."""
+
+
+@attrs.frozen
+class GateDecision:
+    approved: bool
+    reason: str = ""
+
+    @classmethod
+    def approve(cls) -> GateDecision:
+        return _APPROVED
+
+    @classmethod
+    def reject(cls, reason: str) -> GateDecision:
+        return cls(False, reason)
+
+
+_APPROVED = GateDecision(True)
+
+
+@runtime_checkable
+class RiskGate(Protocol):
+    """Approves or rejects a trade before any order; may reserve resources for it."""
+
+    type: ClassVar[str]
+    id: str
+
+    def evaluate(self, trade: Trade) -> GateDecision:
+        """Approve (and reserve) or reject with a reason. Runs in pipeline-file order."""
+
+    def on_trade_finished(self, trade: Trade) -> None:
+        """Told every trade this gate approved once it is final: release, update heat and streaks."""
+
+
+@runtime_checkable
+class ExecutionStrategy(Protocol):
+    """Decides how each leg is priced and chased within the deadline."""
+
+    type: ClassVar[str]
+
+    async def execute_leg(self, leg: Leg, ctx: LegContext) -> None:
+        """Drive ``leg`` to a final state (or UNRESOLVED) using ``ctx.submit`` and ``ctx.cancel``."""
+
+
+class LegContext(Protocol):
+    """What the engine gives a strategy for one leg; it owns journaling, spans and states."""
+
+    venue: Venue
+    deadline: float  # perf_counter seconds
+    max_slippage_ticks: int
+
+    def book(self) -> Book | None: ...
+
+    async def submit(self, leg: Leg, request: OrderRequest) -> OrderAck | None: ...
+
+    async def cancel(self, leg: Leg) -> OrderAck | None: ...
+
+    async def refresh(self, leg: Leg) -> OrderAck | None: ...
+
+
+@runtime_checkable
+class MetricsSink(Protocol):
+    """Receives one record per finished trade, and the run's summary at the end."""
+
+    type: ClassVar[str]
+    id: str
+
+    def record(self, record: TradeRecord) -> None:
+        """Called for every final trade; must be cheap (buffer, do I/O later)."""
+
+    async def close(self, summary: Mapping[str, Any]) -> None:
+        """Flush and release; ``summary`` is the run's statistics."""
+
+
+@runtime_checkable
+class RpcProvider(Protocol):
+    """A JSON-RPC endpoint pool (Polygon)."""
+
+    type: ClassVar[str]
+    id: str
+
+    async def start(self) -> None: ...
+
+    async def request(self, method: str, params: Sequence[Any]) -> Any: ...
+
+    async def close(self) -> None: ...
+
+
+@runtime_checkable
+class Settler(Protocol):
+    """Settles committed trades after the fact (e.g. merges YES+NO into collateral on-chain)."""
+
+    type: ClassVar[str]
+    id: str
+
+    async def start(self) -> None: ...
+
+    async def settle(self, trade: Trade) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+# --------------------------------------------------------------------------- registry
+
+KINDS: dict[str, str] = {
+    # section in a pipeline file -> human name
+    "venues": "venue",
+    "detectors": "detector",
+    "strategies": "execution strategy",
+    "gates": "risk gate",
+    "sinks": "metrics sink",
+    "rpc": "RPC provider",
+    "settlers": "settler",
+}
+
+
+class DuplicateComponent(Pr3dictError):
+    pass
+
+
+@attrs.frozen
+class Registration:
+    kind: str
+    name: str
+    cls: type
+    plugin: str
+
+
+@attrs.define
+class ComponentRegistry:
+    """Every registered component class, by kind and type name, with the plugin that added it."""
+
+    entries: dict[str, dict[str, Registration]] = attrs.field(
+        factory=lambda: {kind: {} for kind in KINDS}
+    )
+
+    def add(self, kind: str, cls: type, plugin: str) -> None:
+        name = getattr(cls, "type", None)
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"{cls.__qualname__} (plugin {plugin}) has no `type` name")
+        if not attrs.has(getattr(cls, "Config", None) or object):
+            raise TypeError(f"{cls.__qualname__} (plugin {plugin}) has no attrs `Config` class")
+        existing = self.entries[kind].get(name)
+        if existing is not None:
+            raise DuplicateComponent(
+                f"{KINDS[kind]} type {name!r} is registered twice: by plugin {existing.plugin!r} "
+                f"({existing.cls.__qualname__}) and by plugin {plugin!r} ({cls.__qualname__})"
+            )
+        self.entries[kind][name] = Registration(kind, name, cls, plugin)
+
+    def get(self, kind: str, name: str) -> Registration | None:
+        return self.entries[kind].get(name)
+
+    def names(self, kind: str) -> list[str]:
+        return sorted(self.entries[kind])
+
+    def suggest(self, kind: str, name: str) -> str:
+        close = difflib.get_close_matches(name, self.names(kind), n=3, cutoff=0.5)
+        choices = close or self.names(kind)
+        label = "did you mean" if close else "registered"
+        return f"{label}: {', '.join(choices) or 'none'}"
+
+    def by_plugin(self) -> dict[str, list[Registration]]:
+        out: dict[str, list[Registration]] = {}
+        for kind in self.entries.values():
+            for reg in kind.values():
+                out.setdefault(reg.plugin, []).append(reg)
+        return out
+
+
+@attrs.frozen
+class Registrar:
+    """Handed to a registration hook: adds component classes of one kind for one plugin."""
+
+    _registry: ComponentRegistry
+    _kind: str
+    _plugin: str
+
+    def add(self, *classes: type) -> None:
+        for cls in classes:
+            self._registry.add(self._kind, cls, self._plugin)

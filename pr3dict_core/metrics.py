@@ -1,0 +1,209 @@
+"""Trade records for metrics sinks, and the run's statistics.
+
+A ``TradeRecord`` is built once per final trade and handed to every sink; ``RunStatistics``
+aggregates them for the live status line, the end-of-run table and the Python API.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from decimal import Decimal
+from typing import Any
+
+import attrs
+from attrs import field, frozen
+
+from .model import ZERO, Leg, Trade, TradeState
+
+
+@frozen
+class LegRecord:
+    index: int
+    venue: str
+    instrument: str
+    side: str
+    purpose: str
+    state: str
+    size: Decimal
+    filled: Decimal
+    average_price: Decimal | None
+    fees: Decimal
+    slippage: Decimal
+    slippage_ticks: Decimal
+    attempts: int
+    latency_ms: float | None  # submit -> final
+
+    @classmethod
+    def from_leg(cls, leg: Leg) -> LegRecord:
+        latency = None
+        if leg.submitted_at is not None and leg.finished_at is not None:
+            latency = (leg.finished_at - leg.submitted_at) * 1000
+        return cls(leg.index, leg.venue, leg.instrument, str(leg.side), leg.purpose,
+                   str(leg.state), leg.size, leg.filled, leg.average_price, leg.fees,
+                   leg.slippage, leg.slippage_ticks, leg.attempts, latency)
+
+
+@frozen
+class TradeRecord:
+    trade_id: str
+    opportunity_id: str
+    kind: str
+    detector: str
+    strategy: str
+    state: str
+    reject_reason: str
+    size: Decimal
+    expected_edge: Decimal  # USDC, after fees, as detected
+    realised_pnl: Decimal
+    hedged_size: Decimal
+    rollback_cost: Decimal
+    slippage: Decimal  # USDC over entry legs
+    decision_to_wire_ms: float | None
+    decision_to_final_ms: float | None
+    leg_skew_ms: float | None  # spread of the entry legs' final times
+    legs: tuple[LegRecord, ...] = field(factory=tuple)
+    error: str = ""
+
+    @classmethod
+    def from_trade(cls, trade: Trade) -> TradeRecord:
+        def ms(start: float | None, end: float | None) -> float | None:
+            return (end - start) * 1000 if start is not None and end is not None else None
+
+        finals = [leg.finished_at for leg in trade.legs if leg.finished_at is not None]
+        skew = (max(finals) - min(finals)) * 1000 if len(finals) >= 2 else None
+        opp = trade.opportunity
+        return cls(
+            trade_id=trade.id, opportunity_id=opp.id, kind=opp.kind, detector=opp.detector,
+            strategy=trade.strategy, state=str(trade.state), reject_reason=trade.reject_reason,
+            size=opp.size, expected_edge=opp.expected_profit,
+            realised_pnl=trade.realised_pnl if trade.state is not TradeState.REJECTED else ZERO,
+            hedged_size=trade.hedged_size, rollback_cost=trade.rollback_cost,
+            slippage=sum((leg.slippage for leg in trade.legs), ZERO),
+            decision_to_wire_ms=ms(trade.decided_at, trade.on_wire_at),
+            decision_to_final_ms=ms(trade.decided_at, trade.finished_at),
+            leg_skew_ms=skew,
+            legs=tuple(LegRecord.from_leg(leg) for leg in trade.all_legs),
+            error=trade.error,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return _jsonable(attrs.asdict(self, recurse=True))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """Nearest-rank percentile (q in 0..100); None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+@attrs.define
+class RunStatistics:
+    """Running totals over every final trade of a run."""
+
+    opportunities: int = 0
+    records: list[TradeRecord] = field(factory=list)
+
+    def add(self, record: TradeRecord) -> None:
+        self.records.append(record)
+
+    def count(self, state: TradeState) -> int:
+        return sum(1 for r in self.records if r.state == state)
+
+    @property
+    def executed(self) -> list[TradeRecord]:
+        return [r for r in self.records if r.state != TradeState.REJECTED]
+
+    def summary(self) -> RunSummary:
+        executed = self.executed
+        entry_legs = [leg for r in executed for leg in r.legs if leg.purpose == "entry"]
+        filled_legs = [leg for leg in entry_legs if leg.state == "filled"]
+        wire = [r.decision_to_wire_ms for r in executed if r.decision_to_wire_ms is not None]
+        final = [r.decision_to_final_ms for r in executed if r.decision_to_final_ms is not None]
+        by_strategy: dict[str, dict[str, Any]] = {}
+        for r in executed:
+            s = by_strategy.setdefault(r.strategy, {"trades": 0, "committed": 0})
+            s["trades"] += 1
+            s["committed"] += r.state == TradeState.COMMITTED
+        for s in by_strategy.values():
+            s["success_rate"] = s["committed"] / s["trades"] if s["trades"] else None
+        return RunSummary(
+            opportunities=self.opportunities,
+            rejected=self.count(TradeState.REJECTED),
+            committed=self.count(TradeState.COMMITTED),
+            rolled_back=self.count(TradeState.ROLLED_BACK),
+            unresolved=self.count(TradeState.UNRESOLVED),
+            realised_pnl=sum((r.realised_pnl for r in executed), ZERO),
+            expected_edge=sum((r.expected_edge for r in executed), ZERO),
+            rollback_cost=sum((r.rollback_cost for r in executed), ZERO),
+            fill_rate=len(filled_legs) / len(entry_legs) if entry_legs else None,
+            decision_to_wire_p50_ms=percentile(wire, 50),
+            decision_to_wire_p99_ms=percentile(wire, 99),
+            decision_to_final_p50_ms=percentile(final, 50),
+            decision_to_final_p99_ms=percentile(final, 99),
+            by_strategy=by_strategy,
+        )
+
+
+@frozen
+class RunSummary:
+    opportunities: int
+    rejected: int
+    committed: int
+    rolled_back: int
+    unresolved: int
+    realised_pnl: Decimal
+    expected_edge: Decimal
+    rollback_cost: Decimal
+    fill_rate: float | None
+    decision_to_wire_p50_ms: float | None
+    decision_to_wire_p99_ms: float | None
+    decision_to_final_p50_ms: float | None
+    decision_to_final_p99_ms: float | None
+    by_strategy: Mapping[str, Mapping[str, Any]] = field(factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return _jsonable(attrs.asdict(self))
+
+    def table(self) -> str:
+        def fmt_ms(v: float | None) -> str:
+            return "-" if v is None else f"{v:.3f} ms"
+
+        rows = [
+            ("opportunities", str(self.opportunities)),
+            ("rejected by gates", str(self.rejected)),
+            ("trades committed", str(self.committed)),
+            ("trades rolled back", str(self.rolled_back)),
+            ("trades unresolved", str(self.unresolved)),
+            ("realised PnL (USDC)", f"{self.realised_pnl:.4f}"),
+            ("expected edge (USDC)", f"{self.expected_edge:.4f}"),
+            ("rollback cost (USDC)", f"{self.rollback_cost:.4f}"),
+            ("fill rate (entry legs)", "-" if self.fill_rate is None else f"{self.fill_rate:.1%}"),
+            ("decision -> wire p50", fmt_ms(self.decision_to_wire_p50_ms)),
+            ("decision -> wire p99", fmt_ms(self.decision_to_wire_p99_ms)),
+            ("decision -> final p50", fmt_ms(self.decision_to_final_p50_ms)),
+            ("decision -> final p99", fmt_ms(self.decision_to_final_p99_ms)),
+        ]
+        width = max(len(k) for k, _ in rows)
+        line = "-" * (width + 22)
+        body = "\n".join(f"{k:<{width}}  {v:>18}" for k, v in rows)
+        return f"{line}\n{body}\n{line}"
+
+
+def net_exposure(positions: Mapping[str, Decimal], pairs: Sequence[tuple[str, str]]) -> Decimal:
+    """Unhedged shares: for each (yes, no) pair, |yes - no| (a hedged set is riskless)."""
+    return sum((abs(positions.get(y, ZERO) - positions.get(n, ZERO)) for y, n in pairs), ZERO)
+

@@ -1,0 +1,457 @@
+"""The domain: markets, books, opportunities, trades, legs and their state machines.
+
+Every price, size and amount is a ``Decimal``; prices are USDC per share in [0, 1].
+Connectors convert a venue's own units at their boundary, so nothing in here knows
+about cents or fixed-point strings.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import time
+from collections.abc import Iterable, Sequence
+from decimal import ROUND_DOWN, Decimal
+
+import attrs
+from attrs import field, frozen
+
+ZERO = Decimal(0)
+ONE = Decimal(1)
+
+
+class Pr3dictError(Exception):
+    """An error the CLI reports without a traceback."""
+
+
+class IllegalTransition(Pr3dictError):
+    """A state machine was asked for a transition its table does not allow."""
+
+
+def to_decimal(value: object) -> Decimal:
+    """Convert a str/int/Decimal to Decimal; floats are refused (they carry binary noise)."""
+    if isinstance(value, Decimal):
+        return value
+    if isinstance(value, bool) or isinstance(value, float):
+        raise TypeError(f"refusing to build a Decimal from {type(value).__name__} {value!r}")
+    return Decimal(str(value))
+
+
+def _price(instance: object, attribute: attrs.Attribute, value: Decimal) -> None:  # type: ignore[type-arg]
+    if not ZERO <= value <= ONE:
+        raise ValueError(f"{attribute.name} must be in [0, 1] USDC per share, got {value}")
+
+
+def _non_negative(instance: object, attribute: attrs.Attribute, value: Decimal) -> None:  # type: ignore[type-arg]
+    if value < ZERO:
+        raise ValueError(f"{attribute.name} must be >= 0, got {value}")
+
+
+def quantize_down(value: Decimal, step: Decimal) -> Decimal:
+    """Round ``value`` down to a multiple of ``step``."""
+    return (value / step).to_integral_value(rounding=ROUND_DOWN) * step
+
+
+class Side(enum.StrEnum):
+    BUY = "buy"
+    SELL = "sell"
+
+    @property
+    def opposite(self) -> Side:
+        return Side.SELL if self is Side.BUY else Side.BUY
+
+
+class TimeInForce(enum.StrEnum):
+    GTC = "GTC"  # rests until cancelled
+    FOK = "FOK"  # fill entirely now or not at all
+    FAK = "FAK"  # fill what is possible now, cancel the rest
+
+
+class Outcome(enum.StrEnum):
+    YES = "yes"
+    NO = "no"
+
+
+# --------------------------------------------------------------------------- books
+
+
+@frozen
+class Level:
+    price: Decimal = field(converter=to_decimal, validator=_price)
+    size: Decimal = field(converter=to_decimal, validator=_non_negative)
+
+
+@frozen
+class Book:
+    """A snapshot of one instrument's order book: bids best (highest) first, asks best (lowest) first."""
+
+    venue: str
+    instrument: str
+    bids: tuple[Level, ...] = ()
+    asks: tuple[Level, ...] = ()
+    timestamp: float = 0.0
+    sequence: int = 0
+
+    @property
+    def best_bid(self) -> Level | None:
+        return self.bids[0] if self.bids else None
+
+    @property
+    def best_ask(self) -> Level | None:
+        return self.asks[0] if self.asks else None
+
+
+def fill_cost(levels: Sequence[Level], size: Decimal) -> tuple[Decimal, Decimal]:
+    """Walk ``levels`` for ``size`` shares: (shares available up to size, their total cost)."""
+    remaining = size
+    cost = ZERO
+    for level in levels:
+        if remaining <= ZERO:
+            break
+        take = min(level.size, remaining)
+        cost += take * level.price
+        remaining -= take
+    return size - remaining, cost
+
+
+# --------------------------------------------------------------------------- markets and fees
+
+
+@frozen
+class Market:
+    """A binary market on one venue: a YES and a NO instrument that together pay 1 at resolution."""
+
+    venue: str
+    market_id: str
+    yes: str
+    no: str
+    title: str = ""
+    tick_size: Decimal = field(default=Decimal("0.01"), converter=to_decimal)
+    min_size: Decimal = field(default=Decimal("1"), converter=to_decimal)
+    size_step: Decimal = field(default=Decimal("0.01"), converter=to_decimal)
+
+    def instrument(self, outcome: Outcome) -> str:
+        return self.yes if outcome is Outcome.YES else self.no
+
+
+# --------------------------------------------------------------------------- opportunities
+
+
+@frozen
+class LegSpec:
+    """One leg of an opportunity as a detector saw it."""
+
+    venue: str
+    instrument: str
+    side: Side
+    price: Decimal = field(converter=to_decimal, validator=_price)  # worst price the detector priced in
+    size: Decimal = field(converter=to_decimal, validator=_non_negative)
+    market_id: str = ""
+    tick_size: Decimal = field(default=Decimal("0.01"), converter=to_decimal)
+    best_price: Decimal | None = None  # best level when detected; slippage is measured from here
+
+
+@frozen
+class Opportunity:
+    """An arbitrage a detector found: legs of equal shares and its expected edge after fees."""
+
+    id: str
+    detector: str
+    kind: str
+    legs: tuple[LegSpec, ...]
+    size: Decimal = field(converter=to_decimal)
+    edge_per_share: Decimal = field(converter=to_decimal)  # after fees
+    cost: Decimal = field(converter=to_decimal)  # total to pay for all legs, fees included
+    fees: Decimal = field(default=ZERO, converter=to_decimal)
+    payout: Decimal = field(default=ONE, converter=to_decimal)  # paid per hedged set at resolution
+    detected_at: float = field(factory=time.perf_counter)
+    detect_started_at: float | None = None  # perf_counter when detection of this book began
+
+    @property
+    def expected_profit(self) -> Decimal:
+        return self.edge_per_share * self.size
+
+
+def opportunity_id(detector: str, legs: Iterable[LegSpec], nonce: int) -> str:
+    """A short deterministic id: same detector, legs and nonce give the same id."""
+    key = "|".join([detector, str(nonce), *(f"{leg.venue}:{leg.instrument}:{leg.side}" for leg in legs)])
+    return hashlib.blake2s(key.encode(), digest_size=6).hexdigest()
+
+
+# --------------------------------------------------------------------------- states
+
+
+class LegState(enum.StrEnum):
+    PENDING = "pending"
+    SUBMITTED = "submitted"
+    PARTIALLY_FILLED = "partially_filled"
+    FILLED = "filled"
+    CANCELLED = "cancelled"
+    REJECTED = "rejected"
+    UNRESOLVED = "unresolved"
+
+    @property
+    def is_final(self) -> bool:
+        return self in _FINAL_LEG_STATES
+
+
+_FINAL_LEG_STATES = frozenset({LegState.FILLED, LegState.CANCELLED, LegState.REJECTED})
+
+LEG_TRANSITIONS: dict[LegState, frozenset[LegState]] = {
+    LegState.PENDING: frozenset({LegState.SUBMITTED, LegState.REJECTED, LegState.UNRESOLVED}),
+    LegState.SUBMITTED: frozenset(
+        {LegState.PARTIALLY_FILLED, LegState.FILLED, LegState.CANCELLED, LegState.REJECTED,
+         LegState.UNRESOLVED}
+    ),
+    LegState.PARTIALLY_FILLED: frozenset(
+        {LegState.PARTIALLY_FILLED, LegState.FILLED, LegState.CANCELLED, LegState.UNRESOLVED}
+    ),
+    # An unresolved leg leaves only when the venue says what happened.
+    LegState.UNRESOLVED: frozenset(
+        {LegState.SUBMITTED, LegState.PARTIALLY_FILLED, LegState.FILLED, LegState.CANCELLED,
+         LegState.REJECTED}
+    ),
+    LegState.FILLED: frozenset(),
+    LegState.CANCELLED: frozenset(),
+    LegState.REJECTED: frozenset(),
+}
+
+
+class TradeState(enum.StrEnum):
+    DETECTED = "detected"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    EXECUTING = "executing"
+    COMMITTED = "committed"
+    ROLLING_BACK = "rolling_back"
+    ROLLED_BACK = "rolled_back"
+    UNRESOLVED = "unresolved"
+
+    @property
+    def is_final(self) -> bool:
+        return self in {TradeState.REJECTED, TradeState.COMMITTED, TradeState.ROLLED_BACK}
+
+
+TRADE_TRANSITIONS: dict[TradeState, frozenset[TradeState]] = {
+    TradeState.DETECTED: frozenset({TradeState.APPROVED, TradeState.REJECTED}),
+    TradeState.APPROVED: frozenset({TradeState.EXECUTING}),
+    TradeState.EXECUTING: frozenset({TradeState.COMMITTED, TradeState.ROLLING_BACK}),
+    TradeState.ROLLING_BACK: frozenset({TradeState.ROLLED_BACK, TradeState.UNRESOLVED}),
+    TradeState.UNRESOLVED: frozenset({TradeState.ROLLING_BACK, TradeState.ROLLED_BACK,
+                                      TradeState.COMMITTED}),
+    TradeState.REJECTED: frozenset(),
+    TradeState.COMMITTED: frozenset(),
+    TradeState.ROLLED_BACK: frozenset(),
+}
+
+
+# --------------------------------------------------------------------------- orders and fills
+
+
+@frozen
+class OrderRequest:
+    """What goes on the wire for one leg attempt."""
+
+    client_order_id: str
+    venue: str
+    instrument: str
+    side: Side
+    price: Decimal = field(converter=to_decimal, validator=_price)
+    size: Decimal = field(converter=to_decimal, validator=_non_negative)
+    time_in_force: TimeInForce = TimeInForce.FAK
+
+
+@frozen
+class Fill:
+    fill_id: str
+    client_order_id: str
+    price: Decimal = field(converter=to_decimal)
+    size: Decimal = field(converter=to_decimal)
+    fee: Decimal = field(default=ZERO, converter=to_decimal)
+    timestamp: float = 0.0
+
+
+class OrderStatus(enum.StrEnum):
+    OPEN = "open"  # resting, possibly partly filled
+    FILLED = "filled"
+    CANCELLED = "cancelled"  # done; may carry partial fills (FAK remainder, user cancel)
+    REJECTED = "rejected"
+
+
+@frozen
+class OrderAck:
+    """The venue's view of one order: its status and every fill so far."""
+
+    client_order_id: str
+    status: OrderStatus
+    fills: tuple[Fill, ...] = ()
+    venue_order_id: str = ""
+    reason: str = ""
+
+    @property
+    def filled(self) -> Decimal:
+        return sum((f.size for f in self.fills), ZERO)
+
+
+def client_order_id(trade_id: str, leg_index: int, attempt: int) -> str:
+    """Deterministic from (trade, leg, attempt), so a resend after a crash is idempotent."""
+    return f"{trade_id}-{leg_index}-{attempt}"
+
+
+# --------------------------------------------------------------------------- legs and trades
+
+
+@attrs.define(eq=False)
+class Leg:
+    """One leg being executed: its state machine and everything filled on it so far."""
+
+    trade_id: str
+    index: int
+    venue: str
+    instrument: str
+    side: Side
+    size: Decimal
+    limit_price: Decimal  # worst acceptable price
+    target_price: Decimal  # the price the detector saw
+    tick_size: Decimal = Decimal("0.01")
+    purpose: str = "entry"  # entry | unwind | complete
+    state: LegState = LegState.PENDING
+    fills: dict[str, Fill] = field(factory=dict)  # by fill id: duplicates never double-count
+    attempts: int = 0
+    error: str = ""
+    submitted_at: float | None = None
+    finished_at: float | None = None
+    history: list[LegState] = field(factory=list)
+
+    def transition(self, new: LegState) -> None:
+        if new not in LEG_TRANSITIONS[self.state]:
+            raise IllegalTransition(f"leg {self.trade_id}/{self.index}: {self.state} -> {new}")
+        self.history.append(self.state)
+        self.state = new
+
+    def next_client_order_id(self) -> str:
+        self.attempts += 1
+        return client_order_id(self.trade_id, self.index, self.attempts)
+
+    def current_client_order_id(self) -> str:
+        return client_order_id(self.trade_id, self.index, self.attempts)
+
+    def add_fills(self, fills: Iterable[Fill]) -> bool:
+        """Record fills by id; a fill seen before is ignored. True if anything was new."""
+        new = False
+        for fill in fills:
+            if fill.fill_id not in self.fills:
+                self.fills[fill.fill_id] = fill
+                new = True
+        return new
+
+    @property
+    def filled(self) -> Decimal:
+        return sum((f.size for f in self.fills.values()), ZERO)
+
+    @property
+    def remaining(self) -> Decimal:
+        return max(self.size - self.filled, ZERO)
+
+    @property
+    def notional(self) -> Decimal:
+        return sum((f.size * f.price for f in self.fills.values()), ZERO)
+
+    @property
+    def fees(self) -> Decimal:
+        return sum((f.fee for f in self.fills.values()), ZERO)
+
+    @property
+    def average_price(self) -> Decimal | None:
+        filled = self.filled
+        return self.notional / filled if filled else None
+
+    @property
+    def cash_flow(self) -> Decimal:
+        """USDC in (+) or out (-) from this leg's fills, fees included."""
+        sign = -1 if self.side is Side.BUY else 1
+        return sign * self.notional - self.fees
+
+    @property
+    def slippage(self) -> Decimal:
+        """USDC lost against the target price (positive = worse than detected)."""
+        avg = self.average_price
+        if avg is None:
+            return ZERO
+        per_share = avg - self.target_price if self.side is Side.BUY else self.target_price - avg
+        return per_share * self.filled
+
+    @property
+    def slippage_ticks(self) -> Decimal:
+        avg = self.average_price
+        if avg is None:
+            return ZERO
+        per_share = avg - self.target_price if self.side is Side.BUY else self.target_price - avg
+        return per_share / self.tick_size
+
+
+@attrs.define(eq=False)
+class Trade:
+    """An opportunity taken through preflight, execution and finalize or rollback."""
+
+    id: str
+    opportunity: Opportunity
+    strategy: str = ""
+    state: TradeState = TradeState.DETECTED
+    legs: list[Leg] = field(factory=list)
+    unwind_legs: list[Leg] = field(factory=list)
+    reject_reason: str = ""
+    gate: str = ""
+    error: str = ""
+    decided_at: float | None = None  # perf_counter when preflight approved
+    on_wire_at: float | None = None  # perf_counter when the last entry leg was sent
+    finished_at: float | None = None
+    history: list[TradeState] = field(factory=list)
+
+    def transition(self, new: TradeState) -> None:
+        if new not in TRADE_TRANSITIONS[self.state]:
+            raise IllegalTransition(f"trade {self.id}: {self.state} -> {new}")
+        self.history.append(self.state)
+        self.state = new
+
+    @property
+    def all_legs(self) -> list[Leg]:
+        return [*self.legs, *self.unwind_legs]
+
+    def net_position(self) -> dict[tuple[str, str], Decimal]:
+        """Shares held per (venue, instrument) from every leg of this trade."""
+        out: dict[tuple[str, str], Decimal] = {}
+        for leg in self.all_legs:
+            key = (leg.venue, leg.instrument)
+            signed = leg.filled if leg.side is Side.BUY else -leg.filled
+            out[key] = out.get(key, ZERO) + signed
+        return out
+
+    @property
+    def hedged_size(self) -> Decimal:
+        """Shares held on every entry instrument: the fully hedged part of the trade."""
+        positions = self.net_position()
+        held = [positions.get((leg.venue, leg.instrument), ZERO) for leg in self.legs]
+        return max(min(held), ZERO) if held else ZERO
+
+    @property
+    def cash_flow(self) -> Decimal:
+        return sum((leg.cash_flow for leg in self.all_legs), ZERO)
+
+    @property
+    def realised_pnl(self) -> Decimal:
+        """Cash flow plus the 1 USDC per hedged set each hedged share pays at resolution."""
+        return self.cash_flow + self.hedged_size * self.opportunity.payout
+
+    @property
+    def rollback_cost(self) -> Decimal:
+        """What the unwind legs lost against what their shares cost to buy."""
+        if not self.unwind_legs:
+            return ZERO
+        cost = ZERO
+        for leg in self.unwind_legs:
+            entry = next((e for e in self.legs if e.instrument == leg.instrument), None)
+            if entry is None or entry.average_price is None:
+                continue
+            cost += (entry.average_price - (leg.average_price or ZERO)) * leg.filled + leg.fees
+        return cost

@@ -1,0 +1,396 @@
+"""The engine: build components, then loop detect -> preflight -> execute -> finalize/rollback.
+
+``Engine`` is also the Python API for people who script rather than write TOML::
+
+    async with Engine.from_file("pipelines/complement-paper.toml") as engine:
+        trades = await engine.scan_and_execute()
+        print(engine.statistics().table())
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import secrets
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pluggy
+from opentelemetry import trace
+from opentelemetry.trace import Status, StatusCode
+
+from . import telemetry as tm
+from .components import (
+    KINDS,
+    BuildContext,
+    ComponentRegistry,
+    Detector,
+    ExecutionStrategy,
+    GateDecision,
+    MetricsSink,
+    RiskGate,
+    Settler,
+    Venue,
+)
+from .config import ExecutionSection, PipelineConfig, SecretRef, load_pipeline
+from .execution import TradeExecutor
+from .metrics import RunStatistics, RunSummary, TradeRecord
+from .model import (
+    LegSpec,
+    Opportunity,
+    Pr3dictError,
+    Trade,
+    TradeState,
+    opportunity_id,
+)
+from .plugins import collect_components, make_plugin_manager
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
+
+
+class Engine:
+    """A built pipeline: venues, detectors, gates (in file order), one strategy, sinks."""
+
+    def __init__(
+        self,
+        *,
+        venues: Mapping[str, Venue],
+        detectors: Sequence[Detector],
+        strategy: ExecutionStrategy,
+        gates: Sequence[RiskGate] = (),
+        sinks: Sequence[MetricsSink] = (),
+        settlers: Sequence[Settler] = (),
+        rpc: Mapping[str, Any] | None = None,
+        execution: ExecutionSection | None = None,
+        tracer_provider: trace.TracerProvider | None = None,
+        pipeline_name: str = "adhoc",
+        run_id: str | None = None,
+        pm: pluggy.PluginManager | None = None,
+        config: PipelineConfig | None = None,
+        kill_switch_file: Path | None = None,
+    ):
+        self.venues = dict(venues)
+        self.detectors = list(detectors)
+        self.gates = list(gates)
+        self.sinks = list(sinks)
+        self.settlers = list(settlers)
+        self.rpc = dict(rpc or {})
+        self.strategy = strategy
+        self.execution = execution or ExecutionSection(strategy=strategy.type)
+        self.tracer = tm.get_tracer(tracer_provider)
+        self.pipeline_name = pipeline_name
+        self.run_id = run_id or new_run_id()
+        self.pm = pm
+        self.config = config
+        self.kill_switch_file = kill_switch_file
+        self.stats = RunStatistics()
+        self.trades: list[Trade] = []
+        self.halted = ""  # reason new entries are refused (fail closed), empty when trading
+        self._executor: TradeExecutor | None = None
+        self._in_flight: set[tuple[str, str]] = set()
+        self._tasks: set[asyncio.Task[Trade]] = set()
+        self._semaphore = asyncio.Semaphore(self.execution.max_concurrent_trades)
+        self._trade_seq = itertools.count(1)
+        self._started = False
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def from_file(cls, path: str | Path, *, pm: pluggy.PluginManager | None = None,
+                  tracer_provider: trace.TracerProvider | None = None,
+                  run_id: str | None = None) -> Engine:
+        pm = pm or make_plugin_manager()
+        registry = collect_components(pm)
+        config = load_pipeline(path, registry)
+        return cls.from_config(config, registry, pm, tracer_provider=tracer_provider,
+                               run_id=run_id)
+
+    @classmethod
+    def from_config(cls, config: PipelineConfig, registry: ComponentRegistry,
+                    pm: pluggy.PluginManager, *,
+                    tracer_provider: trace.TracerProvider | None = None,
+                    run_id: str | None = None) -> Engine:
+        """Build every component in dependency order (rpc, venues, ... settlers)."""
+        run_id = run_id or new_run_id()
+        tracer = tm.get_tracer(tracer_provider)
+        built: dict[str, dict[str, Any]] = {kind: {} for kind in KINDS}
+
+        def resolve_secret(ref: SecretRef) -> str:
+            value = pm.hook.pr3dict_resolve_secret(ref=ref)
+            if value is None:
+                raise Pr3dictError(f"no plugin could resolve secret {ref!r}")
+            return str(value)
+
+        ctx = BuildContext(run_id=run_id, base_dir=config.base_dir,
+                           resolve_secret=resolve_secret, tracer=tracer,
+                           mode=str(config.pipeline.mode), built=built)
+        for kind in ("rpc", "venues", "detectors", "gates", "sinks", "settlers"):
+            for cid, spec in config.section(kind).items():
+                reg = registry.get(kind, spec.type)
+                assert reg is not None
+                built[kind][cid] = reg.cls.from_config(cid, spec.options, ctx)
+        strategy_reg = registry.get("strategies", config.execution.strategy)
+        assert strategy_reg is not None
+        strategy = strategy_reg.cls.from_config(config.execution.strategy,
+                                                config.strategy_options, ctx)
+        kill = ctx.path(config.pipeline.kill_switch_file) if config.pipeline.kill_switch_file \
+            else None
+        return cls(
+            venues=built["venues"], detectors=list(built["detectors"].values()),
+            gates=list(built["gates"].values()), sinks=list(built["sinks"].values()),
+            settlers=list(built["settlers"].values()), rpc=built["rpc"], strategy=strategy,
+            execution=config.execution, tracer_provider=tracer_provider,
+            pipeline_name=config.pipeline.name, run_id=run_id, pm=pm, config=config,
+            kill_switch_file=kill,
+        )
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        if self._started:
+            return
+        for provider in self.rpc.values():
+            await provider.start()
+        await asyncio.gather(*(v.start() for v in self.venues.values()))
+        for detector in self.detectors:
+            detector.bind({vid: self.venues[vid] for vid in detector.venue_ids})
+        for settler in self.settlers:
+            await settler.start()
+        self._executor = TradeExecutor(self.venues, self.strategy, self.execution, self.tracer)
+        self._started = True
+        if self.pm is not None and self.config is not None:
+            self.pm.hook.pr3dict_run_start(config=self.config, run_id=self.run_id)
+
+    async def close(self) -> None:
+        """Wait for trades in flight, then close sinks, settlers, venues and RPC in reverse."""
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        summary = self.statistics()
+        errors: list[BaseException] = []
+        for closer in [*(s.close(summary.to_json()) for s in self.sinks),
+                       *(s.close() for s in self.settlers),
+                       *(v.close() for v in self.venues.values()),
+                       *(r.close() for r in self.rpc.values())]:
+            try:
+                await closer
+            except Exception as exc:  # close the rest; report after
+                errors.append(exc)
+        self._started = False
+        if errors:
+            raise Pr3dictError(f"{len(errors)} component(s) failed to close: {errors[0]!r}")
+
+    async def __aenter__(self) -> Engine:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # ------------------------------------------------------------------ one cycle
+
+    async def scan(self) -> list[Opportunity]:
+        """Pull changed books from every venue and run the detectors over them."""
+        batches = await asyncio.gather(*(v.poll_books() for v in self.venues.values()))
+        changed = [book for batch in batches for book in batch]
+        if not changed:
+            return []
+        out: list[Opportunity] = []
+        for detector in self.detectors:
+            start_ns = time.time_ns()
+            try:
+                found = list(detector.detect(changed))
+            except Exception as exc:  # a detector bug costs its opportunities, not the run
+                with self.tracer.start_as_current_span(tm.SPAN_DETECT, start_time=start_ns,
+                                                       attributes={tm.DETECTOR_ID: detector.id}
+                                                       ) as span:
+                    span.record_exception(exc)
+                    span.set_status(Status(StatusCode.ERROR, str(exc)))
+                continue
+            end_ns = time.time_ns()
+            for opp in found:
+                object.__setattr__(opp, "detect_started_at", (start_ns, end_ns))
+                out.append(opp)
+        self.stats.opportunities += len(out)
+        return out
+
+    async def scan_and_execute(self) -> list[Trade]:
+        """One cycle: scan, then preflight and execute every opportunity; waits for them."""
+        opportunities = await self.scan()
+        tasks = [t for opp in opportunities if (t := self.submit_opportunity(opp)) is not None]
+        return list(await asyncio.gather(*tasks)) if tasks else []
+
+    def submit_opportunity(self, opp: Opportunity) -> asyncio.Task[Trade] | None:
+        """Start handling ``opp`` in the background; None if it overlaps a trade in flight."""
+        keys = {(leg.venue, leg.instrument) for leg in opp.legs}
+        if keys & self._in_flight:
+            return None
+        self._in_flight |= keys
+        task = asyncio.ensure_future(self._handle(opp, keys))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def execute_opportunity(self, opp: Opportunity) -> Trade:
+        """Preflight and execute one opportunity now (it may come from any source)."""
+        task = self.submit_opportunity(opp)
+        if task is None:
+            raise Pr3dictError(f"opportunity {opp.id} overlaps a trade in flight")
+        return await task
+
+    async def execute_trade(self, legs: Sequence[LegSpec], *, size: Decimal | None = None,
+                            kind: str = "manual", payout: Decimal = Decimal(1)) -> Trade:
+        """Execute a hand-built multi-leg trade through the same gates and strategy."""
+        if not self._started:
+            await self.start()
+        size = size if size is not None else min(leg.size for leg in legs)
+        cost = fees = Decimal(0)
+        for leg in legs:
+            venue = self.venues[leg.venue]
+            cost += leg.price * size
+            fees += venue.fee(leg.instrument, leg.price, size)
+        opp = Opportunity(
+            id=opportunity_id("manual", legs, next(self._trade_seq)), detector="manual",
+            kind=kind, legs=tuple(legs), size=size,
+            edge_per_share=(payout * size - cost - fees) / size if size else Decimal(0),
+            cost=cost + fees, fees=fees, payout=payout,
+        )
+        return await self.execute_opportunity(opp)
+
+    async def _handle(self, opp: Opportunity, keys: set[tuple[str, str]]) -> Trade:
+        trade = Trade(id=f"{self.run_id[-6:]}-{next(self._trade_seq)}", opportunity=opp,
+                      strategy=self.strategy.type)
+        start = getattr(opp, "detect_started_at", None)
+        start_ns = start[0] if isinstance(start, tuple) else None
+        try:
+            with self.tracer.start_as_current_span(tm.SPAN_OPPORTUNITY, start_time=start_ns,
+                                                   attributes={
+                tm.PIPELINE_NAME: self.pipeline_name, tm.OPPORTUNITY_ID: opp.id,
+                tm.OPPORTUNITY_KIND: opp.kind, tm.OPPORTUNITY_EDGE: str(opp.edge_per_share),
+                tm.OPPORTUNITY_SIZE: str(opp.size), tm.TRADE_ID: trade.id,
+                tm.DETECTOR_ID: opp.detector,
+            }) as root:
+                if isinstance(start, tuple):
+                    self.tracer.start_span(tm.SPAN_DETECT, start_time=start[0], attributes={
+                        tm.DETECTOR_ID: opp.detector, tm.OPPORTUNITY_ID: opp.id,
+                    }).end(end_time=start[1])
+                async with self._semaphore:
+                    await self._preflight_and_execute(trade)
+                root.set_attribute(tm.TRADE_STATE, str(trade.state))
+                root.set_attribute(tm.TRADE_PNL, str(trade.realised_pnl))
+                if trade.state is TradeState.UNRESOLVED:
+                    root.set_status(Status(StatusCode.ERROR, trade.error))
+        finally:
+            self._in_flight -= keys
+        self._record(trade)
+        return trade
+
+    async def _preflight_and_execute(self, trade: Trade) -> None:
+        reason = self.halted or self._kill_switch_reason()
+        if reason:
+            trade.transition(TradeState.REJECTED)
+            trade.reject_reason, trade.gate = reason, "engine"
+            return
+        approved: list[RiskGate] = []
+        for gate in self.gates:
+            with self.tracer.start_as_current_span(tm.SPAN_GATE, attributes={
+                tm.GATE_ID: gate.id, tm.GATE_TYPE: gate.type, tm.TRADE_ID: trade.id,
+            }) as span:
+                try:
+                    decision = gate.evaluate(trade)
+                except Exception as exc:  # a broken gate blocks: fail closed
+                    span.record_exception(exc)
+                    span.set_status(Status(StatusCode.ERROR, str(exc)))
+                    decision = GateDecision.reject(
+                        f"gate {gate.id} failed: {type(exc).__name__}: {exc}")
+                span.set_attribute(tm.GATE_APPROVED, decision.approved)
+                if not decision.approved:
+                    span.set_attribute(tm.GATE_REASON, decision.reason)
+                    trade.transition(TradeState.REJECTED)
+                    trade.reject_reason, trade.gate = decision.reason, gate.id
+                    self._notify_gates(approved, trade)
+                    return
+                approved.append(gate)
+        trade.transition(TradeState.APPROVED)
+        trade.decided_at = time.perf_counter()
+        assert self._executor is not None, "engine not started"
+        try:
+            await self._executor.execute(trade)
+        finally:
+            if trade.state is TradeState.UNRESOLVED:
+                self.halted = f"trade {trade.id} is unresolved: new entries stop"
+            self._notify_gates(approved, trade)
+        if trade.state is TradeState.COMMITTED:
+            for settler in self.settlers:
+                with self.tracer.start_as_current_span(tm.SPAN_SETTLE, attributes={
+                    tm.TRADE_ID: trade.id}) as span:
+                    try:
+                        await settler.settle(trade)
+                    except Exception as exc:
+                        span.record_exception(exc)
+                        span.set_status(Status(StatusCode.ERROR, str(exc)))
+
+    def _notify_gates(self, gates: Iterable[RiskGate], trade: Trade) -> None:
+        for gate in gates:
+            try:
+                gate.on_trade_finished(trade)
+            except Exception as exc:
+                trace.get_current_span().record_exception(exc)
+
+    def _kill_switch_reason(self) -> str:
+        if self.kill_switch_file is not None and self.kill_switch_file.exists():
+            return f"kill switch file {self.kill_switch_file} exists"
+        return ""
+
+    def _record(self, trade: Trade) -> None:
+        self.trades.append(trade)
+        record = TradeRecord.from_trade(trade)
+        self.stats.add(record)
+        for sink in self.sinks:
+            try:
+                sink.record(record)
+            except Exception as exc:
+                trace.get_current_span().record_exception(exc)
+        if self.pm is not None:
+            self.pm.hook.pr3dict_trade_finished(trade=trade)
+
+    # ------------------------------------------------------------------ the loop
+
+    async def run(self, *, cycles: int | None = None, duration: float | None = None,
+                  stop: asyncio.Event | None = None, interval: float = 0.0,
+                  on_cycle: Callable[[Engine, int], None] | None = None) -> RunSummary:
+        """Cycle until ``cycles`` or ``duration`` is reached or ``stop`` is set."""
+        await self.start()
+        stop = stop or asyncio.Event()
+        end = time.monotonic() + duration if duration is not None else None
+        cycle = 0
+        while not stop.is_set():
+            if cycles is not None and cycle >= cycles:
+                break
+            if end is not None and time.monotonic() >= end:
+                break
+            cycle += 1
+            for opp in await self.scan():
+                self.submit_opportunity(opp)
+            # Let submitted trades run; they also finish before the next cycle's books
+            # are read when the venue is simulated, keeping paper runs deterministic.
+            if self._tasks:
+                await asyncio.gather(*list(self._tasks), return_exceptions=True)
+            if on_cycle is not None:
+                on_cycle(self, cycle)
+            if interval:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(stop.wait(), interval)
+            else:
+                await asyncio.sleep(0)
+        if self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        return self.statistics()
+
+    def statistics(self) -> RunSummary:
+        return self.stats.summary()

@@ -1,0 +1,111 @@
+"""The plugin manager factory: hookspecs, entry points, built-ins, blocking. No globals."""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Iterable
+from importlib import metadata
+
+import pluggy
+
+from . import hookspecs
+from .components import KINDS, ComponentRegistry, Registrar
+
+ENTRY_POINT_GROUP = "pr3dict"
+
+# Built-ins register through the entry-point group like any plugin; this list makes a
+# source checkout (no installed metadata) work too. Name -> module.
+BUILTIN_PLUGINS: dict[str, str] = {
+    "paper": "pr3dict_paper.plugin",
+    "detectors": "pr3dict_detectors",
+    "strategies": "pr3dict_strategies",
+    "gates": "pr3dict_gates",
+    "sinks": "pr3dict_sinks",
+    "core": "pr3dict_core.defaults",
+}
+# The core defaults (secret resolution) cannot be blocked.
+ESSENTIAL_PLUGINS = frozenset({"core"})
+
+_REGISTRATION_HOOKS = {
+    "venues": "pr3dict_register_venues",
+    "detectors": "pr3dict_register_detectors",
+    "strategies": "pr3dict_register_execution_strategies",
+    "gates": "pr3dict_register_risk_gates",
+    "sinks": "pr3dict_register_metrics_sinks",
+    "rpc": "pr3dict_register_rpc_providers",
+    "settlers": "pr3dict_register_settlers",
+}
+assert set(_REGISTRATION_HOOKS) == set(KINDS)
+
+
+class UsageError(Exception):
+    pass
+
+
+def make_plugin_manager(
+    *,
+    block: Iterable[str] = (),
+    load: Iterable[str] = (),
+    autoload: bool | None = None,
+    builtins: bool = True,
+) -> pluggy.PluginManager:
+    """Build a fresh plugin manager.
+
+    Order: hookspecs; blocked names (``-p no:NAME`` and ``PR3DICT_DISABLED_PLUGINS``);
+    entry points of group ``pr3dict`` (unless ``PR3DICT_DISABLE_PLUGIN_AUTOLOAD``); built-ins
+    not already loaded; extra modules named with ``-p MODULE``.
+    """
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    env_blocked = [n for n in os.environ.get("PR3DICT_DISABLED_PLUGINS", "").split(",") if n]
+    for name in [*block, *env_blocked]:
+        if name in ESSENTIAL_PLUGINS:
+            raise UsageError(f"plugin {name!r} is essential and cannot be blocked")
+        pm.set_blocked(name)
+    if autoload is None:
+        autoload = not os.environ.get("PR3DICT_DISABLE_PLUGIN_AUTOLOAD")
+    if autoload:
+        pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+    if builtins:
+        for name, module in BUILTIN_PLUGINS.items():
+            if pm.is_blocked(name) or pm.has_plugin(name):
+                continue
+            pm.register(importlib.import_module(module), name=name)
+    for module in load:
+        if not pm.has_plugin(module) and not pm.is_blocked(module):
+            pm.register(importlib.import_module(module), name=module)
+    pm.check_pending()
+    if os.environ.get("PR3DICT_TRACE_PLUGINS"):
+        pm.trace.root.setwriter(lambda msg: print(msg, end=""))
+        pm.enable_tracing()
+    return pm
+
+
+def collect_components(pm: pluggy.PluginManager) -> ComponentRegistry:
+    """Ask every plugin to register its component classes; duplicates name both plugins."""
+    registry = ComponentRegistry()
+    for kind, hook_name in _REGISTRATION_HOOKS.items():
+        hook = getattr(pm.hook, hook_name)
+        # Call impls one by one so each registration knows which plugin it came from.
+        for impl in reversed(hook.get_hookimpls()):
+            kwargs = {"registry": Registrar(registry, kind, impl.plugin_name)}
+            impl.function(**{k: v for k, v in kwargs.items() if k in impl.argnames})
+    return registry
+
+
+def plugin_distributions(pm: pluggy.PluginManager) -> dict[str, tuple[str, str]]:
+    """Plugin name -> (distribution, version); built-ins from a source tree report pr3dict."""
+    out: dict[str, tuple[str, str]] = {}
+    for plugin, dist in pm.list_plugin_distinfo():
+        name = pm.get_name(plugin)
+        if name:
+            out[name] = (dist.metadata["name"], dist.version)
+    try:
+        own = ("pr3dict", metadata.version("pr3dict"))
+    except metadata.PackageNotFoundError:
+        own = ("pr3dict", "source")
+    for name in BUILTIN_PLUGINS:
+        if pm.has_plugin(name):
+            out.setdefault(name, own)
+    return out

@@ -1,0 +1,144 @@
+"""Span names, attribute names and tracer-provider wiring.
+
+Core code uses only the OpenTelemetry API and a tracer handed to it; the CLI builds an SDK
+provider with a BatchSpanProcessor. Tests inject an in-memory exporter, never the global one.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+from collections.abc import Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Final
+
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SpanExporter,
+    SpanExportResult,
+)
+
+from .config import TelemetrySection
+
+TRACER_NAME: Final = "pr3dict"
+
+# Span names: "{verb} {object}", low cardinality; ids go in attributes.
+SPAN_OPPORTUNITY: Final = "handle opportunity"
+SPAN_DETECT: Final = "detect opportunities"
+SPAN_GATE: Final = "evaluate risk_gate"
+SPAN_EXECUTE: Final = "execute trade"
+SPAN_SUBMIT: Final = "submit order"
+SPAN_CANCEL: Final = "cancel order"
+SPAN_QUERY: Final = "query order"
+SPAN_FINALIZE: Final = "finalize trade"
+SPAN_ROLLBACK: Final = "rollback trade"
+SPAN_SETTLE: Final = "settle trade"
+
+# Attributes.
+PIPELINE_NAME: Final = "pr3dict.pipeline.name"
+RUN_ID: Final = "pr3dict.run.id"
+OPPORTUNITY_ID: Final = "pr3dict.opportunity.id"
+OPPORTUNITY_KIND: Final = "pr3dict.opportunity.kind"
+OPPORTUNITY_EDGE: Final = "pr3dict.opportunity.edge_per_share"
+OPPORTUNITY_SIZE: Final = "pr3dict.opportunity.size"
+DETECTOR_ID: Final = "pr3dict.detector.id"
+GATE_ID: Final = "pr3dict.gate.id"
+GATE_TYPE: Final = "pr3dict.gate.type"
+GATE_APPROVED: Final = "pr3dict.gate.approved"
+GATE_REASON: Final = "pr3dict.gate.reason"
+TRADE_ID: Final = "pr3dict.trade.id"
+TRADE_STATE: Final = "pr3dict.trade.state"
+TRADE_PNL: Final = "pr3dict.trade.realised_pnl"
+TRADE_HEDGED: Final = "pr3dict.trade.hedged_size"
+STRATEGY: Final = "pr3dict.execution.strategy"
+LEG_INDEX: Final = "pr3dict.leg.index"
+LEG_VENUE: Final = "pr3dict.leg.venue"
+LEG_INSTRUMENT: Final = "pr3dict.leg.instrument"
+LEG_SIDE: Final = "pr3dict.leg.side"
+LEG_PURPOSE: Final = "pr3dict.leg.purpose"
+LEG_STATE: Final = "pr3dict.leg.state"
+LEG_FILLED: Final = "pr3dict.leg.filled"
+ORDER_CLIENT_ID: Final = "pr3dict.order.client_id"
+ORDER_PRICE: Final = "pr3dict.order.price"
+ORDER_SIZE: Final = "pr3dict.order.size"
+ORDER_TIF: Final = "pr3dict.order.time_in_force"
+ORDER_STATUS: Final = "pr3dict.order.status"
+ERROR_TYPE: Final = "error.type"
+
+
+def get_tracer(provider: trace.TracerProvider | None) -> trace.Tracer:
+    try:
+        version = metadata.version("pr3dict")
+    except metadata.PackageNotFoundError:
+        version = "0"
+    return trace.get_tracer(TRACER_NAME, version, tracer_provider=provider)
+
+
+class JsonLinesSpanExporter(SpanExporter):
+    """Writes each export batch as one OTLP-JSON ``ExportTraceServiceRequest`` per line.
+
+    A file any OTLP/JSON tool can replay, without running a collector.
+    """
+
+    def __init__(self, path: Path):
+        from google.protobuf.json_format import MessageToDict
+        from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+        self._encode = encode_spans
+        self._to_dict = MessageToDict
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file: io.TextIOBase | None = path.open("a", encoding="utf-8")  # type: ignore[assignment]
+        self._lock = threading.Lock()
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        line = json.dumps(self._to_dict(self._encode(spans)), separators=(",", ":"))
+        with self._lock:
+            if self._file is None:
+                return SpanExportResult.FAILURE
+            self._file.write(line + "\n")
+            self._file.flush()
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        with self._lock:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+def make_exporter(config: TelemetrySection, path: Path | None) -> SpanExporter | None:
+    if config.exporter == "none":
+        return None
+    if config.exporter == "console":
+        return ConsoleSpanExporter()
+    if config.exporter == "jsonl":
+        assert path is not None
+        return JsonLinesSpanExporter(path)
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    endpoint = config.endpoint.rstrip("/")
+    if not endpoint.endswith("/v1/traces"):
+        endpoint += "/v1/traces"
+    return OTLPSpanExporter(endpoint=endpoint, timeout=config.timeout_s)
+
+
+def make_tracer_provider(config: TelemetrySection, *, run_id: str, pipeline: str,
+                         path: Path | None = None) -> TracerProvider | None:
+    """An SDK provider with a BatchSpanProcessor for the configured exporter (None if off)."""
+    exporter = make_exporter(config, path)
+    if exporter is None:
+        return None
+    resource = Resource.create({"service.name": config.service_name, PIPELINE_NAME: pipeline,
+                                RUN_ID: run_id})
+    provider = TracerProvider(resource=resource)
+    provider.add_span_processor(BatchSpanProcessor(exporter))
+    return provider
