@@ -181,6 +181,13 @@ def _structure_float(value: Any, _: Any) -> float:
     return float(value)
 
 
+def _structure_enum(value: Any, cls: type[enum.Enum]) -> enum.Enum:
+    choices = [str(m.value) for m in cls]  # type: ignore[attr-defined]
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"expected one of {', '.join(map(repr, choices))}, got {value!r}")
+    return cls(value)
+
+
 def _structure_secret(value: Any, _: Any) -> SecretRef:
     if isinstance(value, str):
         raise TypeError('secrets are never inline: use { env = "NAME" } or { file = "path" }')
@@ -195,12 +202,15 @@ def _structure_secret(value: Any, _: Any) -> SecretRef:
 def make_converter() -> cattrs.Converter:
     """A private, strict converter: unknown keys and wrong types are errors, nothing coerces."""
     conv = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
+    # Class hooks dispatch on the MRO: StrEnum is registered so str's hook skips enums.
     conv.register_structure_hook(str, _strict(str, "a string"))
     conv.register_structure_hook(int, _strict(int, "an integer"))
     conv.register_structure_hook(bool, _strict(bool, "a boolean"))
     conv.register_structure_hook(float, _structure_float)
     conv.register_structure_hook(Decimal, _structure_decimal)
     conv.register_structure_hook(SecretRef, _structure_secret)
+    conv.register_structure_hook(enum.StrEnum, _structure_enum)
+    conv.register_structure_hook(enum.Enum, _structure_enum)
     return conv
 
 
@@ -302,13 +312,14 @@ def load_pipeline(path: str | Path, registry: ComponentRegistry) -> PipelineConf
         core = {k: v for k, v in execution_raw.items() if k in core_keys}
         rest = {k: v for k, v in execution_raw.items() if k not in core_keys}
         execution = section("execution", ExecutionSection, core)
-        if execution is not None:
-            reg = registry.get("strategies", execution.strategy)
-            if reg is None:
-                problem("execution.strategy", f"unknown execution strategy {execution.strategy!r}; "
-                        f"{registry.suggest('strategies', execution.strategy)}")
-            else:
-                strategy_options = section("execution", reg.cls.Config, rest)
+        # Check the strategy's own options even when an engine-level key is wrong.
+        name = core.get("strategy", ExecutionSection().strategy)
+        reg = registry.get("strategies", name) if isinstance(name, str) else None
+        if reg is None and isinstance(name, str):
+            problem("execution.strategy", f"unknown execution strategy {name!r}; "
+                    f"{registry.suggest('strategies', name)}")
+        elif reg is not None:
+            strategy_options = section("execution", reg.cls.Config, rest)
     else:
         problem("execution", f"expected a table, got {_describe(execution_raw)}")
 

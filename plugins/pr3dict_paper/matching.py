@@ -660,7 +660,7 @@ class MatchingEngine:
 
     def _cancel_crossed_own(self, opposite: _BookSide, limit_key: Decimal) -> None:
         """Cancel the (own, by then) opposite orders a new quote would cross."""
-        crossed = []
+        crossed: list[_Order] = []
         for key in opposite.keys:
             if key > limit_key:
                 break

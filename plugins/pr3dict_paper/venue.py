@@ -27,7 +27,7 @@ from pr3dict_core.model import (
     quantize_down,
 )
 
-from .matching import InvalidOrder, MatchingEngine, UnknownOrderError
+from .matching import MatchingEngine, MatchingError, UnknownOrderError
 from .scenario import MarketProcess, ScenarioSpec, load_scenario
 
 MARKET_MAKER = "mm"
@@ -156,7 +156,7 @@ class PaperVenue:
         try:
             ack = self.engine.submit(self.account, request.client_order_id, request.instrument,
                                      request.side, request.price, size, request.time_in_force)
-        except InvalidOrder as exc:
+        except MatchingError as exc:  # bad tick/size, unknown instrument, reused id
             raise OrderRejected(f"paper venue {self.id}: {exc}") from None
         if lose_reply:
             raise AmbiguousOutcome(f"paper venue {self.id}: reply lost after the order was applied")

@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+DEMO_SCENARIO = REPO / "pipelines" / "scenarios" / "demo.toml"
+
+
+@pytest.fixture
+def write_pipeline(tmp_path: Path):
+    """Write a pipeline file into tmp_path; ``{demo}`` expands to the demo scenario path."""
+
+    def write(text: str, name: str = "pipeline.toml") -> Path:
+        path = tmp_path / name
+        path.write_text(text.replace("{demo}", str(DEMO_SCENARIO)))
+        return path
+
+    return write
+
+
+MINIMAL = """
+[pipeline]
+name = "t"
+cycles = 5
+
+[venues.sim]
+type = "paper"
+scenario = "{demo}"
+
+[detectors.c]
+type = "binary_complement"
+venues = ["sim"]
+"""

@@ -1,0 +1,77 @@
+"""Plugins: built-ins come through the entry-point group, can be blocked, are listed."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import pytest
+from attrs import frozen
+from conftest import MINIMAL
+
+from pr3dict_core import hookimpl
+from pr3dict_core.components import DuplicateComponent
+from pr3dict_core.plugins import UsageError, collect_components, make_plugin_manager
+
+
+def test_builtins_load_through_entry_points():
+    pm = make_plugin_manager(builtins=False)  # entry points only
+    names = {pm.get_name(p) for p in pm.get_plugins()}
+    assert {"paper", "detectors", "strategies", "gates", "sinks"} <= names
+    dists = {pm.get_name(p): d.project_name for p, d in pm.list_plugin_distinfo()}
+    assert dists["paper"] == "pr3dict"
+
+
+def test_block_plugin_removes_its_components():
+    registry = collect_components(make_plugin_manager(block=["paper"]))
+    assert registry.get("venues", "paper") is None
+    assert registry.get("detectors", "binary_complement") is not None
+
+
+def test_essential_plugin_cannot_be_blocked():
+    with pytest.raises(UsageError, match="essential"):
+        make_plugin_manager(block=["core"])
+
+
+class _Dup:
+    type: ClassVar[str] = "paper"
+
+    @frozen
+    class Config:
+        pass
+
+
+class DuplicatePlugin:
+    @hookimpl
+    def pr3dict_register_venues(self, registry):
+        registry.add(_Dup)
+
+
+def test_hook_pr3dict_register_venues_duplicate_names_both_plugins(pr3dict_pm, register_plugin):
+    register_plugin(DuplicatePlugin(), name="copycat")
+    with pytest.raises(DuplicateComponent) as info:
+        collect_components(pr3dict_pm)
+    assert "'paper'" in str(info.value)
+    assert "plugin 'paper'" in str(info.value) and "plugin 'copycat'" in str(info.value)
+
+
+def test_plugins_command_lists_components(run_pr3dict):
+    out = run_pr3dict("plugins").assert_success().out
+    rows = {line.split()[0]: line for line in out.splitlines()[1:]}
+    assert "venue:paper" in rows["paper"] and "pr3dict" in rows["paper"]
+    assert "detector:binary_complement" in rows["detectors"]
+    assert "risk gate:capital" in rows["gates"] and "risk gate:max_position" in rows["gates"]
+    assert "metrics sink:jsonl" in rows["sinks"] and "metrics sink:memory" in rows["sinks"]
+    assert "execution strategy:market" in rows["strategies"]
+
+
+def test_dash_p_no_blocks_from_the_command_line(write_pipeline, run_pr3dict):
+    path = write_pipeline(MINIMAL)
+    outcome = run_pr3dict("-p", "no:paper", "validate", "--no-environment", str(path))
+    outcome.assert_failed(78)
+    assert "venues.sim.type: unknown venue type 'paper'" in outcome.err
+
+
+def test_env_var_blocks(monkeypatch):
+    monkeypatch.setenv("PR3DICT_DISABLED_PLUGINS", "gates,sinks")
+    pm = make_plugin_manager()
+    assert pm.is_blocked("gates") and pm.is_blocked("sinks")
