@@ -18,6 +18,7 @@ from attrs import field, frozen
 
 ZERO = Decimal(0)
 ONE = Decimal(1)
+USDC_UNIT = Decimal("0.000001")  # USDC has 6 decimals
 
 
 class Pr3dictError(Exception):
@@ -453,5 +454,5 @@ class Trade:
             entry = next((e for e in self.legs if e.instrument == leg.instrument), None)
             if entry is None or entry.average_price is None:
                 continue
-            cost += (entry.average_price - (leg.average_price or ZERO)) * leg.filled + leg.fees
-        return cost
+            cost += entry.average_price * leg.filled - leg.notional + leg.fees
+        return cost.quantize(USDC_UNIT)

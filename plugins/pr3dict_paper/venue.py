@@ -58,7 +58,7 @@ class PaperVenue:
         account: str = "pr3dict"
 
     def __init__(self, id: str, spec: ScenarioSpec, *, seed: int, latency_ms: float,
-                 faults: bool = True, account: str = "pr3dict"):
+                 faults: bool = True, account: str = "pr3dict", process: bool = True):
         self.id = id
         self.spec = spec
         self.account = account
@@ -74,7 +74,8 @@ class PaperVenue:
         for m in self._markets:
             for inst in (m.yes, m.no):
                 self.engine.add_instrument(inst, tick_size=spec.tick_size, min_size=spec.min_size)
-        self.process = MarketProcess(spec, self._markets, seed)
+        # process=False leaves the books to whoever scripts them (tests, `pr3dict test`).
+        self.process = MarketProcess(spec, self._markets, seed) if process else None
         self._fault_rng = random.Random(seed ^ 0x5EED)
         self._books: dict[str, Book] = {}
         self._seen: dict[str, int] = {}
@@ -90,7 +91,8 @@ class PaperVenue:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        self._quote()
+        if self.process is not None and not self.steps:
+            self._quote()
 
     async def close(self) -> None:
         self.engine.cancel_all(self.account)
@@ -101,6 +103,7 @@ class PaperVenue:
     # ------------------------------------------------------------------ books
 
     def _quote(self) -> None:
+        assert self.process is not None
         for st in self.process.states:
             for inst, side, levels in self.process.quotes(st):
                 self.engine.set_liquidity(MARKET_MAKER, inst,
@@ -117,8 +120,9 @@ class PaperVenue:
 
     async def poll_books(self) -> Sequence[Book]:
         """Advance the market one step and return the books that changed."""
-        self.process.step()
-        self._quote()
+        if self.process is not None:
+            self.process.step()
+            self._quote()
         self.steps += 1
         changed = []
         for m in self._markets:
