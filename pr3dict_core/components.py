@@ -85,8 +85,13 @@ class BuildContext:
             raise Pr3dictError(f"no {KINDS.get(kind, kind)} with id {id!r} has been built") from None
 
     def path(self, value: str) -> Path:
+        """An input file named in the pipeline: relative to the pipeline file."""
         p = Path(value.replace("{run_id}", self.run_id))
         return p if p.is_absolute() else self.base_dir / p
+
+    def output_path(self, value: str) -> Path:
+        """A file the run writes: relative to the working directory, ``{run_id}`` filled in."""
+        return Path(value.replace("{run_id}", self.run_id)).absolute()
 
 
 # --------------------------------------------------------------------------- protocols

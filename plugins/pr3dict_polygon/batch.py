@@ -30,7 +30,7 @@ from eth_utils import keccak, to_checksum_address
 
 from pr3dict_core.model import Pr3dictError
 
-from .gas import URGENCIES, GasCapExceeded, GasManager, wei_to_pol
+from .gas import URGENCIES, GasCapExceeded, GasManager
 from .rpc import JsonRpcError, RpcAmbiguous, RpcError, RpcPool
 
 log = logging.getLogger("pr3dict.polygon.batch")

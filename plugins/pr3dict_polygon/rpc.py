@@ -234,7 +234,7 @@ class RpcPool:
         head_check_ms: int = field(default=2000, validator=attrs.validators.ge(0))
         max_block_lag: int = field(default=5, validator=attrs.validators.ge(0))
         broadcast_transactions: bool = True
-        gas: GasConfig = GasConfig()
+        gas: GasConfig = field(factory=GasConfig)
 
     def __init__(self, id: str, config: Config, urls: Sequence[str], *,
                  tracer: trace.Tracer | None = None):

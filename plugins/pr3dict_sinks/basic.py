@@ -64,7 +64,7 @@ class JsonLinesSink:
 
     @classmethod
     def from_config(cls, id: str, config: Config, ctx: BuildContext) -> JsonLinesSink:
-        return cls(id, ctx.path(config.path))
+        return cls(id, ctx.output_path(config.path))
 
     def record(self, record: TradeRecord) -> None:
         self._file.write(json.dumps({"trade": record.to_json()}, separators=(",", ":")) + "\n")
