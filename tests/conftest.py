@@ -3,9 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parent.parent
-DEMO_SCENARIO = REPO / "pipelines" / "scenarios" / "demo.toml"
+from support import DEMO_SCENARIO
 
 
 @pytest.fixture
@@ -18,18 +16,3 @@ def write_pipeline(tmp_path: Path):
         return path
 
     return write
-
-
-MINIMAL = """
-[pipeline]
-name = "t"
-cycles = 5
-
-[venues.sim]
-type = "paper"
-scenario = "{demo}"
-
-[detectors.c]
-type = "binary_complement"
-venues = ["sim"]
-"""

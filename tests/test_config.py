@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
-from conftest import MINIMAL
+from support import MINIMAL
 
 from pr3dict_core.config import ConfigError, load_pipeline
 from pr3dict_core.plugins import collect_components

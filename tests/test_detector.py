@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal as D
 
-from helpers import scripted_venue, set_book
+from support import scripted_venue, set_book
 
 from pr3dict_core.model import Side
 from pr3dict_detectors.complement import BinaryComplement

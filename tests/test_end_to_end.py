@@ -12,7 +12,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from support import REPO
 
 from pr3dict_core import telemetry as tm
 from pr3dict_core.metrics import net_exposure

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from decimal import Decimal as D
 
-from helpers import arb_books, engine_for, scripted_venue, set_book
+from support import arb_books, engine_for, scripted_venue, set_book
 
 from pr3dict_core import telemetry as tm
 from pr3dict_core.components import AmbiguousOutcome, UnknownOrder

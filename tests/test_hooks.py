@@ -12,7 +12,7 @@ from typing import ClassVar
 
 import attrs
 import pytest
-from conftest import MINIMAL, REPO
+from support import MINIMAL, REPO
 
 from pr3dict_core import hookimpl, hookspecs
 from pr3dict_core.components import GateDecision

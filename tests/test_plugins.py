@@ -6,7 +6,7 @@ from typing import ClassVar
 
 import pytest
 from attrs import frozen
-from conftest import MINIMAL
+from support import MINIMAL
 
 from pr3dict_core import hookimpl
 from pr3dict_core.components import DuplicateComponent

@@ -90,6 +90,12 @@ class _MarketState:
     arb_edge: int = 0
     arb_split: int = 0  # how many of the edge ticks come off the YES ask
 
+    def quote_key(self) -> tuple[int, int, int]:
+        """What the quotes depend on: equal keys, equal quotes (no need to requote)."""
+        if self.arb_steps_left > 0:
+            return (self.fair_ticks, self.arb_edge, self.arb_split)
+        return (self.fair_ticks, -1, -1)
+
 
 class MarketProcess:
     """Moves each market's quotes one step at a time, deterministically for a seed."""

@@ -79,6 +79,7 @@ class PaperVenue:
         self._fault_rng = random.Random(seed ^ 0x5EED)
         self._books: dict[str, Book] = {}
         self._seen: dict[str, int] = {}
+        self._quoted: dict[str, tuple[object, int, int]] = {}
         self.steps = 0
 
     @classmethod
@@ -103,11 +104,20 @@ class PaperVenue:
     # ------------------------------------------------------------------ books
 
     def _quote(self) -> None:
+        """Requote markets whose fair price or arbitrage window moved, or whose liquidity
+        someone took since the last quote; leave the rest (and their sequences) alone."""
         assert self.process is not None
+        engine = self.engine
         for st in self.process.states:
+            key = st.quote_key()
+            m = st.market
+            last = self._quoted.get(m.market_id)
+            if last is not None and last == (key, engine.sequence(m.yes), engine.sequence(m.no)):
+                continue
             for inst, side, levels in self.process.quotes(st):
-                self.engine.set_liquidity(MARKET_MAKER, inst,
-                                          Side.SELL if side == "ask" else Side.BUY, levels)
+                engine.set_liquidity(MARKET_MAKER, inst,
+                                     Side.SELL if side == "ask" else Side.BUY, levels)
+            self._quoted[m.market_id] = (key, engine.sequence(m.yes), engine.sequence(m.no))
 
     def book(self, instrument: str) -> Book | None:
         seq = self.engine.sequence(instrument)

@@ -22,7 +22,7 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils import keccak, to_checksum_address
 
-from .batch import BatchTxManager, TxOp
+from .batch import BatchConfig, BatchTxManager, TxOp
 from .rpc import RpcPool
 from .settlement import artifacts
 
@@ -56,9 +56,10 @@ def free_port() -> int:
 class AnvilNode:
     """One anvil process on a free loopback port; ``kill()`` / ``pause()`` by PID."""
 
-    def __init__(self, chain_id: int = 137, *, args: tuple[str, ...] = ()):
+    def __init__(self, chain_id: int = 137, *, port: int | None = None,
+                 args: tuple[str, ...] = ()):
         self.chain_id = chain_id
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
             [str(anvil_binary()), "--host", "127.0.0.1", "--port", str(self.port),
@@ -142,7 +143,7 @@ async def deploy_test_chain(pool: RpcPool, deployer: LocalAccount, *,
     The deployer acts as the oracle. Sent through ``pool`` (broadcast), so every node of a
     multi-node test chain gets the same transactions and therefore the same state.
     """
-    batch = BatchTxManager(pool, deployer)
+    batch = BatchTxManager(pool, deployer, BatchConfig(max_age_ms=0, poll_ms=20))
     await batch.start()
     try:
         collateral = await deploy(batch, "TestCollateral")

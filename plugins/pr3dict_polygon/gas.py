@@ -184,8 +184,9 @@ class GasManager:
         if needed > self.cap_wei:
             self.refusals += 1
             raise GasCapExceeded(
-                f"gas cap {self.config.cap_gwei} gwei exceeded: base fee "
-                f"{_gwei(sample.base_fee)} + tip {_gwei(tip)} = {_gwei(needed)} gwei "
+                f"gas cap {fmt(self.config.cap_gwei)} gwei exceeded: base fee "
+                f"{fmt(_gwei(sample.base_fee))} + tip {fmt(_gwei(tip))} = "
+                f"{fmt(_gwei(needed))} gwei "
                 f"({urgency}); nothing sent")
         max_fee = headroom + tip
         capped = max_fee > self.cap_wei
@@ -198,8 +199,8 @@ class GasManager:
         """Last line of defence before signing: no transaction may offer more than the cap."""
         if max_fee_per_gas > self.cap_wei:
             self.refusals += 1
-            raise GasCapExceeded(f"maxFeePerGas {_gwei(max_fee_per_gas)} gwei is above the cap "
-                                 f"{self.config.cap_gwei} gwei; nothing sent")
+            raise GasCapExceeded(f"maxFeePerGas {fmt(_gwei(max_fee_per_gas))} gwei is above "
+                                 f"the cap {fmt(self.config.cap_gwei)} gwei; nothing sent")
 
     async def estimate_cost(self, gas: int, urgency: str = "normal") -> CostEstimate:
         fees = await self.fees(urgency)
@@ -243,19 +244,19 @@ class GasManager:
         trend = self.trend(window)
         last = self.history[-1] if self.history else None
         return {
-            "cap_gwei": str(self.config.cap_gwei),
+            "cap_gwei": fmt(self.config.cap_gwei),
             "latest": None if last is None else {
-                "block": last.block, "base_fee_gwei": str(_gwei(last.base_fee)),
-                "reward_gwei": str(_gwei(last.reward))},
+                "block": last.block, "base_fee_gwei": fmt(_gwei(last.base_fee)),
+                "reward_gwei": fmt(_gwei(last.reward))},
             "trend": {"direction": trend.direction, "change_pct": str(trend.change_pct),
                       "samples": trend.samples,
-                      "first_gwei": None if trend.first_gwei is None else str(trend.first_gwei),
-                      "last_gwei": None if trend.last_gwei is None else str(trend.last_gwei)},
-            "spent_pol": str(self.spent_pol),
+                      "first_gwei": None if trend.first_gwei is None else fmt(trend.first_gwei),
+                      "last_gwei": None if trend.last_gwei is None else fmt(trend.last_gwei)},
+            "spent_pol": fmt(self.spent_pol),
             "transactions": self.transactions,
             "cap_refusals": self.refusals,
             "by_action": {k: {"transactions": v["transactions"], "gas": v["gas"],
-                              "pol": str(v["pol"])} for k, v in self.by_action.items()},
+                              "pol": fmt(v["pol"])} for k, v in self.by_action.items()},
         }
 
 
@@ -277,7 +278,13 @@ def parse_fee_history(raw: Any) -> FeeSample:
 
 
 def _gwei(wei: int) -> Decimal:
-    return Decimal(wei).scaleb(-9).normalize()
+    return Decimal(wei).scaleb(-9)
+
+
+def fmt(value: Decimal) -> str:
+    """Plain decimal text without trailing zeros or exponent (reports, logs)."""
+    text = format(value, "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 # --------------------------------------------------------------------------- metrics sink
@@ -320,8 +327,8 @@ class GasTrackerSink:
             "trade_id": getattr(record, "trade_id", ""),
             "state": str(getattr(record, "state", "")),
             "hedged_size": str(getattr(record, "hedged_size", "")),
-            "gas_pol": str(gas.by_label.get(getattr(record, "trade_id", ""), Decimal(0))),
-            "base_fee_gwei": None if last is None else str(_gwei(last.base_fee)),
+            "gas_pol": fmt(gas.by_label.get(getattr(record, "trade_id", ""), Decimal(0))),
+            "base_fee_gwei": None if last is None else fmt(_gwei(last.base_fee)),
         })
         self.rpc_samples.append({"at": time.time(), "endpoints": [
             {k: e[k] for k in ("server.address", "server.port", "health", "latency_ewma_ms")}
@@ -331,7 +338,7 @@ class GasTrackerSink:
         gas: GasManager = self.pool.gas
         out = gas.report(self.config.trend_window)
         # gas_pol of a row is read when the trade is recorded; settlement may land later.
-        rows = [dict(r, gas_pol=str(gas.by_label.get(r["trade_id"], Decimal(0))))
+        rows = [dict(r, gas_pol=fmt(gas.by_label.get(r["trade_id"], Decimal(0))))
                 for r in self.rows]
         return {"gas": out, "trades": rows, "rpc": {"endpoints": self.pool.snapshot(),
                                                     "samples": list(self.rpc_samples)}}

@@ -508,10 +508,9 @@ class RpcPool:
         return response
 
     def _validate(self, ep: Endpoint, method: str, response: Any) -> tuple[str, str] | None:
-        if not isinstance(response, dict) or ("result" not in response
-                                               and "error" not in response):
+        error = response.get("error") if isinstance(response, dict) else None
+        if not isinstance(response, dict) or (error is None and "result" not in response):
             return "malformed_response", f"not a JSON-RPC response: {str(response)[:80]!r}"
-        error = response.get("error")
         if error is not None:
             if not isinstance(error, dict) or not isinstance(error.get("code"), int):
                 return "malformed_response", f"bad error object: {str(error)[:80]!r}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from pathlib import Path
 
 from pr3dict_core.config import ExecutionSection
 from pr3dict_core.model import Side
@@ -14,6 +15,22 @@ from pr3dict_sinks.basic import MemorySink
 from pr3dict_strategies.market import MarketStrategy
 
 D = Decimal
+REPO = Path(__file__).resolve().parent.parent
+DEMO_SCENARIO = REPO / "pipelines" / "scenarios" / "demo.toml"
+
+MINIMAL = """
+[pipeline]
+name = "t"
+cycles = 5
+
+[venues.sim]
+type = "paper"
+scenario = "{demo}"
+
+[detectors.c]
+type = "binary_complement"
+venues = ["sim"]
+"""
 
 
 def scripted_venue(vid: str = "v", *, markets=("m",), fee_rate="0", faults: FaultSpec | None = None,

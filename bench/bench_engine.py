@@ -1,0 +1,144 @@
+"""Engine benchmark: the paper pipeline headless.
+
+Prints decision -> wire p50/p99, decision -> final p50/p99, trades per second, and the
+cost of tracing (BatchSpanProcessor with a no-op exporter) against tracing off, same seed.
+
+    python bench/bench_engine.py [--cycles N] [--markets N] [--repeat N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+from pr3dict_core.pipeline import Engine
+
+
+class NullExporter(SpanExporter):
+    def __init__(self) -> None:
+        self.spans = 0
+
+    def export(self, spans: Sequence[object]) -> SpanExportResult:
+        self.spans += len(spans)
+        return SpanExportResult.SUCCESS
+
+
+def write_pipeline(folder: Path, markets: int, concurrency: int = 64) -> Path:
+    lines = [
+        "seed = 11", 'fee_rate = "0.02"', "latency_ms = 0", "[process]",
+        'arb_probability = "0.2"', 'move_probability = "0.3"', "spread_ticks = 1",
+        "[faults]", 'reject_rate = "0.02"', 'partial_fill_rate = "0.02"',
+        'timeout_rate = "0.01"',
+    ]
+    for i in range(markets):
+        lines += ["[[markets]]", f'id = "m{i}"', f'fair = "0.{20 + (i * 7) % 60:02d}"']
+    (folder / "scenario.toml").write_text("\n".join(lines) + "\n")
+    pipeline = folder / "bench.toml"
+    pipeline.write_text("""
+[pipeline]
+name = "bench"
+[venues.sim]
+type = "paper"
+scenario = "scenario.toml"
+[detectors.c]
+type = "binary_complement"
+venues = ["sim"]
+max_size = "25"
+[gates.capital]
+type = "capital"
+bankroll = "100000"
+[gates.position]
+type = "max_position"
+max_leg_size = "100"
+[execution]
+strategy = "market"
+deadline_ms = 30
+max_concurrent_trades = CONCURRENCY
+""".replace("CONCURRENCY", str(concurrency)))
+    return pipeline
+
+
+async def run_once(pipeline: Path, cycles: int, provider: TracerProvider | None):
+    engine = Engine.from_file(pipeline, tracer_provider=provider)
+    await engine.start()
+    gc.collect()
+    start = time.perf_counter()
+    summary = await engine.run(cycles=cycles)
+    elapsed = time.perf_counter() - start
+    await engine.close()
+    return summary, elapsed, len(engine.trades)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cycles", type=int, default=1000)
+    parser.add_argument("--markets", type=int, default=50)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        # Latency: one trade at a time (nothing queues behind other trades), tracing on.
+        lat_dir = Path(tmp) / "latency"
+        lat_dir.mkdir()
+        provider = TracerProvider()
+        provider.add_span_processor(BatchSpanProcessor(NullExporter()))
+        lat, _, lat_trades = asyncio.run(run_once(write_pipeline(lat_dir, 8, concurrency=1),
+                                                  args.cycles * 3, provider))
+        provider.shutdown()
+        pipeline = write_pipeline(Path(tmp), args.markets)
+        off_times, on_times, summaries = [], [], []
+        trades = 0
+        for _ in range(args.repeat):
+            summary, elapsed, trades = asyncio.run(run_once(pipeline, args.cycles, None))
+            off_times.append(elapsed)
+            summaries.append(summary)
+            exporter = NullExporter()
+            provider = TracerProvider()
+            provider.add_span_processor(BatchSpanProcessor(exporter))
+            summary_on, elapsed_on, _ = asyncio.run(run_once(pipeline, args.cycles, provider))
+            provider.shutdown()
+            on_times.append(elapsed_on)
+            summaries.append(summary_on)
+    best_off, best_on = min(off_times), min(on_times)
+    wire50 = statistics.median(s.decision_to_wire_p50_ms for s in summaries)
+    wire99 = statistics.median(s.decision_to_wire_p99_ms for s in summaries)
+    fin50 = statistics.median(s.decision_to_final_p50_ms for s in summaries)
+    fin99 = statistics.median(s.decision_to_final_p99_ms for s in summaries)
+    rows = [
+        ("one trade at a time, tracing on", ""),
+        ("  trades", f"{lat_trades}"),
+        ("  decision -> wire p50", f"{lat.decision_to_wire_p50_ms:.3f} ms"),
+        ("  decision -> wire p99", f"{lat.decision_to_wire_p99_ms:.3f} ms"),
+        ("  decision -> final p50", f"{lat.decision_to_final_p50_ms:.3f} ms"),
+        ("  decision -> final p99", f"{lat.decision_to_final_p99_ms:.3f} ms"),
+        (f"burst: {args.markets} markets x {args.cycles} cycles", ""),
+        ("  trades per run", f"{trades}"),
+        ("  decision -> wire p50 (queued)", f"{wire50:.3f} ms"),
+        ("  decision -> wire p99 (queued)", f"{wire99:.3f} ms"),
+        ("  decision -> final p50", f"{fin50:.3f} ms"),
+        ("  decision -> final p99", f"{fin99:.3f} ms"),
+        ("  trades/s, tracing off", f"{trades / best_off:,.0f}"),
+        ("  trades/s, tracing on", f"{trades / best_on:,.0f}"),
+        ("  cycle time, tracing off", f"{best_off / args.cycles * 1000:.3f} ms"),
+        ("  cycle time, tracing on", f"{best_on / args.cycles * 1000:.3f} ms"),
+        ("  tracing cost", f"{(best_on / best_off - 1) * 100:+.1f} %"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    print(f"{'engine benchmark (paper venue, in process)':<{width + 20}}")
+    print("-" * (width + 20))
+    for k, v in rows:
+        print(f"{k:<{width}}  {v:>17}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
