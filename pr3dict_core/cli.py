@@ -10,6 +10,7 @@ import asyncio
 import signal
 import sys
 import time
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn, TextIO
@@ -237,6 +238,11 @@ def cmd_run(args: argparse.Namespace, config: PipelineConfig, registry, pm,  # t
         summary = engine.statistics()
     except Pr3dictError as exc:
         print(f"pr3dict: run failed: {exc}", file=err)
+        code = EX_FAILED
+        summary = engine.statistics()
+    except Exception:  # a bug: say so loudly, but still flush and summarise
+        print("pr3dict: run failed with an internal error:", file=err)
+        traceback.print_exc(file=err)
         code = EX_FAILED
         summary = engine.statistics()
     finally:

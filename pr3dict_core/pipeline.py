@@ -40,6 +40,7 @@ from .config import ExecutionSection, PipelineConfig, SecretRef, load_pipeline
 from .execution import TradeExecutor
 from .metrics import RunStatistics, RunSummary, TradeRecord
 from .model import (
+    Book,
     LegSpec,
     Opportunity,
     Pr3dictError,
@@ -48,6 +49,10 @@ from .model import (
     opportunity_id,
 )
 from .plugins import collect_components, make_plugin_manager
+
+
+class VenueFailure(Pr3dictError):
+    """A venue could not deliver books; the run stops (trades in flight finish first)."""
 
 
 def new_run_id() -> str:
@@ -194,9 +199,23 @@ class Engine:
 
     # ------------------------------------------------------------------ one cycle
 
+    async def _poll(self, vid: str, venue: Venue) -> Sequence[Book]:
+        try:
+            return await venue.poll_books()
+        except Exception as exc:
+            with self.tracer.start_as_current_span("poll venue", attributes={
+                    tm.LEG_VENUE: vid}) as span:
+                span.record_exception(exc)
+                span.set_attribute(tm.ERROR_TYPE, type(exc).__name__)
+                span.set_status(Status(StatusCode.ERROR, str(exc)))
+            raise VenueFailure(f"venue {vid} failed: {type(exc).__name__}: {exc}") from exc
+
     async def scan(self) -> list[Opportunity]:
-        """Pull changed books from every venue and run the detectors over them."""
-        batches = await asyncio.gather(*(v.poll_books() for v in self.venues.values()))
+        """Pull changed books from every venue and run the detectors over them.
+
+        A venue that cannot give books raises ``VenueFailure``: the run stops cleanly.
+        """
+        batches = await asyncio.gather(*(self._poll(vid, v) for vid, v in self.venues.items()))
         changed = [book for batch in batches for book in batch]
         if not changed:
             return []

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import sys
 import threading
 from collections.abc import Sequence
 from importlib import metadata
@@ -119,7 +120,7 @@ def make_exporter(config: TelemetrySection, path: Path | None) -> SpanExporter |
     if config.exporter == "none":
         return None
     if config.exporter == "console":
-        return ConsoleSpanExporter()
+        return ConsoleSpanExporter(out=sys.stderr)  # stdout keeps the summary
     if config.exporter == "jsonl":
         assert path is not None
         return JsonLinesSpanExporter(path)

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 from eth_utils import keccak
+from polygon_helpers import TRADER_FUNDS, committed_trade
 
 from pr3dict_core.config import SecretRef
 from pr3dict_polygon.batch import BatchConfig, TxOp
@@ -21,8 +22,6 @@ from pr3dict_polygon.settlement import (
     shares_to_units,
     units_to_shares,
 )
-
-from .conftest import TRADER_FUNDS, committed_trade
 
 FAST = BatchConfig(max_age_ms=5, poll_ms=20)
 
