@@ -15,11 +15,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn, TextIO
 
+import attrs
 import pluggy
 from opentelemetry import trace
 
 from . import telemetry as tm
-from .components import KINDS, DuplicateComponent
+from .components import KINDS, ComponentRegistry, DuplicateComponent
 from .config import EX_CONFIG, ConfigError, Mode, PipelineConfig, load_pipelines
 from .model import Pr3dictError
 from .pipeline import Engine, new_run_id
@@ -28,7 +29,36 @@ from .plugins import UsageError, collect_components, make_plugin_manager, plugin
 EX_OK, EX_FAILED, EX_INTERRUPTED = 0, 1, 130
 
 
-def build_parser() -> argparse.ArgumentParser:
+@attrs.frozen
+class CommandContext:
+    """What a subcommand handler gets besides its parsed arguments."""
+
+    pm: pluggy.PluginManager
+    registry: ComponentRegistry
+    stdout: TextIO
+    stderr: TextIO
+    tracer_provider: trace.TracerProvider | None = None
+
+
+def _plugin_options(argv: Sequence[str]) -> list[str]:
+    """The ``-p`` values before the subcommand: needed to build the manager that adds commands."""
+    out, i = [], 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "-p" and i + 1 < len(argv):
+            out.append(argv[i + 1])
+            i += 2
+        elif arg.startswith("-p") and len(arg) > 2:
+            out.append(arg[2:])
+            i += 1
+        elif arg.startswith("-"):
+            i += 1
+        else:
+            break
+    return out
+
+
+def build_parser(pm: pluggy.PluginManager | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pr3dict", description=__doc__.splitlines()[0])
     parser.add_argument("-p", dest="plugins", action="append", default=[], metavar="NAME",
                         help="load plugin module NAME, or block plugin NAME with no:NAME")
@@ -53,12 +83,14 @@ def build_parser() -> argparse.ArgumentParser:
     graph.add_argument("--format", choices=["dot", "text"], default="dot")
 
     sub.add_parser("plugins", help="list plugins, their distributions and components")
+    if pm is not None:
+        pm.hook.pr3dict_add_commands(subparsers=sub)
     return parser
 
 
-def _plugin_manager(args: argparse.Namespace) -> pluggy.PluginManager:
-    blocked = [p[3:] for p in args.plugins if p.startswith("no:")]
-    load = [p for p in args.plugins if not p.startswith("no:")]
+def _plugin_manager(options: Sequence[str]) -> pluggy.PluginManager:
+    blocked = [p[3:] for p in options if p.startswith("no:")]
+    load = [p for p in options if not p.startswith("no:")]
     return make_plugin_manager(block=blocked, load=load)
 
 
@@ -68,18 +100,22 @@ def main(argv: Sequence[str] | None = None, *,
          stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
     out = stdout or sys.stdout
     err = stderr or sys.stderr
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        pm = pm or _plugin_manager(_plugin_options(argv))
+        registry = collect_components(pm)
+    except (UsageError, DuplicateComponent, ImportError) as exc:
+        print(f"pr3dict: {exc}", file=err)
+        return EX_CONFIG
+    parser = build_parser(pm)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return int(exc.code or 0) and 2
     try:
-        pm = pm or _plugin_manager(args)
-        registry = collect_components(pm)
-    except (UsageError, DuplicateComponent, ImportError) as exc:
-        print(f"pr3dict: {exc}", file=err)
-        return EX_CONFIG
-    try:
+        handler = getattr(args, "handler", None)
+        if handler is not None:
+            return int(handler(args, CommandContext(pm, registry, out, err, tracer_provider)))
         if args.command == "plugins":
             return cmd_plugins(pm, registry, out)
         configs = load_pipelines(

@@ -64,6 +64,21 @@ def pr3dict_register_settlers(registry: Registrar) -> None:
     """Register settler classes (:class:`pr3dict_core.components.Settler`)."""
 
 
+# --------------------------------------------------------------------------- command line
+
+
+@hookspec
+def pr3dict_add_commands(subparsers: Any) -> None:
+    """Add ``pr3dict`` subcommands.
+
+    :param subparsers: the ``argparse`` sub-parser action. Add a command with
+        ``p = subparsers.add_parser("name", help="...")`` and give it a handler with
+        ``p.set_defaults(handler=fn)``; ``fn(args, ctx)`` returns the exit code, where ``ctx``
+        is a :class:`pr3dict_core.cli.CommandContext` (plugin manager, component registry,
+        stdout, stderr, tracer provider).
+    """
+
+
 # --------------------------------------------------------------------------- configuration
 
 

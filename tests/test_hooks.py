@@ -365,3 +365,23 @@ def test_every_hookspec_has_a_docstring():
         assert getattr(hookspecs, hook).__doc__, hook
 
 
+
+
+class HelloCommand:
+    @hookimpl
+    def pr3dict_add_commands(self, subparsers):
+        p = subparsers.add_parser("hello", help="say hello")
+        p.add_argument("name")
+        p.set_defaults(handler=self.run)
+
+    def run(self, args, ctx):
+        print(f"hello {args.name} ({len(ctx.registry.names('venues'))} venue types)",
+              file=ctx.stdout)
+        return 3
+
+
+def test_hook_pr3dict_add_commands(run_pr3dict, register_plugin):
+    register_plugin(HelloCommand(), name="hello")
+    outcome = run_pr3dict("hello", "world")
+    assert outcome.code == 3
+    assert outcome.out.startswith("hello world (")
