@@ -134,6 +134,12 @@ class Venue(Protocol):
     def positions(self) -> Mapping[str, Decimal]:
         """Shares held per instrument, as the venue sees them."""
 
+    # Optional: a venue that can push order updates (websocket user channel) defines
+    #     def subscribe_orders(self, callback: Callable[[OrderAck], None]) -> None
+    # The engine calls it once after start(); the venue then calls ``callback(ack)`` with
+    # the full current view of an order (all fills so far) whenever one of this account's
+    # orders changes. Venues without it are polled with get_order().
+
 
 @runtime_checkable
 class Detector(Protocol):
