@@ -16,29 +16,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import logging
 import statistics
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-for extra in (REPO, REPO / "plugins"):  # a source checkout works without installing
-    if str(extra) not in sys.path:
-        sys.path.insert(0, str(extra))
-
-import aiohttp  # noqa: E402
-from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
-from opentelemetry.sdk.trace.export import (  # noqa: E402
+import aiohttp
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import (
     BatchSpanProcessor,
     SpanExporter,
     SpanExportResult,
 )
-from web3 import AsyncWeb3  # noqa: E402
-from web3.providers.rpc import AsyncHTTPProvider  # noqa: E402
+from web3 import AsyncWeb3
+from web3.providers.rpc import AsyncHTTPProvider
 
-from pr3dict_polygon.devchain import AnvilNode  # noqa: E402
-from pr3dict_polygon.rpc import RpcPool  # noqa: E402
+from pr3dict_polygon.devchain import AnvilNode
+from pr3dict_polygon.rpc import RpcPool
 
 
 class NullExporter(SpanExporter):
@@ -71,12 +66,12 @@ async def overhead(calls: int, rounds: int) -> list[tuple[str, float, float, flo
         keepalive_provider = AsyncHTTPProvider(url, exception_retry_configuration=None)
         await keepalive_provider.cache_async_session(aiohttp.ClientSession())
         bare = AsyncWeb3(keepalive_provider)
-        one = RpcPool("one", RpcPool.Config(head_check_ms=0), [url])
-        three = RpcPool("three", RpcPool.Config(head_check_ms=0), [n.url for n in nodes])
+        one = RpcPool.for_urls("one", [url], head_check_ms=0)
+        three = RpcPool.for_urls("three", [n.url for n in nodes], head_check_ms=0)
         provider = TracerProvider()
         provider.add_span_processor(BatchSpanProcessor(NullExporter()))
-        traced = RpcPool("traced", RpcPool.Config(head_check_ms=0), [n.url for n in nodes],
-                         tracer=provider.get_tracer("bench"))
+        traced = RpcPool.for_urls("traced", [n.url for n in nodes], head_check_ms=0,
+                                  tracer=provider.get_tracer("bench"))
         for pool in (one, three, traced):
             await pool.start()
 
@@ -123,11 +118,11 @@ async def failover(how: str, repeat: int, timeout_ms: int) -> dict[str, float]:
     taken_out, slowed, worst, baseline = [], [], [], []
     for _ in range(repeat):
         nodes = [AnvilNode(), AnvilNode()]
-        pool = RpcPool("bench", RpcPool.Config(head_check_ms=0, request_timeout_ms=timeout_ms,
-                                               reprobe_ms=60_000), [n.url for n in nodes])
+        pool = RpcPool.for_urls("bench", [n.url for n in nodes], head_check_ms=0,
+                                request_timeout_ms=timeout_ms, reprobe_ms=60_000)
         await pool.start()
         try:
-            warm = await timed(lambda: pool.request("eth_blockNumber"), 200)
+            warm = await timed(lambda p=pool: p.request("eth_blockNumber"), 200)
             p50 = statistics.median(warm)
             baseline.append(p50)
             victim = pool.endpoints[0]
@@ -168,6 +163,7 @@ async def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--repeat", type=int, default=3, help="failover repetitions")
     args = parser.parse_args(argv)
+    logging.getLogger("pr3dict.polygon").setLevel(logging.ERROR)  # "taken out" is expected here
 
     rows = await overhead(args.calls, args.rounds)
     print(f"\nRPC call overhead: eth_blockNumber on loopback anvil, {args.calls} calls each, "

@@ -91,7 +91,12 @@ class PipelineSection:
         attrs.validators.ge(1)))
     duration_s: float | None = None
     interval_ms: int = field(default=0, validator=attrs.validators.ge(0))
+    # Read the next books while trades are in flight (live). False finishes each cycle's
+    # trades first, which keeps a paper run deterministic for its seed.
+    concurrent_cycles: bool = False
     kill_switch_file: str | None = None
+    # The journal; recovery at start reads it back. "" keeps it in memory (no recovery).
+    journal: str = "journal/{pipeline}.sqlite"
 
 
 @frozen(kw_only=True)
@@ -101,9 +106,15 @@ class ExecutionSection:
     strategy: str = "market"
     deadline_ms: int = field(default=30, validator=attrs.validators.gt(0))
     max_concurrent_trades: int = field(default=4, validator=attrs.validators.ge(1))
+    rollback: Literal["unwind", "complete_or_unwind"] = "unwind"
     unwind_slippage_ticks: int = field(default=5, validator=attrs.validators.ge(0))
     unwind_deadline_ms: int = field(default=1000, validator=attrs.validators.gt(0))
+    # Loss cap: never sell an unwind below entry average minus this (USDC per share).
+    max_unwind_loss: Decimal = field(default=Decimal("0.10"),
+                                     validator=attrs.validators.ge(Decimal(0)))
     reconcile_timeout_ms: int = field(default=5000, validator=attrs.validators.gt(0))
+    order_timeout_ms: int = field(default=2000, validator=attrs.validators.gt(0))
+    poll_interval_ms: int = field(default=5, validator=attrs.validators.gt(0))
 
 
 @frozen(kw_only=True)

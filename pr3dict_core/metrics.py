@@ -62,6 +62,7 @@ class TradeRecord:
     decision_to_wire_ms: float | None
     decision_to_final_ms: float | None
     leg_skew_ms: float | None  # spread of the entry legs' final times
+    unresolved_ms: float = 0.0  # total time legs spent UNRESOLVED
     legs: tuple[LegRecord, ...] = field(factory=tuple)
     error: str = ""
 
@@ -83,6 +84,7 @@ class TradeRecord:
             decision_to_wire_ms=ms(trade.decided_at, trade.on_wire_at),
             decision_to_final_ms=ms(trade.decided_at, trade.finished_at),
             leg_skew_ms=skew,
+            unresolved_ms=sum(leg.unresolved_s for leg in trade.all_legs) * 1000,
             legs=tuple(LegRecord.from_leg(leg) for leg in trade.all_legs),
             error=trade.error,
         )
@@ -115,10 +117,16 @@ class RunStatistics:
     """Running totals over every final trade of a run."""
 
     opportunities: int = 0
-    records: list[TradeRecord] = field(factory=list)
+    by_trade: dict[str, TradeRecord] = field(factory=dict)
 
     def add(self, record: TradeRecord) -> None:
-        self.records.append(record)
+        """Record a final trade; a later record of the same trade (an unresolved trade that
+        was resolved) replaces the earlier one."""
+        self.by_trade[record.trade_id] = record
+
+    @property
+    def records(self) -> list[TradeRecord]:
+        return list(self.by_trade.values())
 
     def count(self, state: TradeState) -> int:
         return sum(1 for r in self.records if r.state == state)

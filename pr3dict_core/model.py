@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from decimal import ROUND_DOWN, Decimal
 
 import attrs
@@ -322,13 +322,26 @@ class Leg:
     error: str = ""
     submitted_at: float | None = None
     finished_at: float | None = None
+    unresolved_at: float | None = None  # perf_counter when the outcome became unknown
+    unresolved_s: float = 0.0  # total time spent UNRESOLVED
     history: list[LegState] = field(factory=list)
+    # Called as observer(leg, old_state) after every transition (the journal listens).
+    observer: Callable[[Leg, LegState], None] | None = field(default=None, repr=False)
 
     def transition(self, new: LegState) -> None:
         if new not in LEG_TRANSITIONS[self.state]:
             raise IllegalTransition(f"leg {self.trade_id}/{self.index}: {self.state} -> {new}")
-        self.history.append(self.state)
+        old = self.state
+        self.history.append(old)
         self.state = new
+        now = time.perf_counter()
+        if new is LegState.UNRESOLVED:
+            self.unresolved_at = now
+        elif old is LegState.UNRESOLVED and self.unresolved_at is not None:
+            self.unresolved_s += now - self.unresolved_at
+            self.unresolved_at = None
+        if self.observer is not None:
+            self.observer(self, old)
 
     def next_client_order_id(self) -> str:
         self.attempts += 1
@@ -408,12 +421,16 @@ class Trade:
     on_wire_at: float | None = None  # perf_counter when the last entry leg was sent
     finished_at: float | None = None
     history: list[TradeState] = field(factory=list)
+    observer: Callable[[Trade, TradeState], None] | None = field(default=None, repr=False)
 
     def transition(self, new: TradeState) -> None:
         if new not in TRADE_TRANSITIONS[self.state]:
             raise IllegalTransition(f"trade {self.id}: {self.state} -> {new}")
-        self.history.append(self.state)
+        old = self.state
+        self.history.append(old)
         self.state = new
+        if self.observer is not None:
+            self.observer(self, old)
 
     @property
     def all_legs(self) -> list[Leg]:

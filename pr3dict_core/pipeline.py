@@ -31,16 +31,20 @@ from .components import (
     Detector,
     ExecutionStrategy,
     GateDecision,
+    UnknownOrder,
     MetricsSink,
     RiskGate,
     Settler,
     Venue,
 )
 from .config import ExecutionSection, PipelineConfig, SecretRef, load_pipeline
-from .execution import TradeExecutor
+from .execution import LegRun, TradeExecutor
+from .journal import Journal
 from .metrics import RunStatistics, RunSummary, TradeRecord
 from .model import (
     Book,
+    LegState,
+    OrderStatus,
     LegSpec,
     Opportunity,
     Pr3dictError,
@@ -79,6 +83,8 @@ class Engine:
         pm: pluggy.PluginManager | None = None,
         config: PipelineConfig | None = None,
         kill_switch_file: Path | None = None,
+        journal: Journal | None = None,
+        concurrent_cycles: bool = False,
     ):
         self.venues = dict(venues)
         self.detectors = list(detectors)
@@ -94,6 +100,10 @@ class Engine:
         self.pm = pm
         self.config = config
         self.kill_switch_file = kill_switch_file
+        self.journal = journal
+        self.concurrent_cycles = concurrent_cycles
+        self.recovered: list[Trade] = []
+        self._resolvers: set[asyncio.Task[None]] = set()
         self.stats = RunStatistics()
         self.trades: list[Trade] = []
         self.halted = ""  # reason new entries are refused (fail closed), empty when trading
@@ -146,13 +156,16 @@ class Engine:
                                                 config.strategy_options, ctx)
         kill = ctx.path(config.pipeline.kill_switch_file) if config.pipeline.kill_switch_file \
             else None
+        journal_path = config.pipeline.journal.replace("{pipeline}", config.pipeline.name)
+        journal = Journal(ctx.output_path(journal_path), run_id) if journal_path else None
         return cls(
             venues=built["venues"], detectors=list(built["detectors"].values()),
             gates=list(built["gates"].values()), sinks=list(built["sinks"].values()),
             settlers=list(built["settlers"].values()), rpc=built["rpc"], strategy=strategy,
             execution=config.execution, tracer_provider=tracer_provider,
             pipeline_name=config.pipeline.name, run_id=run_id, pm=pm, config=config,
-            kill_switch_file=kill,
+            kill_switch_file=kill, journal=journal,
+            concurrent_cycles=config.pipeline.concurrent_cycles,
         )
 
     # ------------------------------------------------------------------ lifecycle
@@ -167,8 +180,11 @@ class Engine:
             detector.bind({vid: self.venues[vid] for vid in detector.venue_ids})
         for settler in self.settlers:
             await settler.start()
-        self._executor = TradeExecutor(self.venues, self.strategy, self.execution, self.tracer)
+        self._executor = TradeExecutor(self.venues, self.strategy, self.execution, self.tracer,
+                                       journal=self.journal)
         self._started = True
+        if self.journal is not None:
+            await self.recover()
         if self.pm is not None and self.config is not None:
             self.pm.hook.pr3dict_run_start(config=self.config, run_id=self.run_id)
 
@@ -176,6 +192,10 @@ class Engine:
         """Wait for trades in flight, then close sinks, settlers, venues and RPC in reverse."""
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        for task in list(self._resolvers):  # unresolved trades stay in the journal
+            task.cancel()
+        if self._resolvers:
+            await asyncio.gather(*self._resolvers, return_exceptions=True)
         summary = self.statistics()
         errors: list[BaseException] = []
         for closer in [*(s.close(summary.to_json()) for s in self.sinks),
@@ -187,6 +207,9 @@ class Engine:
             except Exception as exc:  # close the rest; report after
                 errors.append(exc)
         self._started = False
+        if self.journal is not None:
+            self.journal.close()
+            self.journal = None
         if errors:
             raise Pr3dictError(f"{len(errors)} component(s) failed to close: {errors[0]!r}")
 
@@ -282,8 +305,11 @@ class Engine:
         return await self.execute_opportunity(opp)
 
     async def _handle(self, opp: Opportunity, keys: set[tuple[str, str]]) -> Trade:
-        trade = Trade(id=f"{self.run_id[-6:]}-{next(self._trade_seq)}", opportunity=opp,
+        trade = Trade(id=f"{self.run_id}-{next(self._trade_seq)}", opportunity=opp,
                       strategy=self.strategy.type)
+        if self.journal is not None:
+            trade.observer = self.journal.trade_transition
+            self.journal.trade_transition(trade, None)
         start = getattr(opp, "detect_started_at", None)
         start_ns = start[0] if isinstance(start, tuple) else None
         try:
@@ -342,8 +368,9 @@ class Engine:
             await self._executor.execute(trade)
         finally:
             if trade.state is TradeState.UNRESOLVED:
-                self.halted = f"trade {trade.id} is unresolved: new entries stop"
-            self._notify_gates(approved, trade)
+                self._resolve_later(trade, approved)
+            else:
+                self._notify_gates(approved, trade)
         if trade.state is TradeState.COMMITTED:
             for settler in self.settlers:
                 with self.tracer.start_as_current_span(tm.SPAN_SETTLE, attributes={
@@ -365,6 +392,119 @@ class Engine:
         if self.kill_switch_file is not None and self.kill_switch_file.exists():
             return f"kill switch file {self.kill_switch_file} exists"
         return ""
+
+    # ------------------------------------------------------------------ fail closed
+
+    def kill(self, reason: str) -> asyncio.Task[None]:
+        """Stop new entries and cancel every resting order; queries and cancels go on."""
+        self.halted = f"kill switch: {reason}"
+        assert self._executor is not None, "engine not started"
+        return asyncio.ensure_future(self._executor.cancel_resting())
+
+    def _unresolved_trades(self) -> list[Trade]:
+        return [t for t in self.trades if t.state is TradeState.UNRESOLVED]
+
+    def _resolve_later(self, trade: Trade, gates: Sequence[RiskGate]) -> None:
+        """Keep reconciling an unresolved trade in the background; entries stop until then."""
+        self.halted = self.halted or f"trade {trade.id} is unresolved: new entries stop"
+        task = asyncio.ensure_future(self._resolve(trade, gates))
+        self._resolvers.add(task)
+        task.add_done_callback(self._resolvers.discard)
+
+    async def _resolve(self, trade: Trade, gates: Sequence[RiskGate]) -> None:
+        executor = self._executor
+        assert executor is not None
+        attempt = 0
+        while trade.state is TradeState.UNRESOLVED:
+            await asyncio.sleep(min(0.05 * 2**attempt, 5.0))
+            attempt += 1
+            with self.tracer.start_as_current_span("reconcile trade", attributes={
+                    tm.TRADE_ID: trade.id}):
+                await self._settle_recovered(trade, timeout_s=1.0)
+        self._notify_gates(gates, trade)
+        self._record(trade)
+        if not self._unresolved_trades() and self.halted.startswith("trade "):
+            self.halted = ""  # resolved: entries resume
+
+    async def _settle_recovered(self, trade: Trade, timeout_s: float) -> None:
+        """Ask the venues about every non-final leg of ``trade``, then commit or roll back."""
+        executor = self._executor
+        assert executor is not None
+        for leg in trade.all_legs:
+            if leg.state.is_final:
+                continue
+            venue = self.venues.get(leg.venue)
+            if venue is None:
+                continue  # that venue is not in this pipeline: stays unresolved
+            run = LegRun(executor, leg, venue, time.perf_counter(), 0)
+            known = True
+            cids = self.journal.client_order_ids(trade.id, leg.index) if self.journal \
+                else [leg.current_client_order_id()]
+            for cid in cids:
+                try:
+                    ack = await asyncio.wait_for(venue.get_order(cid), executor.order_timeout_s)
+                except UnknownOrder:
+                    continue  # never reached the venue
+                except Exception:
+                    known = False
+                    continue
+                executor.track(cid, run)
+                run.on_ack(ack)
+                if ack.status is OrderStatus.OPEN and not leg.state.is_final:
+                    try:
+                        run.on_ack(await venue.cancel_order(cid))
+                    except Exception:
+                        known = False
+            if not known:
+                if not leg.state.is_final and leg.state is not LegState.UNRESOLVED:
+                    leg.transition(LegState.UNRESOLVED)
+                continue
+            if leg.state is LegState.UNRESOLVED:
+                leg.transition(LegState.PARTIALLY_FILLED if leg.filled else LegState.SUBMITTED)
+            if leg.state is LegState.PENDING:
+                leg.transition(LegState.REJECTED)  # no order of it ever reached the venue
+            executor._close_leg(leg)
+        if any(leg.state is LegState.UNRESOLVED for leg in trade.all_legs):
+            if trade.state is not TradeState.UNRESOLVED:
+                if trade.state is TradeState.EXECUTING:
+                    trade.transition(TradeState.ROLLING_BACK)
+                trade.transition(TradeState.UNRESOLVED)
+            return
+        if trade.state is TradeState.DETECTED:
+            trade.transition(TradeState.REJECTED)
+            trade.reject_reason = "interrupted before preflight finished"
+            return
+        if trade.state is TradeState.APPROVED:
+            trade.transition(TradeState.EXECUTING)
+        if trade.state is TradeState.EXECUTING and trade.legs and not trade.unwind_legs:
+            await executor.settle(trade)
+        elif trade.state is TradeState.UNRESOLVED and trade.legs and not trade.unwind_legs \
+                and all(leg.state is LegState.FILLED for leg in trade.legs):
+            trade.transition(TradeState.COMMITTED)
+        else:
+            await executor.rollback(trade)
+        trade.finished_at = time.perf_counter()
+
+    async def recover(self) -> list[Trade]:
+        """Before any trading: read non-final trades back from the journal, ask the venues
+        what happened to every order, adopt fills, then commit, complete or unwind."""
+        assert self.journal is not None
+        recovered = self.journal.open_trades()
+        for trade in recovered:
+            trade.observer = self.journal.trade_transition
+            for leg in trade.all_legs:
+                leg.observer = self.journal.leg_transition
+            with self.tracer.start_as_current_span("recover trade", attributes={
+                    tm.TRADE_ID: trade.id, tm.TRADE_STATE: trade.state.value}) as span:
+                await self._settle_recovered(trade, timeout_s=1.0)
+                span.set_attribute("pr3dict.trade.recovered_state", trade.state.value)
+            self._record(trade)
+        self.recovered = recovered
+        if self._unresolved_trades():
+            self.halted = "recovery left trades unresolved: new entries stop"
+            for trade in self._unresolved_trades():
+                self._resolve_later(trade, [])
+        return recovered
 
     def _record(self, trade: Trade) -> None:
         self.trades.append(trade)
@@ -394,11 +534,13 @@ class Engine:
             if end is not None and time.monotonic() >= end:
                 break
             cycle += 1
+            if not self.halted.startswith("kill switch") and self._kill_switch_reason():
+                await self.kill(self._kill_switch_reason())
             for opp in await self.scan():
                 self.submit_opportunity(opp)
-            # Let submitted trades run; they also finish before the next cycle's books
-            # are read when the venue is simulated, keeping paper runs deterministic.
-            if self._tasks:
+            # Unless cycles run concurrently, a cycle's trades finish before the next
+            # cycle reads books: a paper run then stays deterministic for its seed.
+            if self._tasks and not self.concurrent_cycles:
                 await asyncio.gather(*list(self._tasks), return_exceptions=True)
             if on_cycle is not None:
                 on_cycle(self, cycle)

@@ -76,7 +76,8 @@ class PaperVenue:
                 self.engine.add_instrument(inst, tick_size=spec.tick_size, min_size=spec.min_size)
         # process=False leaves the books to whoever scripts them (tests, `pr3dict test`).
         self.process = MarketProcess(spec, self._markets, seed) if process else None
-        self._fault_rng = random.Random(seed ^ 0x5EED)
+        self.seed = seed
+        self._orders_seen: dict[str, int] = {}
         self._books: dict[str, Book] = {}
         self._seen: dict[str, int] = {}
         self._quoted: dict[str, tuple[object, int, int]] = {}
@@ -147,24 +148,30 @@ class PaperVenue:
 
     # ------------------------------------------------------------------ orders
 
-    def _draw(self, rate: Decimal) -> bool:
-        return bool(rate) and self._fault_rng.random() < float(rate)  # probability, not money
-
     async def place_order(self, request: OrderRequest) -> OrderAck:
         if self.latency_s:
             await asyncio.sleep(self.latency_s)
         faults = self.faults
         size = request.size
         if faults is not None:
-            if self._draw(faults.reject_rate):
+            # Faults are drawn per (seed, instrument, n-th order on it), not from one shared
+            # sequence, so concurrent trades on other markets cannot change who gets which
+            # fault (one trade per instrument is in flight at a time): same seed, same run.
+            n = self._orders_seen[request.instrument] = \
+                self._orders_seen.get(request.instrument, 0) + 1
+            rng = random.Random(f"{self.seed}:{request.instrument}:{n}")
+
+            def draw(rate: Decimal) -> bool:
+                return bool(rate) and rng.random() < float(rate)  # a probability, not money
+
+            if draw(faults.reject_rate):
                 raise OrderRejected(f"paper venue {self.id}: injected reject")
-            if request.time_in_force is not TimeInForce.FOK and self._draw(
-                    faults.partial_fill_rate):
-                part = quantize_down(size * Decimal(self._fault_rng.randint(25, 75)) / 100,
+            if request.time_in_force is not TimeInForce.FOK and draw(faults.partial_fill_rate):
+                part = quantize_down(size * Decimal(rng.randint(25, 75)) / 100,
                                      self.spec.size_step)
                 if part >= self.spec.min_size and size - part >= self.spec.min_size:
                     size = part
-            lose_reply = self._draw(faults.timeout_rate)
+            lose_reply = draw(faults.timeout_rate)
         else:
             lose_reply = False
         try:

@@ -15,6 +15,7 @@ timed out) carrying the reason: nothing is silently lost.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import enum
 import logging
 import time
@@ -31,6 +32,7 @@ from eth_utils import keccak, to_checksum_address
 from pr3dict_core.model import Pr3dictError
 
 from .gas import URGENCIES, GasCapExceeded, GasManager
+from .options import above, at_least, one_of
 from .rpc import JsonRpcError, RpcAmbiguous, RpcError, RpcPool
 
 log = logging.getLogger("pr3dict.polygon.batch")
@@ -90,12 +92,12 @@ class TxResult:
 class BatchConfig:
     """``[settlers.<id>.batch]``: when to flush and how long to wait for receipts."""
 
-    max_size: int = field(default=16, validator=attrs.validators.ge(1))
-    max_age_ms: int = field(default=200, validator=attrs.validators.ge(0))
-    poll_ms: int = field(default=500, validator=attrs.validators.gt(0))
-    receipt_timeout_ms: int = field(default=120_000, validator=attrs.validators.gt(0))
+    max_size: int = field(default=16, validator=at_least(1))
+    max_age_ms: int = field(default=200, validator=at_least(0))
+    poll_ms: int = field(default=500, validator=above(0))
+    receipt_timeout_ms: int = field(default=120_000, validator=above(0))
     gas_limit_multiplier: Decimal = field(default=Decimal("1.2"))
-    urgency: str = field(default="normal", validator=attrs.validators.in_(URGENCIES))
+    urgency: str = field(default="normal", validator=one_of(URGENCIES))
 
     @gas_limit_multiplier.validator
     def _check_multiplier(self, attribute: Any, value: Decimal) -> None:
@@ -108,6 +110,12 @@ class _Item:
     op: TxOp
     future: asyncio.Future[TxResult]
     queued_at: float
+    # The submitter's context: its RPC calls become children of the submitter's span (e.g.
+    # "settle trade") although they run in the flusher and tracker tasks.
+    context: contextvars.Context = attrs.field(factory=contextvars.copy_context)
+
+    def run(self, coro: Any) -> asyncio.Task[Any]:
+        return asyncio.create_task(coro, context=self.context.copy())
 
 
 class BatchTxManager:
@@ -219,7 +227,8 @@ class BatchTxManager:
                     fees[urgency] = await self.gas.fees(urgency)
                 except (GasCapExceeded, RpcError, Pr3dictError) as exc:
                     fees[urgency] = exc
-            limits = await asyncio.gather(*(self._gas_limit(item.op) for item in batch))
+            limits = await asyncio.gather(*(item.run(self._gas_limit(item.op))
+                                            for item in batch))
             for item, limit in zip(batch, limits, strict=True):
                 urgency = item.op.urgency or self.config.urgency
                 fee = fees[urgency]
@@ -228,7 +237,7 @@ class BatchTxManager:
                 elif isinstance(limit, str):
                     self._finish(item, self._failed(item.op, limit))
                 else:
-                    await self._send_one(item, limit, fee.tx_fields())
+                    await item.run(self._send_one(item, limit, fee.tx_fields()))
 
     async def _gas_limit(self, op: TxOp) -> int | str:
         """The gas limit, or the reason the call would fail (a revert found before sending)."""
@@ -278,7 +287,7 @@ class BatchTxManager:
             return
         self._nonce += 1
         self.pending[tx_hash] = item.op
-        task = asyncio.create_task(self._track(item, tx_hash, tx))
+        task = item.run(self._track(item, tx_hash, tx))
         self._trackers.add(task)
         task.add_done_callback(self._trackers.discard)
 

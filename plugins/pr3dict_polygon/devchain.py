@@ -14,6 +14,7 @@ import socket
 import subprocess
 import time
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -115,13 +116,14 @@ class AnvilNode:
 
 @attrs.frozen
 class DevChain:
-    """Addresses of the deployed test contracts and one prepared binary condition."""
+    """Addresses of the deployed test contracts and the prepared binary conditions."""
 
     collateral: str
     ctf: str
     oracle: str
-    question_id: str
-    condition_id: str
+    question_id: str  # of the first question
+    condition_id: str  # of the first question
+    conditions: dict[str, str] = attrs.field(factory=dict)  # question text -> condition id
 
 
 async def deploy(batch: BatchTxManager, name: str, *args: Any) -> str:
@@ -137,11 +139,13 @@ async def deploy(batch: BatchTxManager, name: str, *args: Any) -> str:
 
 async def deploy_test_chain(pool: RpcPool, deployer: LocalAccount, *,
                             mint_to: dict[str, int] | None = None,
-                            question: str = "pr3dict test market") -> DevChain:
-    """Deploy TestCollateral + MiniConditionalTokens, mint collateral, prepare one condition.
+                            questions: Sequence[str] = ("pr3dict test market",)) -> DevChain:
+    """Deploy TestCollateral + MiniConditionalTokens, mint collateral, prepare conditions.
 
-    The deployer acts as the oracle. Sent through ``pool`` (broadcast), so every node of a
-    multi-node test chain gets the same transactions and therefore the same state.
+    The deployer acts as the oracle; question ids are keccak256 of the question text. Sent
+    through ``pool`` (broadcast), so every node of a multi-node test chain gets the same
+    transactions and therefore the same state. On a fresh anvil the addresses are always the
+    same (deployer nonce 0 and 1), and so are the condition ids.
     """
     batch = BatchTxManager(pool, deployer, BatchConfig(max_age_ms=0, poll_ms=20))
     await batch.start()
@@ -155,11 +159,16 @@ async def deploy_test_chain(pool: RpcPool, deployer: LocalAccount, *,
             data = token.encode_abi("mint", args=[to_checksum_address(owner), units])
             (await batch.execute(TxOp(to=collateral, data=data, action="mint"))) \
                 .raise_for_status()
-        question_id = keccak(text=question)
-        data = cts.encode_abi("prepareCondition", args=[deployer.address, question_id, 2])
-        (await batch.execute(TxOp(to=ctf, data=data, action="prepare"))).raise_for_status()
-        condition_id = await cts.functions.getConditionId(deployer.address, question_id, 2).call()
+        conditions: dict[str, str] = {}
+        for question in questions:
+            question_id = keccak(text=question)
+            data = cts.encode_abi("prepareCondition", args=[deployer.address, question_id, 2])
+            (await batch.execute(TxOp(to=ctf, data=data, action="prepare"))).raise_for_status()
+            cid = await cts.functions.getConditionId(deployer.address, question_id, 2).call()
+            conditions[question] = "0x" + cid.hex()
     finally:
         await batch.close()
+    first = questions[0]
     return DevChain(collateral=collateral, ctf=ctf, oracle=deployer.address,
-                     question_id="0x" + question_id.hex(), condition_id="0x" + condition_id.hex())
+                    question_id="0x" + keccak(text=first).hex(), condition_id=conditions[first],
+                    conditions=conditions)

@@ -22,10 +22,11 @@ from decimal import ROUND_CEILING, Decimal
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
-import attrs
 from attrs import field, frozen
 
 from pr3dict_core.model import Pr3dictError
+
+from .options import at_least, between
 
 log = logging.getLogger("pr3dict.polygon.gas")
 
@@ -75,14 +76,14 @@ class GasConfig:
 
     cap_gwei: Decimal = field(default=Decimal("500"), validator=_positive)
     min_priority_fee_gwei: Decimal = field(default=Decimal("25"), validator=_non_negative)
-    reward_percentile: int = field(default=50, validator=attrs.validators.in_(range(1, 100)))
-    fee_history_blocks: int = field(default=10, validator=attrs.validators.in_(range(1, 1025)))
+    reward_percentile: int = field(default=50, validator=between(1, 99))
+    fee_history_blocks: int = field(default=10, validator=between(1, 1024))
     base_fee_headroom: Decimal = field(default=Decimal("2"), validator=_positive)
     urgency: Mapping[str, Decimal] = field(factory=lambda: dict(_DEFAULT_URGENCY),
                                            validator=_urgency_table)
-    refresh_ms: int = field(default=2000, validator=attrs.validators.ge(0))
-    history_size: int = field(default=256, validator=attrs.validators.ge(2))
-    spend_labels: int = field(default=10_000, validator=attrs.validators.ge(1))
+    refresh_ms: int = field(default=2000, validator=at_least(0))
+    history_size: int = field(default=256, validator=at_least(2))
+    spend_labels: int = field(default=10_000, validator=at_least(1))
 
 
 @frozen
@@ -304,8 +305,8 @@ class GasTrackerSink:
     class Config:
         rpc: str
         path: str | None = "runs/{run_id}/gas.json"
-        trend_window: int = field(default=32, validator=attrs.validators.ge(2))
-        max_rows: int = field(default=10_000, validator=attrs.validators.ge(1))
+        trend_window: int = field(default=32, validator=at_least(2))
+        max_rows: int = field(default=10_000, validator=at_least(1))
 
     def __init__(self, id: str, config: Config, pool: Any, path: Path | None):
         self.id = id

@@ -38,6 +38,7 @@ from pr3dict_core.config import SecretRef
 from pr3dict_core.model import Pr3dictError
 
 from .gas import GasConfig, GasManager
+from .options import above, at_least, between
 
 log = logging.getLogger("pr3dict.polygon.rpc")
 
@@ -218,26 +219,30 @@ class RpcPool:
     class Config:
         endpoints: tuple[str, ...] = field(default=(), validator=_check_url)
         secret_endpoints: tuple[SecretRef, ...] = ()  # URLs that embed an API key
-        chain_id: int = field(default=137, validator=attrs.validators.gt(0))
-        request_timeout_ms: int = field(default=2000, validator=attrs.validators.gt(0))
-        max_retries: int = field(default=3, validator=attrs.validators.in_(range(0, 11)))
-        retry_base_ms: int = field(default=50, validator=attrs.validators.gt(0))
-        retry_max_ms: int = field(default=500, validator=attrs.validators.gt(0))
-        ewma_alpha: float = field(default=0.2, validator=[attrs.validators.gt(0),
-                                                          attrs.validators.le(1)])
-        latency_target_ms: int = field(default=250, validator=attrs.validators.gt(0))
-        min_health: float = field(default=0.5, validator=[attrs.validators.ge(0),
-                                                          attrs.validators.le(1)])
-        dead_after_failures: int = field(default=3, validator=attrs.validators.ge(1))
-        reprobe_ms: int = field(default=1000, validator=attrs.validators.gt(0))
-        reprobe_max_ms: int = field(default=30_000, validator=attrs.validators.gt(0))
-        head_check_ms: int = field(default=2000, validator=attrs.validators.ge(0))
-        max_block_lag: int = field(default=5, validator=attrs.validators.ge(0))
+        chain_id: int = field(default=137, validator=above(0))
+        request_timeout_ms: int = field(default=2000, validator=above(0))
+        max_retries: int = field(default=3, validator=between(0, 10))
+        retry_base_ms: int = field(default=50, validator=above(0))
+        retry_max_ms: int = field(default=500, validator=above(0))
+        ewma_alpha: float = field(default=0.2, validator=[above(0), between(0, 1)])
+        latency_target_ms: int = field(default=250, validator=above(0))
+        min_health: float = field(default=0.5, validator=between(0, 1))
+        dead_after_failures: int = field(default=3, validator=at_least(1))
+        reprobe_ms: int = field(default=1000, validator=above(0))
+        reprobe_max_ms: int = field(default=30_000, validator=above(0))
+        head_check_ms: int = field(default=2000, validator=at_least(0))
+        max_block_lag: int = field(default=5, validator=at_least(0))
         broadcast_transactions: bool = True
         gas: GasConfig = field(factory=GasConfig)
 
-    def __init__(self, id: str, config: Config, urls: Sequence[str], *,
+        def __attrs_post_init__(self) -> None:
+            if not self.endpoints and not self.secret_endpoints:
+                raise ValueError("no endpoints: set `endpoints` and/or `secret_endpoints`")
+
+    def __init__(self, id: str, config: Config, *, secret_urls: Sequence[str] = (),
                  tracer: trace.Tracer | None = None):
+        """``secret_urls`` are the resolved ``secret_endpoints`` (kept out of the config)."""
+        urls = [*config.endpoints, *secret_urls]
         if not urls:
             raise Pr3dictError(f"rpc.{id}: no endpoints configured "
                                "(set `endpoints` and/or `secret_endpoints`)")
@@ -254,15 +259,21 @@ class RpcPool:
         self._started = False
 
     @classmethod
+    def for_urls(cls, id: str, urls: Sequence[str], *, tracer: trace.Tracer | None = None,
+                 **options: Any) -> Self:
+        """Build from plain URLs and Config options (tests, scripts, benchmarks)."""
+        return cls(id, cls.Config(endpoints=tuple(urls), **options), tracer=tracer)
+
+    @classmethod
     def from_config(cls, id: str, config: Config, ctx: Any) -> Self:
-        urls = [*config.endpoints, *(ctx.resolve_secret(ref) for ref in config.secret_endpoints)]
-        for url in urls[len(config.endpoints):]:
+        secret_urls = [ctx.resolve_secret(ref) for ref in config.secret_endpoints]
+        for url in secret_urls:
             try:
                 _endpoint_for(url)
             except ValueError:
                 raise Pr3dictError(f"rpc.{id}.secret_endpoints: a secret is not an http(s) "
                                    "URL") from None
-        return cls(id, config, urls, tracer=ctx.tracer)
+        return cls(id, config, secret_urls=secret_urls, tracer=ctx.tracer)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -350,16 +361,26 @@ class RpcPool:
     def _order(self) -> list[Endpoint]:
         """Healthy endpoints round-robin, then the rest by health, dead ones last."""
         target, floor = self.config.latency_target_ms, self.config.min_health
-        usable = [ep for ep in self.endpoints if ep.usable]
-        healthy = [ep for ep in usable if not ep.stale and ep.health(target) >= floor]
-        if healthy:
+        healthy: list[Endpoint] = []
+        weak: list[Endpoint] = []
+        dead: list[Endpoint] = []
+        for ep in self.endpoints:
+            if ep.refused:
+                continue
+            if ep.dead:
+                dead.append(ep)
+            elif not ep.stale and ep.health(target) >= floor:
+                healthy.append(ep)
+            else:
+                weak.append(ep)
+        if len(healthy) > 1:
             start = self._rr % len(healthy)
             self._rr += 1
             healthy = healthy[start:] + healthy[:start]
-        weak = sorted((ep for ep in usable if ep not in healthy),
-                      key=lambda ep: (ep.stale, -ep.health(target)))
-        dead = sorted((ep for ep in self.endpoints if ep.dead and not ep.refused),
-                      key=lambda ep: ep.next_probe_at)
+        if weak:
+            weak.sort(key=lambda ep: (ep.stale, -ep.health(target)))
+        if dead:
+            dead.sort(key=lambda ep: ep.next_probe_at)
         return healthy + weak + dead
 
     def _backoff_s(self, round_no: int) -> float:
@@ -387,12 +408,17 @@ class RpcPool:
             tried: set[int] = set()
             rounds = 0
             for attempt in range(self.config.max_retries + 1):
-                order = [ep for ep in self._order() if id(ep) not in tried]
+                candidates = self._order()
+                if not candidates:
+                    self._fail_span(span, None, "no_endpoint")
+                    raise RpcUnavailable(f"rpc.{self.id}: {method}: every endpoint is refused "
+                                         f"({self._refusals()})")
+                order = [ep for ep in candidates if id(ep) not in tried]
                 if not order:  # every endpoint failed once in this call: back off, go again
                     await asyncio.sleep(self._backoff_s(rounds))
                     rounds += 1
                     tried.clear()
-                    order = self._order()
+                    order = self._order() or candidates
                 ep = order[0]
                 tried.add(id(ep))
                 try:
@@ -426,14 +452,21 @@ class RpcPool:
                                  f"attempt(s): {detail}")
 
     @staticmethod
-    def _fail_span(span: trace.Span, ep: Endpoint, error_type: str) -> None:
-        span.set_attributes({"server.address": ep.address, "server.port": ep.port,
-                             "error.type": error_type})
+    def _fail_span(span: trace.Span, ep: Endpoint | None, error_type: str) -> None:
+        if ep is not None:
+            span.set_attributes({"server.address": ep.address, "server.port": ep.port})
+        span.set_attribute("error.type", error_type)
         span.set_status(Status(StatusCode.ERROR, error_type))
+
+    def _refusals(self) -> str:
+        return "; ".join(f"{ep.label}: {ep.refused}" for ep in self.endpoints if ep.refused)
 
     async def _broadcast(self, method: str, params: list[Any]) -> Any:
         """Send to every usable endpoint; the first good answer wins, the rest finish alone."""
         targets = [ep for ep in self._order() if ep.usable and not ep.stale] or self._order()
+        if not targets:
+            raise RpcUnavailable(f"rpc.{self.id}: {method}: every endpoint is refused "
+                                 f"({self._refusals()})")
         with self.tracer.start_as_current_span(
             method, kind=SpanKind.CLIENT, record_exception=False, set_status_on_exception=False,
             attributes={"rpc.system.name": "jsonrpc", "rpc.method": method,

@@ -23,7 +23,6 @@ from functools import cache
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
-import attrs
 from attrs import field, frozen
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
@@ -34,6 +33,7 @@ from pr3dict_core.config import SecretRef
 from pr3dict_core.model import Pr3dictError, Side, Trade
 
 from .batch import BatchConfig, BatchTxManager, TxOp, TxResult
+from .options import between
 from .rpc import RpcPool
 
 log = logging.getLogger("pr3dict.polygon.settlement")
@@ -107,7 +107,7 @@ class CtfMergeSettler:
         private_key: SecretRef
         conditional_tokens: str = field(validator=_address)
         collateral: str = field(validator=_address)
-        collateral_decimals: int = field(default=6, validator=attrs.validators.in_(range(0, 37)))
+        collateral_decimals: int = field(default=6, validator=between(0, 36))
         markets: tuple[MarketCondition, ...] = field(default=())
         mint_positions: bool = False
         redeem_on_close: bool = False

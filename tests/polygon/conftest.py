@@ -47,7 +47,7 @@ async def make_pool(tracer) -> AsyncIterator[Callable[..., Any]]:
     pools: list[RpcPool] = []
 
     async def make(urls: list[str], *, start: bool = True, **options: Any) -> RpcPool:
-        pool = RpcPool("polygon", RpcPool.Config(**options), urls, tracer=tracer)
+        pool = RpcPool.for_urls("polygon", urls, tracer=tracer, **options)
         pools.append(pool)
         if start:
             await pool.start()

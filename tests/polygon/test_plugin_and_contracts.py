@@ -20,6 +20,7 @@ REPO = Path(__file__).resolve().parents[2]
 CTF = "0x" + "11" * 20
 USDC = "0x" + "22" * 20
 CONDITION = "0x" + "ab" * 32
+URL = "http://127.0.0.1:8545"
 
 
 def test_plugin_registers_its_three_components():
@@ -57,9 +58,12 @@ def test_pipeline_tables_structure_into_configs():
 
 @pytest.mark.parametrize(("cls", "data", "where", "message"), [
     (RpcPool.Config, {"endpoints": ["ws://x"]}, "rpc.p.endpoints", "http"),
-    (RpcPool.Config, {"gas": {"cap_gwei": 500.0}}, "rpc.p.gas.cap_gwei", "decimal string"),
-    (RpcPool.Config, {"gas": {"urgency": {"low": "1"}}}, "rpc.p.gas.urgency", "missing"),
-    (RpcPool.Config, {"max_retries": 50}, "rpc.p.max_retries", ""),
+    (RpcPool.Config, {"endpoints": [URL], "gas": {"cap_gwei": 500.0}}, "rpc.p.gas.cap_gwei",
+     "decimal string"),
+    (RpcPool.Config, {"endpoints": [URL], "gas": {"urgency": {"low": "1"}}}, "rpc.p.gas.urgency",
+     "missing"),
+    (RpcPool.Config, {"endpoints": [URL], "max_retries": 50}, "rpc.p.max_retries",
+     "max_retries must be between 0 and 10"),
     (RpcPool.Config, {"endpont": []}, "rpc.p.endpont", "did you mean 'endpoints'"),
     (CtfMergeSettler.Config, {"rpc": "p", "private_key": "0xabc", "conditional_tokens": CTF,
                               "collateral": USDC}, "s.private_key", "never inline"),
@@ -70,6 +74,9 @@ def test_pipeline_tables_structure_into_configs():
                               "collateral": USDC, "markets": [
                                   {"yes": "a", "no": "b", "condition_id": "0x12"}]},
      "s.markets", "64 hex digits"),
+    (CtfMergeSettler.Config, {"rpc": "p", "private_key": {"env": "K"}, "conditional_tokens": CTF,
+                              "collateral": USDC, "batch": {"urgency": "asap"}},
+     "s.batch", "urgency must be one of low, normal, high, urgent"),
 ])
 def test_bad_options_are_reported_with_their_path(cls, data, where, message):
     value, errors = structure(data, cls, where.rsplit(".", 1)[0])
@@ -78,8 +85,12 @@ def test_bad_options_are_reported_with_their_path(cls, data, where, message):
 
 
 def test_no_endpoints_is_an_error():
+    value, errors = structure({"chain_id": 137}, RpcPool.Config, "rpc.p")
+    assert value is None and errors == [("rpc.p", "no endpoints: set `endpoints` and/or "
+                                                  "`secret_endpoints`")]
+    only_secret = RpcPool.Config(secret_endpoints=(SecretRef(env="X"),))
     with pytest.raises(Exception, match="no endpoints configured"):
-        RpcPool("p", RpcPool.Config(), [])
+        RpcPool("p", only_secret, secret_urls=[])
 
 
 def test_committed_artifact_matches_the_solidity_sources():

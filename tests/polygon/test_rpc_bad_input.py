@@ -70,8 +70,7 @@ class _StubProvider:
 
 
 def _stub_pool(bad: _StubProvider) -> RpcPool:
-    pool = RpcPool("p", RpcPool.Config(head_check_ms=0), ["http://127.0.0.1:1",
-                                                          "http://127.0.0.1:2"])
+    pool = RpcPool.for_urls("p", ["http://127.0.0.1:1", "http://127.0.0.1:2"], head_check_ms=0)
     pool.endpoints[0].provider = bad  # type: ignore[assignment]
     pool.endpoints[1].provider = _StubProvider({"jsonrpc": "2.0", "id": 1,  # type: ignore[assignment]
                                                 "result": "0x10"})

@@ -156,7 +156,7 @@ async def test_refused_connection_is_failed_over_even_for_sends(anvil, make_pool
 
 
 def test_backoff_is_jittered_between_50_and_500_ms():
-    pool = RpcPool("p", RpcPool.Config(), ["http://127.0.0.1:1"])
+    pool = RpcPool.for_urls("p", ["http://127.0.0.1:1"])
     for round_no, ceiling in [(0, 0.1), (1, 0.2), (2, 0.4), (3, 0.5), (7, 0.5)]:
         delays = [pool._backoff_s(round_no) for _ in range(200)]
         assert min(delays) >= 0.05 and max(delays) <= ceiling

@@ -5,13 +5,13 @@ from __future__ import annotations
 from decimal import Decimal
 from pathlib import Path
 
-import pytest
-
 import pr3dict_example_detector
+import pytest
+from pr3dict_example_detector import TopOfBookComplement
+
 from pr3dict_core.config import load_pipeline
 from pr3dict_core.model import Book, Level, Market, Side
 from pr3dict_core.plugins import collect_components
-from pr3dict_example_detector import TopOfBookComplement
 
 PIPELINE = Path(__file__).resolve().parent.parent / "pipeline.toml"
 

@@ -1,0 +1,279 @@
+"""The journal: every trade, leg, order intent, fill and state transition, in SQLite.
+
+WAL mode. Order intents and final outcomes are committed with ``synchronous=FULL`` before
+their effect goes on the wire (an intent that is not on disk was never sent); other
+transitions with ``NORMAL``, which survives a process crash. At start the engine reads the
+non-final trades back and reconciles them against the venues before it trades.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from .model import (
+    Fill,
+    Leg,
+    LegSpec,
+    LegState,
+    Opportunity,
+    OrderRequest,
+    Side,
+    Trade,
+    TradeState,
+)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS trades (
+    id TEXT PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    strategy TEXT NOT NULL,
+    state TEXT NOT NULL,
+    opportunity TEXT NOT NULL,
+    reject_reason TEXT NOT NULL DEFAULT '',
+    error TEXT NOT NULL DEFAULT '',
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS trades_open ON trades(state);
+CREATE TABLE IF NOT EXISTS legs (
+    trade_id TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    venue TEXT NOT NULL,
+    instrument TEXT NOT NULL,
+    side TEXT NOT NULL,
+    size TEXT NOT NULL,
+    limit_price TEXT NOT NULL,
+    target_price TEXT NOT NULL,
+    tick_size TEXT NOT NULL,
+    purpose TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    error TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (trade_id, idx)
+);
+CREATE TABLE IF NOT EXISTS orders (
+    client_order_id TEXT PRIMARY KEY,
+    trade_id TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    venue TEXT NOT NULL,
+    instrument TEXT NOT NULL,
+    side TEXT NOT NULL,
+    price TEXT NOT NULL,
+    size TEXT NOT NULL,
+    time_in_force TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS fills (
+    fill_id TEXT NOT NULL,
+    trade_id TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    client_order_id TEXT NOT NULL,
+    price TEXT NOT NULL,
+    size TEXT NOT NULL,
+    fee TEXT NOT NULL,
+    PRIMARY KEY (trade_id, idx, fill_id)
+);
+CREATE TABLE IF NOT EXISTS transitions (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    trade_id TEXT NOT NULL,
+    idx INTEGER,
+    from_state TEXT NOT NULL,
+    to_state TEXT NOT NULL,
+    at REAL NOT NULL
+);
+"""
+
+_FINAL_TRADE_STATES = tuple(s.value for s in TradeState if s.is_final)
+
+
+def _opportunity_json(opp: Opportunity) -> str:
+    return json.dumps({
+        "id": opp.id, "detector": opp.detector, "kind": opp.kind, "size": str(opp.size),
+        "edge_per_share": str(opp.edge_per_share), "cost": str(opp.cost),
+        "fees": str(opp.fees), "payout": str(opp.payout),
+        "legs": [{"venue": leg.venue, "instrument": leg.instrument, "side": str(leg.side),
+                  "price": str(leg.price), "size": str(leg.size), "market_id": leg.market_id,
+                  "tick_size": str(leg.tick_size),
+                  "best_price": None if leg.best_price is None else str(leg.best_price)}
+                 for leg in opp.legs],
+    })
+
+
+def _opportunity_from_json(text: str) -> Opportunity:
+    d = json.loads(text)
+    legs = tuple(LegSpec(leg["venue"], leg["instrument"], Side(leg["side"]), leg["price"],
+                         leg["size"], leg["market_id"], leg["tick_size"],
+                         None if leg["best_price"] is None else Decimal(leg["best_price"]))
+                 for leg in d["legs"])
+    return Opportunity(id=d["id"], detector=d["detector"], kind=d["kind"], legs=legs,
+                       size=d["size"], edge_per_share=d["edge_per_share"], cost=d["cost"],
+                       fees=d["fees"], payout=d["payout"])
+
+
+class Journal:
+    """One SQLite file; one connection, used from the event loop's thread only."""
+
+    def __init__(self, path: str | Path, run_id: str = ""):
+        self.path = Path(path)
+        self.run_id = run_id
+        if str(path) != ":memory:":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self._durable = True
+        self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def _sync(self, durable: bool) -> None:
+        if durable != self._durable:
+            self.db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+            self._durable = durable
+
+    def _write(self, durable: bool, statements: list[tuple[str, tuple[Any, ...]]]) -> None:
+        self._sync(durable)
+        db = self.db
+        db.execute("BEGIN")
+        try:
+            for sql, params in statements:
+                db.execute(sql, params)
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    # ------------------------------------------------------------------ writes
+
+    def trade_transition(self, trade: Trade, old: TradeState | None) -> None:
+        """Persist a trade's state; final states and EXECUTING (intent) are durable."""
+        now = time.time()
+        opp = _opportunity_json(trade.opportunity) if old is None else None
+        statements: list[tuple[str, tuple[Any, ...]]] = []
+        if opp is not None:
+            statements.append((
+                "INSERT OR IGNORE INTO trades (id, run_id, strategy, state, opportunity, "
+                "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (trade.id, self.run_id, trade.strategy, trade.state.value, opp, now, now)))
+        else:
+            statements.append((
+                "UPDATE trades SET state = ?, reject_reason = ?, error = ?, updated_at = ? "
+                "WHERE id = ?",
+                (trade.state.value, trade.reject_reason, trade.error, now, trade.id)))
+            statements.append((
+                "INSERT INTO transitions (trade_id, idx, from_state, to_state, at) "
+                "VALUES (?, NULL, ?, ?, ?)", (trade.id, old.value, trade.state.value, now)))
+        durable = trade.state.is_final or trade.state in (TradeState.EXECUTING,
+                                                          TradeState.UNRESOLVED)
+        self._write(durable, statements)
+
+    def leg_created(self, leg: Leg) -> None:
+        self._write(False, [self._leg_row(leg)])
+
+    def _leg_row(self, leg: Leg) -> tuple[str, tuple[Any, ...]]:
+        return ("INSERT OR REPLACE INTO legs (trade_id, idx, venue, instrument, side, size, "
+                "limit_price, target_price, tick_size, purpose, state, attempts, error) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (leg.trade_id, leg.index, leg.venue, leg.instrument, leg.side.value,
+                 str(leg.size), str(leg.limit_price), str(leg.target_price), str(leg.tick_size),
+                 leg.purpose, leg.state.value, leg.attempts, leg.error))
+
+    def order_intent(self, leg: Leg, request: OrderRequest) -> None:
+        """Written (durably) before the order goes on the wire."""
+        self._write(True, [
+            self._leg_row(leg),
+            ("INSERT OR IGNORE INTO orders (client_order_id, trade_id, idx, venue, instrument, "
+             "side, price, size, time_in_force, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             (request.client_order_id, leg.trade_id, leg.index, request.venue,
+              request.instrument, request.side.value, str(request.price), str(request.size),
+              request.time_in_force.value, time.time())),
+        ])
+
+    def leg_transition(self, leg: Leg, old: LegState) -> None:
+        now = time.time()
+        statements = [
+            self._leg_row(leg),
+            ("INSERT INTO transitions (trade_id, idx, from_state, to_state, at) "
+             "VALUES (?, ?, ?, ?, ?)", (leg.trade_id, leg.index, old.value, leg.state.value, now)),
+        ]
+        statements += [self._fill_row(leg, f) for f in leg.fills.values()]
+        self._write(leg.state.is_final or leg.state is LegState.UNRESOLVED, statements)
+
+    def fills(self, leg: Leg, fills: list[Fill]) -> None:
+        self._write(False, [self._fill_row(leg, f) for f in fills])
+
+    @staticmethod
+    def _fill_row(leg: Leg, f: Fill) -> tuple[str, tuple[Any, ...]]:
+        return ("INSERT OR IGNORE INTO fills (fill_id, trade_id, idx, client_order_id, price, "
+                "size, fee) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (f.fill_id, leg.trade_id, leg.index, f.client_order_id, str(f.price),
+                 str(f.size), str(f.fee)))
+
+    # ------------------------------------------------------------------ reads
+
+    def open_trades(self) -> list[Trade]:
+        """Trades not in a final state, with their legs and fills, as last persisted."""
+        placeholders = ",".join("?" * len(_FINAL_TRADE_STATES))
+        rows = self.db.execute(
+            f"SELECT id FROM trades WHERE state NOT IN ({placeholders}) ORDER BY created_at",
+            _FINAL_TRADE_STATES).fetchall()
+        return [self.load_trade(r[0]) for r in rows]
+
+    def load_trade(self, trade_id: str) -> Trade:
+        row = self.db.execute(
+            "SELECT strategy, state, opportunity, reject_reason, error FROM trades WHERE id = ?",
+            (trade_id,)).fetchone()
+        if row is None:
+            raise KeyError(trade_id)
+        trade = Trade(id=trade_id, opportunity=_opportunity_from_json(row[2]), strategy=row[0],
+                      state=TradeState(row[1]), reject_reason=row[3], error=row[4])
+        for leg in self._legs(trade_id):
+            (trade.legs if leg.purpose == "entry" else trade.unwind_legs).append(leg)
+        return trade
+
+    def _legs(self, trade_id: str) -> Iterator[Leg]:
+        for r in self.db.execute(
+                "SELECT idx, venue, instrument, side, size, limit_price, target_price, "
+                "tick_size, purpose, state, attempts, error FROM legs WHERE trade_id = ? "
+                "ORDER BY idx", (trade_id,)):
+            leg = Leg(trade_id=trade_id, index=r[0], venue=r[1], instrument=r[2],
+                      side=Side(r[3]), size=Decimal(r[4]), limit_price=Decimal(r[5]),
+                      target_price=Decimal(r[6]), tick_size=Decimal(r[7]), purpose=r[8],
+                      state=LegState(r[9]), attempts=r[10], error=r[11])
+            leg.add_fills(Fill(f[0], f[1], f[2], f[3], f[4]) for f in self.db.execute(
+                "SELECT fill_id, client_order_id, price, size, fee FROM fills "
+                "WHERE trade_id = ? AND idx = ?", (trade_id, leg.index)))
+            yield leg
+
+    def client_order_ids(self, trade_id: str, index: int) -> list[str]:
+        """Every order id ever intended for a leg, oldest first."""
+        return [r[0] for r in self.db.execute(
+            "SELECT client_order_id FROM orders WHERE trade_id = ? AND idx = ? "
+            "ORDER BY created_at, client_order_id", (trade_id, index))]
+
+    def trades(self, limit: int = 50, state: str | None = None) -> list[dict[str, Any]]:
+        sql = "SELECT id, run_id, strategy, state, error, reject_reason, created_at FROM trades"
+        params: tuple[Any, ...] = ()
+        if state:
+            sql += " WHERE state = ?"
+            params = (state,)
+        sql += " ORDER BY created_at DESC LIMIT ?"
+        keys = ("id", "run_id", "strategy", "state", "error", "reject_reason", "created_at")
+        return [dict(zip(keys, r)) for r in self.db.execute(sql, (*params, limit))]
+
+    def positions(self) -> dict[tuple[str, str], Decimal]:
+        """Net shares per (venue, instrument) over every fill the journal knows."""
+        out: dict[tuple[str, str], Decimal] = {}
+        for venue, inst, side, size in self.db.execute(
+                "SELECT l.venue, l.instrument, l.side, f.size FROM fills f JOIN legs l "
+                "ON l.trade_id = f.trade_id AND l.idx = f.idx"):
+            signed = Decimal(size) if side == Side.BUY.value else -Decimal(size)
+            out[(venue, inst)] = out.get((venue, inst), Decimal(0)) + signed
+        return out
