@@ -198,11 +198,20 @@ class ExecutionStrategy(Protocol):
 
 
 class LegContext(Protocol):
-    """What the engine gives a strategy for one leg; it owns journaling, spans and states."""
+    """What the engine gives a strategy for one leg; it owns journaling, spans and states.
+
+    ``submit`` journals the intent, sends, and folds the ack into the leg (a venue error
+    lands on the leg, it is not raised); ``wait`` returns when the leg changed (a pushed or
+    polled fill) or at ``until``; ``resting`` says whether an order of the leg may rest.
+    """
 
     venue: Venue
     deadline: float  # perf_counter seconds
     max_slippage_ticks: int
+    resting: bool
+
+    @property
+    def residual(self) -> Decimal: ...  # one size step: smaller remainders cannot trade
 
     def book(self) -> Book | None: ...
 
@@ -211,6 +220,8 @@ class LegContext(Protocol):
     async def cancel(self, leg: Leg) -> OrderAck | None: ...
 
     async def refresh(self, leg: Leg) -> OrderAck | None: ...
+
+    async def wait(self, until: float) -> None: ...
 
 
 @runtime_checkable

@@ -406,7 +406,13 @@ class TradeExecutor:
                 self._unresolved(trade, span, "rollback leg outcome unknown")
                 return
             remaining = self.unhedged(trade)
-            trade.transition(TradeState.ROLLED_BACK)
+            completed = any(leg.purpose == "complete" and leg.filled for leg in trade.unwind_legs)
+            if completed and not remaining and not self._shortfalls(trade) \
+                    and not any(leg.purpose == "unwind" and leg.filled
+                                for leg in trade.unwind_legs):
+                trade.transition(TradeState.COMMITTED)  # completion hedged everything
+            else:
+                trade.transition(TradeState.ROLLED_BACK)
             if remaining:
                 trade.error = "unwind incomplete, still held: " + ", ".join(
                     f"{inst} {qty}" for (_, inst), qty in sorted(remaining.items()))

@@ -237,7 +237,9 @@ TRADE_TRANSITIONS: dict[TradeState, frozenset[TradeState]] = {
     TradeState.DETECTED: frozenset({TradeState.APPROVED, TradeState.REJECTED}),
     TradeState.APPROVED: frozenset({TradeState.EXECUTING}),
     TradeState.EXECUTING: frozenset({TradeState.COMMITTED, TradeState.ROLLING_BACK}),
-    TradeState.ROLLING_BACK: frozenset({TradeState.ROLLED_BACK, TradeState.UNRESOLVED}),
+    # A rollback that completed the missing leg ends fully hedged: committed after all.
+    TradeState.ROLLING_BACK: frozenset({TradeState.ROLLED_BACK, TradeState.COMMITTED,
+                                        TradeState.UNRESOLVED}),
     TradeState.UNRESOLVED: frozenset({TradeState.ROLLING_BACK, TradeState.ROLLED_BACK,
                                       TradeState.COMMITTED}),
     TradeState.REJECTED: frozenset(),

@@ -6,11 +6,10 @@ from decimal import Decimal
 from pathlib import Path
 
 from pr3dict_core.config import ExecutionSection
-from pr3dict_core.model import Side
 from pr3dict_core.pipeline import Engine
 from pr3dict_detectors.complement import BinaryComplement
 from pr3dict_paper.scenario import FaultSpec, MarketSpec, ProcessSpec, ScenarioSpec
-from pr3dict_paper.venue import MARKET_MAKER, PaperVenue
+from pr3dict_paper.venue import PaperVenue
 from pr3dict_sinks.basic import MemorySink
 from pr3dict_strategies.market import MarketStrategy
 
@@ -45,10 +44,8 @@ def scripted_venue(vid: str = "v", *, markets=("m",), fee_rate="0", faults: Faul
 
 def set_book(venue: PaperVenue, instrument: str, *, bids=(), asks=()) -> None:
     """Replace the market maker's quotes on one instrument."""
-    venue.engine.set_liquidity(MARKET_MAKER, instrument, Side.BUY,
-                               [(D(p), D(s)) for p, s in bids])
-    venue.engine.set_liquidity(MARKET_MAKER, instrument, Side.SELL,
-                               [(D(p), D(s)) for p, s in asks])
+    venue.set_book(instrument, bids=[(D(p), D(s)) for p, s in bids],
+                   asks=[(D(p), D(s)) for p, s in asks])
 
 
 def arb_books(venue: PaperVenue, market: str = "m") -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from typing import ClassVar
 
@@ -19,6 +19,7 @@ from attrs import frozen
 from pr3dict_core.components import AmbiguousOutcome, BuildContext, OrderRejected, UnknownOrder
 from pr3dict_core.model import (
     Book,
+    Fill,
     Market,
     OrderAck,
     OrderRequest,
@@ -81,6 +82,7 @@ class PaperVenue:
         self._books: dict[str, Book] = {}
         self._seen: dict[str, int] = {}
         self._quoted: dict[str, tuple[object, int, int]] = {}
+        self._subscribers: list[Callable[[OrderAck], None]] = []
         self.steps = 0
 
     @classmethod
@@ -116,9 +118,32 @@ class PaperVenue:
             if last is not None and last == (key, engine.sequence(m.yes), engine.sequence(m.no)):
                 continue
             for inst, side, levels in self.process.quotes(st):
-                engine.set_liquidity(MARKET_MAKER, inst,
-                                     Side.SELL if side == "ask" else Side.BUY, levels)
+                fills = engine.set_liquidity(MARKET_MAKER, inst,
+                                             Side.SELL if side == "ask" else Side.BUY, levels)
+                self._push(fills)
             self._quoted[m.market_id] = (key, engine.sequence(m.yes), engine.sequence(m.no))
+
+    def subscribe_orders(self, callback: Callable[[OrderAck], None]) -> None:
+        """Push our orders' updates when the market maker's moving quotes fill them."""
+        self._subscribers.append(callback)
+
+    def _push(self, fills: Sequence[Fill]) -> None:
+        if not self._subscribers:
+            return
+        for cid in dict.fromkeys(f.client_order_id for f in fills):
+            try:
+                ack = self.engine.get(self.account, cid)
+            except UnknownOrderError:
+                continue  # another account's order
+            for callback in self._subscribers:
+                callback(ack)
+
+    def set_book(self, instrument: str, *, bids: Sequence[tuple[Decimal, Decimal]] = (),
+                 asks: Sequence[tuple[Decimal, Decimal]] = ()) -> None:
+        """Replace the market maker's quotes on one instrument (scripted books in tests and
+        ``process = false`` scenarios); fills of our resting orders are pushed."""
+        self._push(self.engine.set_liquidity(MARKET_MAKER, instrument, Side.BUY, bids))
+        self._push(self.engine.set_liquidity(MARKET_MAKER, instrument, Side.SELL, asks))
 
     def book(self, instrument: str) -> Book | None:
         seq = self.engine.sequence(instrument)

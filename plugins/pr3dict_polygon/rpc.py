@@ -97,7 +97,7 @@ _QUANTITY_METHODS = frozenset({
 })
 
 # JSON-RPC error codes that describe the endpoint (rate limit, overload), not the request.
-_ENDPOINT_ERROR_CODES = frozenset({-32005, -32098, -32099})
+_ENDPOINT_ERROR_CODES = frozenset({-32005})  # EIP-1474 "limit exceeded"
 
 
 def _is_quantity(value: Any) -> bool:

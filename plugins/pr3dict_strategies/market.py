@@ -43,7 +43,7 @@ class MarketStrategy:
 
     async def execute_leg(self, leg: Leg, ctx: LegContext) -> None:
         price = self.limit_price(leg)
-        step = getattr(ctx, "residual", leg.tick_size)
+        step = ctx.residual
         for _ in range(self.config.max_attempts):
             size = quantize_down(leg.remaining, step)
             if size <= 0:
