@@ -23,6 +23,7 @@ from . import telemetry as tm
 from .components import KINDS, ComponentRegistry, DuplicateComponent
 from .config import EX_CONFIG, ConfigError, Mode, PipelineConfig, load_pipelines
 from .model import Pr3dictError
+from .journal import Journal
 from .pipeline import Engine, new_run_id
 from .plugins import UsageError, collect_components, make_plugin_manager, plugin_distributions
 
@@ -83,6 +84,12 @@ def build_parser(pm: pluggy.PluginManager | None = None) -> argparse.ArgumentPar
     graph.add_argument("--format", choices=["dot", "text"], default="dot")
 
     sub.add_parser("plugins", help="list plugins, their distributions and components")
+
+    journal = sub.add_parser("journal", help="show the trades a pipeline's journal holds")
+    journal.add_argument("target", type=Path, help="a pipeline file or a journal .sqlite file")
+    journal.add_argument("--state", help="only trades in this state (e.g. unresolved)")
+    journal.add_argument("--limit", type=int, default=50)
+    journal.add_argument("--trade", help="show one trade with its legs and orders")
     if pm is not None:
         pm.hook.pr3dict_add_commands(subparsers=sub)
     return parser
@@ -118,6 +125,8 @@ def main(argv: Sequence[str] | None = None, *,
             return int(handler(args, CommandContext(pm, registry, out, err, tracer_provider)))
         if args.command == "plugins":
             return cmd_plugins(pm, registry, out)
+        if args.command == "journal":
+            return cmd_journal(args, registry, out, err)
         configs = load_pipelines(
             [args.pipeline] if hasattr(args, "pipeline") else args.pipelines, registry)
         if args.command == "validate":
@@ -157,6 +166,47 @@ def cmd_plugins(pm: pluggy.PluginManager, registry, out: TextIO) -> int:  # type
     header = ("plugin", "distribution", "version", "components")
     for row in [header, *rows]:
         print("  ".join(c.ljust(w) for c, w in zip(row[:3], widths)) + "  " + row[3], file=out)
+    return EX_OK
+
+
+# --------------------------------------------------------------------------- journal
+
+
+def cmd_journal(args: argparse.Namespace, registry: ComponentRegistry, out: TextIO,
+                err: TextIO) -> int:
+    path = args.target
+    if path.suffix == ".toml":
+        config = load_pipelines([path], registry)[0]
+        path = Path(config.pipeline.journal.replace("{pipeline}", config.pipeline.name))
+    if not path.exists():
+        print(f"pr3dict: no journal at {path}", file=err)
+        return EX_FAILED
+    journal = Journal(path)
+    try:
+        if args.trade:
+            trade = journal.load_trade(args.trade)
+            print(f"trade {trade.id}  {trade.state.value}  {trade.opportunity.kind}  "
+                  f"size {trade.opportunity.size}  {trade.error or trade.reject_reason}",
+                  file=out)
+            for leg in trade.all_legs:
+                print(f"  leg {leg.index} {leg.purpose:<8} {leg.side.value:<4} {leg.instrument:<28}"
+                      f" {leg.state.value:<16} filled {leg.filled}/{leg.size}"
+                      f" avg {leg.average_price or '-'}", file=out)
+                for cid in journal.client_order_ids(trade.id, leg.index):
+                    print(f"      order {cid}", file=out)
+            return EX_OK
+        rows = journal.trades(limit=args.limit, state=args.state)
+        print(f"{'trade':<30} {'state':<12} {'strategy':<10} note", file=out)
+        for r in rows:
+            print(f"{r['id']:<30} {r['state']:<12} {r['strategy']:<10} "
+                  f"{r['error'] or r['reject_reason']}", file=out)
+        open_trades = journal.open_trades()
+        print(f"{len(rows)} shown; {len(open_trades)} not final", file=out)
+    except KeyError as exc:
+        print(f"pr3dict: no trade {exc} in {path}", file=err)
+        return EX_FAILED
+    finally:
+        journal.close()
     return EX_OK
 
 
@@ -312,9 +362,12 @@ async def _run_engine(engine: Engine, cycles: int | None, duration: float | None
         stop.set()
 
     installed = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    handlers = {signal.SIGINT: on_signal, signal.SIGTERM: on_signal,
+                # The kill switch: no new entries, resting orders cancelled, the run goes on.
+                signal.SIGUSR1: lambda: engine.kill("SIGUSR1")}
+    for sig, handler in handlers.items():
         try:
-            loop.add_signal_handler(sig, on_signal)
+            loop.add_signal_handler(sig, handler)
             installed.append(sig)
         except (NotImplementedError, RuntimeError, ValueError):
             pass

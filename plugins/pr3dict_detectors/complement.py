@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Mapping, Sequence
-from decimal import Decimal
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import attrs
 from attrs import frozen
@@ -13,50 +12,46 @@ from attrs import frozen
 from pr3dict_core.components import BuildContext, Venue
 from pr3dict_core.model import (
     ONE,
-    ZERO,
     Book,
     LegSpec,
     Market,
     Opportunity,
     Side,
     opportunity_id,
-    quantize_down,
 )
 
-
-def _positive(instance: object, attribute: attrs.Attribute, value: Decimal | None) -> None:  # type: ignore[type-arg]
-    if value is not None and value <= 0:
-        raise ValueError(f"{attribute.name} must be > 0, got {value}")
+from .sizing import LegQuote, Sizer, SizingOptions, plan_equal_shares
 
 
 class BinaryComplement:
     """Walks both books' depth, sizes equal shares, and keeps only shares whose edge after
-    both venues' fees is at least ``min_edge`` USDC per share."""
+    both venues' fees is at least ``min_edge`` USDC per share; then applies the risk caps
+    of :mod:`pr3dict_detectors.sizing`."""
 
     type: ClassVar[str] = "binary_complement"
 
     @frozen(kw_only=True)
-    class Config:
+    class Config(SizingOptions):
         venues: tuple[str, ...] = attrs.field(validator=attrs.validators.min_len(1))
-        min_edge: Decimal = attrs.field(default=Decimal("0.005"),
-                                        validator=attrs.validators.ge(Decimal(0)))
-        max_size: Decimal | None = attrs.field(default=None, validator=_positive)  # shares
-        max_levels: int = attrs.field(default=10, validator=attrs.validators.ge(1))
 
-    def __init__(self, id: str, config: Config):
+    def __init__(self, id: str, config: Config, *, built: Any = None):
         self.id = id
         self.config = config
         self.venue_ids = tuple(config.venues)
+        self.sizer = Sizer(id, config)
+        self._built = built
         self._venues: Mapping[str, Venue] = {}
         self._by_instrument: dict[tuple[str, str], Market] = {}
         self._nonce = itertools.count()
+        self.last_plan = None  # the most recent Plan (for tests and debugging)
 
     @classmethod
     def from_config(cls, id: str, config: Config, ctx: BuildContext) -> BinaryComplement:
-        return cls(id, config)
+        return cls(id, config, built=ctx.built)
 
     def bind(self, venues: Mapping[str, Venue]) -> None:
         self._venues = venues
+        self.sizer.bind_gate(self._built)
         for vid, venue in venues.items():
             for m in venue.markets():
                 self._by_instrument[(vid, m.yes)] = m
@@ -64,11 +59,15 @@ class BinaryComplement:
 
     def detect(self, changed: Sequence[Book]) -> Iterable[Opportunity]:
         seen: set[tuple[str, str]] = set()
+        by_instrument = self._by_instrument
         for book in changed:
-            market = self._by_instrument.get((book.venue, book.instrument))
-            if market is None or (book.venue, market.market_id) in seen:
+            market = by_instrument.get((book.venue, book.instrument))
+            if market is None:
                 continue
-            seen.add((book.venue, market.market_id))
+            key = (book.venue, market.market_id)
+            if key in seen:
+                continue
+            seen.add(key)
             opp = self.evaluate(market)
             if opp is not None:
                 yield opp
@@ -82,49 +81,21 @@ class BinaryComplement:
         # Cheap reject before walking depth: the best levels must already clear the bar.
         if ONE - yes.asks[0].price - no.asks[0].price < self.config.min_edge:
             return None
-        yes_levels = list(yes.asks[: self.config.max_levels])
-        no_levels = list(no.asks[: self.config.max_levels])
-        # Book sizes are multiples of the size step; so is the cap once rounded, and so
-        # every chunk below is, with no re-pricing after the fact.
-        cap = None if self.config.max_size is None else quantize_down(self.config.max_size,
-                                                                       market.size_step)
-        i = j = 0
-        used_yes = used_no = ZERO
-        size = cost = fees = ZERO
-        worst_yes = worst_no = ZERO
-        while i < len(yes_levels) and j < len(no_levels):
-            a, b = yes_levels[i], no_levels[j]
-            chunk = min(a.size - used_yes, b.size - used_no)
-            if cap is not None:
-                chunk = min(chunk, cap - size)
-            if chunk <= ZERO:
-                break
-            chunk_fees = venue.fee(market.yes, a.price, chunk) + venue.fee(market.no, b.price,
-                                                                           chunk)
-            edge = (ONE - a.price - b.price) * chunk - chunk_fees
-            if edge < self.config.min_edge * chunk:
-                break
-            size += chunk
-            cost += (a.price + b.price) * chunk
-            fees += chunk_fees
-            worst_yes, worst_no = a.price, b.price
-            used_yes += chunk
-            used_no += chunk
-            if used_yes >= a.size:
-                i, used_yes = i + 1, ZERO
-            if used_no >= b.size:
-                j, used_no = j + 1, ZERO
-        if size < market.min_size or size <= ZERO:
+        quotes = (LegQuote(market.venue, market.yes, market, yes.asks, venue.fee),
+                  LegQuote(market.venue, market.no, market, no.asks, venue.fee))
+        plan = plan_equal_shares(quotes, payout=ONE, min_edge=self.config.min_edge,
+                                 max_levels=self.config.max_levels, limits=self.sizer.limits())
+        self.last_plan = plan
+        if plan is None:
             return None
-        edge_total = size * ONE - cost - fees
-        legs = (
-            LegSpec(market.venue, market.yes, Side.BUY, worst_yes, size, market.market_id,
-                    market.tick_size, best_price=yes.asks[0].price),
-            LegSpec(market.venue, market.no, Side.BUY, worst_no, size, market.market_id,
-                    market.tick_size, best_price=no.asks[0].price),
-        )
+        legs = tuple(
+            LegSpec(q.venue, q.instrument, Side.BUY, worst, plan.size, market.market_id,
+                    market.tick_size, best_price=best)
+            for q, worst, best in zip(quotes, plan.worst, plan.best))
+        size = plan.size
         return Opportunity(
             id=opportunity_id(self.id, legs, next(self._nonce)), detector=self.id,
-            kind="binary_complement", legs=legs, size=size, edge_per_share=edge_total / size,
-            cost=cost + fees, fees=fees,
+            kind="binary_complement", legs=legs, size=size,
+            edge_per_share=(size * ONE - plan.total_cost) / size, cost=plan.total_cost,
+            fees=plan.fees,
         )

@@ -8,9 +8,12 @@ applied). Deterministic for a seed.
 from __future__ import annotations
 
 import asyncio
+import os
+import pickle
 import random
 from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
+from pathlib import Path
 from typing import ClassVar
 
 import attrs
@@ -44,6 +47,30 @@ def polymarket_fee(rate: Decimal):  # type: ignore[no-untyped-def]
     return fee
 
 
+def kalshi_fee(rate: Decimal):  # type: ignore[no-untyped-def]
+    """Kalshi's taker fee: ceil(rate * C * P * (1 - P)) to the cent, per fill (rate 0.07)."""
+    cent = Decimal("0.01")
+
+    def fee(instrument: str, price: Decimal, size: Decimal) -> Decimal:
+        return (size * rate * price * (1 - price)).quantize(cent, rounding=ROUND_CEILING)
+
+    return fee
+
+
+FEE_MODELS = {"polymarket": polymarket_fee, "kalshi": kalshi_fee}
+
+
+@frozen
+class OutcomeSet:
+    """Mutually exclusive markets of one event (Polymarket negative risk): at most one
+    resolves YES; with ``exhaustive`` exactly one does."""
+
+    id: str
+    markets: tuple[str, ...]  # market ids on this venue
+    exhaustive: bool
+    title: str = ""
+
+
 class PaperVenue:
     """An in-process venue over a scenario file (see ``docs/pipeline-reference.md``)."""
 
@@ -57,15 +84,19 @@ class PaperVenue:
             attrs.validators.ge(0)))
         faults: bool = True  # False turns the scenario's injected faults off
         account: str = "pr3dict"
+        # Keep the venue's state (books, orders, positions) in this file across runs, so a
+        # killed engine restarts against a venue that remembers, as a real one does.
+        state_file: str | None = None
 
     def __init__(self, id: str, spec: ScenarioSpec, *, seed: int, latency_ms: float,
-                 faults: bool = True, account: str = "pr3dict", process: bool = True):
+                 faults: bool = True, account: str = "pr3dict", process: bool = True,
+                 state_file: Path | None = None):
         self.id = id
         self.spec = spec
         self.account = account
         self.latency_s = latency_ms / 1000
         self.faults = spec.faults if faults else None
-        self.fee = polymarket_fee(spec.fee_rate)
+        self.fee = FEE_MODELS[spec.fee_model](spec.effective_fee_rate)
         self.engine = MatchingEngine(fee=self.fee)
         self._markets = [
             Market(venue=id, market_id=m.id, yes=f"{m.id}:yes", no=f"{m.id}:no", title=m.title,
@@ -79,6 +110,7 @@ class PaperVenue:
         self.process = MarketProcess(spec, self._markets, seed) if process else None
         self.seed = seed
         self._orders_seen: dict[str, int] = {}
+        self.state_file = state_file
         self._books: dict[str, Book] = {}
         self._seen: dict[str, int] = {}
         self._quoted: dict[str, tuple[object, int, int]] = {}
@@ -90,19 +122,61 @@ class PaperVenue:
         spec = load_scenario(ctx.path(config.scenario))
         return cls(id, spec, seed=spec.seed if config.seed is None else config.seed,
                    latency_ms=spec.latency_ms if config.latency_ms is None else config.latency_ms,
-                   faults=config.faults, account=config.account)
+                   faults=config.faults, account=config.account,
+                   state_file=None if config.state_file is None
+                   else ctx.output_path(config.state_file))
+
+    # ------------------------------------------------------------------ persistence
+
+    _PERSISTED = ("engine", "process", "steps", "_orders_seen", "_seen", "_quoted", "_books")
+
+    def _load(self) -> None:
+        if self.state_file is None or not self.state_file.exists():
+            return
+        state = pickle.loads(self.state_file.read_bytes())
+        for name in self._PERSISTED:
+            setattr(self, name, state[name])
+        self.engine._fee = self.fee
+
+    def _save(self) -> None:
+        """Write the whole venue state atomically (temp file, fsync, rename): a crash leaves
+        either the old state (the request never arrived) or the new one."""
+        if self.state_file is None:
+            return
+        self.engine._fee = None  # a closure; restored on load
+        try:
+            data = pickle.dumps({name: getattr(self, name) for name in self._PERSISTED})
+        finally:
+            self.engine._fee = self.fee
+        self.state_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_file.with_suffix(".tmp")
+        with tmp.open("wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.state_file)
 
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
+        self._load()
         if self.process is not None and not self.steps:
             self._quote()
+            self._save()
 
     async def close(self) -> None:
         self.engine.cancel_all(self.account)
 
     def markets(self) -> Sequence[Market]:
         return self._markets
+
+    def events(self) -> Sequence[OutcomeSet]:
+        """Sets of mutually exclusive markets (the scenario's ``[[events]]``)."""
+        return self._events
+
+    def last_heartbeat(self) -> float | None:
+        """``time.monotonic()`` when this venue last delivered books (None: never)."""
+        return self._heartbeat
 
     # ------------------------------------------------------------------ books
 
@@ -160,6 +234,7 @@ class PaperVenue:
             self.process.step()
             self._quote()
         self.steps += 1
+        self._save()
         changed = []
         for m in self._markets:
             for inst in (m.yes, m.no):
@@ -204,6 +279,7 @@ class PaperVenue:
                                      request.side, request.price, size, request.time_in_force)
         except MatchingError as exc:  # bad tick/size, unknown instrument, reused id
             raise OrderRejected(f"paper venue {self.id}: {exc}") from None
+        self._save()
         if lose_reply:
             raise AmbiguousOutcome(f"paper venue {self.id}: reply lost after the order was applied")
         return ack
@@ -212,9 +288,11 @@ class PaperVenue:
         if self.latency_s:
             await asyncio.sleep(self.latency_s)
         try:
-            return self.engine.cancel(self.account, client_order_id)
+            ack = self.engine.cancel(self.account, client_order_id)
         except UnknownOrderError:
             raise UnknownOrder(client_order_id) from None
+        self._save()
+        return ack
 
     async def get_order(self, client_order_id: str) -> OrderAck:
         if self.latency_s:

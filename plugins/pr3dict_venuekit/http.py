@@ -1,0 +1,162 @@
+"""One keep-alive aiohttp session per venue, with transport failures mapped to typed errors.
+
+What happened on the wire decides the error, never the HTTP verb:
+
+- the connection could not be opened: nothing was sent -> ``VenueUnavailable`` (retryable);
+- anything that fails after the request may have left (timeout, disconnect, truncated or
+  malformed body) -> ``AmbiguousOutcome``: the caller reconciles, it never assumes failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import time
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from pr3dict_core.components import AmbiguousOutcome, BuildContext, VenueUnavailable
+from pr3dict_core.config import SecretRef
+from pr3dict_core.model import Pr3dictError
+
+
+def is_loopback(url: str) -> bool:
+    """True when ``url``'s host is a loopback address (127.0.0.0/8, ::1) or ``localhost``."""
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_mode(venue_id: str, mode: str, *urls: str) -> None:
+    """Paper mode never sends real orders: every endpoint must be on loopback (a simulator)."""
+    if mode == "live":
+        return
+    remote = [u for u in urls if u and not is_loopback(u)]
+    if remote:
+        raise Pr3dictError(
+            f"venue {venue_id}: the pipeline is in paper mode but {remote[0]} is not a loopback "
+            "address; paper mode only talks to a local simulator (`pr3dict sim`). Use "
+            "mode = \"live\" and `pr3dict run --live` to trade on the real venue.")
+
+
+def secret(ctx: BuildContext, ref: SecretRef | None) -> str | None:
+    """Resolve a secret; a relative ``{ file = ... }`` is relative to the pipeline file."""
+    if ref is None:
+        return None
+    if ref.file is not None and not ref.file.startswith("/"):
+        ref = SecretRef(file=str(ctx.path(ref.file)))
+    return ctx.resolve_secret(ref)
+
+
+def strip_comments(text: str) -> str:
+    """Key files may carry ``#`` comment lines (our TEST-ONLY keys do)."""
+    return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+
+
+class TokenBucket:
+    """An async token bucket: ``await acquire(n)`` waits until ``n`` tokens are there."""
+
+    def __init__(self, rate: float, burst: float | None = None):
+        self.rate = float(rate)
+        self.capacity = float(burst if burst is not None else max(rate, 1.0))
+        self.tokens = self.capacity
+        self.updated = time.monotonic()
+        self._lock = asyncio.Lock()
+
+    def _refill(self) -> None:
+        now = time.monotonic()
+        self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+
+    async def acquire(self, n: float = 1.0) -> None:
+        if self.rate <= 0:
+            return
+        n = min(n, self.capacity)
+        async with self._lock:
+            self._refill()
+            while self.tokens < n:
+                await asyncio.sleep((n - self.tokens) / self.rate)
+                self._refill()
+            self.tokens -= n
+
+
+class Reply:
+    """An HTTP reply: status, raw text, and the JSON body parsed on demand."""
+
+    __slots__ = ("_json", "headers", "status", "text")
+
+    def __init__(self, status: int, text: str, headers: Mapping[str, str]):
+        self.status = status
+        self.text = text
+        self.headers = headers
+        self._json: Any = ...
+
+    def json(self) -> Any:
+        """The body as JSON; a malformed or truncated body is an ``AmbiguousOutcome``."""
+        if self._json is ...:
+            try:
+                self._json = json.loads(self.text) if self.text else None
+            except ValueError:
+                raise AmbiguousOutcome(
+                    f"malformed reply (HTTP {self.status}): {self.text[:120]!r}") from None
+        return self._json
+
+
+class HttpClient:
+    """A keep-alive ``ClientSession`` for one venue with a per-request timeout."""
+
+    def __init__(self, base_url: str, *, timeout_s: float, venue_id: str,
+                 connections: int = 32):
+        self.base_url = base_url.rstrip("/")
+        self.timeout_s = timeout_s
+        self.venue_id = venue_id
+        self.connections = connections
+        self.session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        if self.session is None:
+            connector = aiohttp.TCPConnector(limit=self.connections, keepalive_timeout=60,
+                                             enable_cleanup_closed=True)
+            self.session = aiohttp.ClientSession(connector=connector,
+                                                 json_serialize=json.dumps)
+
+    async def close(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+            self.session = None
+
+    async def request(self, method: str, path: str, *, params: Mapping[str, str] | None = None,
+                      body: str | None = None, headers: Mapping[str, str] | None = None,
+                      timeout_s: float | None = None) -> Reply:
+        """Send one request; see the module docstring for how failures map to errors."""
+        if self.session is None:
+            raise VenueUnavailable(f"venue {self.venue_id}: not started")
+        hdrs = dict(headers or {})
+        if body is not None:
+            hdrs.setdefault("Content-Type", "application/json")
+        url = self.base_url + path
+        what = f"venue {self.venue_id}: {method} {path}"
+        try:
+            async with asyncio.timeout(timeout_s or self.timeout_s):
+                async with self.session.request(method, url, params=params, data=body,
+                                                headers=hdrs) as resp:
+                    text = await resp.text()
+                    return Reply(resp.status, text, resp.headers)
+        except aiohttp.ClientConnectorError as exc:
+            raise VenueUnavailable(f"{what}: cannot connect: {exc}") from None
+        except TimeoutError:
+            raise AmbiguousOutcome(f"{what}: no reply within {timeout_s or self.timeout_s} s")\
+                from None
+        except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError,
+                aiohttp.ClientOSError, aiohttp.ClientResponseError, UnicodeDecodeError) as exc:
+            raise AmbiguousOutcome(f"{what}: {type(exc).__name__}: {exc}") from None
+        except aiohttp.ClientError as exc:
+            raise AmbiguousOutcome(f"{what}: {type(exc).__name__}: {exc}") from None
