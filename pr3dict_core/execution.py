@@ -89,6 +89,9 @@ class LegRun:
         self.max_slippage_ticks = max_slippage_ticks
         self.resting = False  # an order of this leg may be resting at the venue
         self.changed = asyncio.Event()
+        # Entry legs end REJECTED when their order is refused; unwind and completion legs
+        # try again with a new order until their deadline instead.
+        self.final_on_reject = leg.purpose == "entry"
 
     def book(self) -> Book | None:
         return self.venue.book(self.leg.instrument)
@@ -152,9 +155,9 @@ class LegRun:
         if isinstance(exc, OrderRejected) or (isinstance(exc, VenueError) and exc.retryable):
             # Definitive: this order is not at the venue. Earlier attempts' fills stay.
             self.resting = False
-            if leg.filled == ZERO and not leg.state.is_final:
-                if leg.state is LegState.UNRESOLVED:
-                    leg.transition(LegState.SUBMITTED)
+            if leg.state is LegState.UNRESOLVED:
+                leg.transition(LegState.PARTIALLY_FILLED if leg.filled else LegState.SUBMITTED)
+            if leg.filled == ZERO and not leg.state.is_final and self.final_on_reject:
                 leg.transition(LegState.REJECTED)
         else:
             # Timeout after send, 5xx, dropped connection, malformed reply: we do not know.
@@ -414,7 +417,9 @@ class TradeExecutor:
             else:
                 trade.transition(TradeState.ROLLED_BACK)
             if remaining:
-                trade.error = "unwind incomplete, still held: " + ", ".join(
+                dust = all(qty < self.min_size(*key) for key, qty in remaining.items())
+                trade.error = ("dust below the minimum order size, still held: " if dust
+                               else "unwind incomplete, still held: ") + ", ".join(
                     f"{inst} {qty}" for (_, inst), qty in sorted(remaining.items()))
                 span.set_status(Status(StatusCode.ERROR, trade.error))
             span.set_attribute(tm.TRADE_STATE, trade.state.value)
@@ -436,6 +441,31 @@ class TradeExecutor:
             if excess >= self.residual(leg):
                 out[(leg.venue, leg.instrument)] = excess
         return out
+
+    def unwind_plan(self, trade: Trade) -> dict[tuple[str, str], Decimal]:
+        """Shares to sell per entry instrument so every leg ends at one hedged level.
+
+        An excess below the venue's minimum order size cannot be sold on its own; then the
+        hedged level is lowered by one minimum size, so every sell is large enough and the
+        legs still end equal (the cost: one extra round trip on a minimum size).
+        """
+        positions = trade.net_position()
+        held = {(leg.venue, leg.instrument): positions.get((leg.venue, leg.instrument), ZERO)
+                for leg in trade.legs}
+        mins = {key: self.min_size(*key) for key in held}
+        level = max(min(held.values(), default=ZERO), ZERO)
+        step = max(mins.values(), default=ZERO)
+
+        def stuck(h: Decimal) -> bool:
+            return any(ZERO < q - h < mins[k] for k, q in held.items())
+
+        while level > ZERO and step > ZERO and stuck(level):
+            level = max(level - step, ZERO)
+        return {k: q - level for k, q in held.items()
+                if q - level >= self.residual_for(*k)}
+
+    def residual_for(self, venue: str, instrument: str) -> Decimal:
+        return self._steps.get((venue, instrument), (Decimal("0.01"), ZERO))[0]
 
     def _shortfalls(self, trade: Trade) -> dict[int, Decimal]:
         """Per entry leg: shares missing to match the most-filled leg."""
@@ -497,7 +527,7 @@ class TradeExecutor:
         """Sell each leg's shares above the hedged size, chasing the bid within the loss cap."""
         deadline = time.perf_counter() + self.execution.unwind_deadline_ms / 1000
         legs = []
-        for (venue_id, instrument), excess in sorted(self.unhedged(trade).items()):
+        for (venue_id, instrument), excess in sorted(self.unwind_plan(trade).items()):
             entry = next(leg for leg in trade.legs if leg.instrument == instrument
                          and leg.venue == venue_id)
             cost = entry.average_price or entry.target_price

@@ -371,6 +371,12 @@ class Engine:
                 self._resolve_later(trade, approved)
             else:
                 self._notify_gates(approved, trade)
+        if trade.state is TradeState.ROLLED_BACK and any(
+                qty >= self._executor.min_size(*key)
+                for key, qty in self._executor.unhedged(trade).items()):
+            # Known but unhedged exposure (the unwind hit its loss cap or found no bids):
+            # fail closed until an operator looks.
+            self.halted = self.halted or f"trade {trade.id} left unhedged exposure: {trade.error}"
         if trade.state is TradeState.COMMITTED:
             for settler in self.settlers:
                 with self.tracer.start_as_current_span(tm.SPAN_SETTLE, attributes={

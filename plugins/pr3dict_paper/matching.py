@@ -19,6 +19,11 @@ Rules a caller can rely on:
   book is never crossed. ``set_liquidity`` is the exception: a quoter's new quotes win, and its
   own opposite orders they would cross are cancelled instead.
 - Every trade yields one ``Fill`` for each side with the same fill id; only the taker pays a fee.
+- Complementary matching (Polymarket's MINT and MERGE), for instruments joined with ``pair``:
+  a BUY of YES at p also trades with resting BUYs of NO at q >= 1 - p (the taker pays 1 - q,
+  the maker q: one YES and one NO are minted for 1), and a SELL of YES at p with resting SELLs
+  of NO at q <= 1 - p (merged back into 1). Best effective price first; at equal prices the
+  direct book goes first. Unpaired instruments (the paper venue's) never match across books.
 """
 
 from __future__ import annotations
@@ -113,6 +118,33 @@ class OrderInfo:
     @property
     def filled(self) -> Decimal:
         return self.size - self.remaining
+
+
+@frozen
+class Match:
+    """One trade between a taker and one resting maker, as told to ``on_match``.
+
+    ``maker_instrument`` differs from ``instrument`` for a complementary match; each side's
+    price is the one it traded at (they sum to 1 then).
+    """
+
+    fill_id: str
+    instrument: str
+    taker_account: str
+    taker_client_order_id: str
+    taker_side: Side
+    taker_price: Decimal
+    taker_fee: Decimal
+    maker_account: str
+    maker_client_order_id: str
+    maker_instrument: str
+    maker_side: Side
+    maker_price: Decimal
+    size: Decimal
+    timestamp: float
+
+
+MatchCallback = Callable[[Match], None]
 
 
 # --------------------------------------------------------------------------- internals
@@ -287,9 +319,14 @@ class _Book:
 class MatchingEngine:
     """Order books for many instruments, with accounts' positions, cash and fills."""
 
-    def __init__(self, fee: FeeFunction | None = None) -> None:
-        """``fee(instrument, price, size)`` is the taker's fee in USDC for one fill (default 0)."""
+    def __init__(self, fee: FeeFunction | None = None, *,
+                 on_match: MatchCallback | None = None) -> None:
+        """``fee(instrument, price, size)`` is the taker's fee in USDC for one fill (default 0);
+        ``on_match`` is called with every ``Match`` as it happens (the exchange simulator
+        turns them into trades and pushes them to both owners)."""
         self._fee = fee
+        self._on_match = on_match
+        self._complement: dict[str, str] = {}
         self._books: dict[str, _Book] = {}
         self._orders: dict[tuple[str, str], _Order] = {}
         self._open: dict[str, dict[str, dict[str, _Order]]] = {}  # account -> instrument -> vid
@@ -316,6 +353,17 @@ class MatchingEngine:
             self._books[instrument] = _Book(instrument, tick_size, min_size)
         else:
             book.tick_size, book.min_size = tick_size, min_size
+
+    def pair(self, yes: str, no: str) -> None:
+        """Join two instruments that together pay 1 for complementary matching (see above)."""
+        self._book(yes), self._book(no)
+        if yes == no:
+            raise ValueError("an instrument cannot be its own complement")
+        self._complement[yes] = no
+        self._complement[no] = yes
+
+    def complement(self, instrument: str) -> str | None:
+        return self._complement.get(instrument)
 
     # ----------------------------------------------------------------- orders
 
@@ -359,14 +407,19 @@ class MatchingEngine:
         opposite = book.side(side.opposite)
         limit_key = opposite.key(price)
 
+        comp = self._complement_side(instrument, side)
         if post_only:
-            if opposite.crosses(limit_key):
+            if opposite.crosses(limit_key) or (
+                    comp is not None and comp.crosses(limit_key - opposite.sign)):
                 self._finish(order, OrderStatus.REJECTED, REASON_POST_ONLY)
             else:
                 self._rest(book, order)
             return order.ack()
 
-        plan, available = self._plan(opposite, account, limit_key, size)
+        if comp is None:
+            plan, available = self._plan(opposite, account, limit_key, size)
+        else:
+            plan, available = self._plan_pair(opposite, comp, account, limit_key, size)
         if tif is TimeInForce.FOK and available < size:
             self._finish(order, OrderStatus.CANCELLED, REASON_FOK)
             return order.ack()
@@ -485,7 +538,11 @@ class MatchingEngine:
                                     size, TimeInForce.GTC, False, timestamp)
             order.quote = True
             limit_key = opposite.key(price)
-            plan, _ = self._plan(opposite, account, limit_key, size)
+            comp = self._complement_side(instrument, side)
+            if comp is None:
+                plan, _ = self._plan(opposite, account, limit_key, size)
+            else:
+                plan, _ = self._plan_pair(opposite, comp, account, limit_key, size)
             if plan:
                 others.extend(self._execute(book, order, plan, charge_fee=False))
             if not order.remaining:
@@ -581,6 +638,49 @@ class MatchingEngine:
                     return plan, size
         return plan, size - remaining
 
+    def _complement_side(self, instrument: str, side: Side) -> _BookSide | None:
+        """The complement's side a taker on ``instrument`` trades with: its bids for a BUY
+        (MINT), its asks for a SELL (MERGE); None for an unpaired instrument."""
+        comp = self._complement.get(instrument)
+        if comp is None:
+            return None
+        return self._books[comp].side(side)
+
+    @staticmethod
+    def _plan_pair(
+        opposite: _BookSide, comp: _BookSide, account: str, limit_key: Decimal, size: Decimal
+    ) -> tuple[list[tuple[_Order, Decimal]], Decimal]:
+        """``_plan`` over the direct book and the complement's, merged by effective price.
+
+        A complement level at key k sits at k + opposite.sign in the direct key space (a NO
+        bid at q is a YES ask at 1 - q; a NO ask at q is a YES bid at 1 - q).
+        """
+        plan: list[tuple[_Order, Decimal]] = []
+        remaining = size
+        shift = opposite.sign
+        dkeys, ckeys = opposite.keys, comp.keys
+        i = j = 0
+        while True:
+            kd = dkeys[i] if i < len(dkeys) else None
+            kc = ckeys[j] + shift if j < len(ckeys) else None
+            if kd is not None and kd <= limit_key and (kc is None or kd <= kc):
+                level = opposite.levels[kd]
+                i += 1
+            elif kc is not None and kc <= limit_key:
+                level = comp.levels[ckeys[j]]
+                j += 1
+            else:
+                break
+            for maker in level.orders:
+                if not maker.resting or maker.account == account:
+                    continue
+                take = maker.remaining if maker.remaining < remaining else remaining
+                plan.append((maker, take))
+                remaining -= take
+                if not remaining:
+                    return plan, size
+        return plan, size - remaining
+
     def _execute(
         self, book: _Book, taker: _Order, plan: list[tuple[_Order, Decimal]], *, charge_fee: bool
     ) -> list[Fill]:
@@ -588,33 +688,51 @@ class MatchingEngine:
         opposite = book.side(taker.side.opposite)
         instrument = book.instrument
         fee_fn = self._fee if charge_fee else None
+        on_match = self._on_match
         maker_fills: list[Fill] = []
-        touched: list[_Level] = []
+        touched: list[tuple[_BookSide, _Level]] = []
+        other_books: list[_Book] = []
         for maker, size in plan:
             self._fill_seq += 1
             fill_id = f"{instrument}:{self._fill_seq}"
-            price = maker.price
+            if maker.instrument == instrument:
+                side_book = opposite
+                price = maker.price
+            else:  # complementary: the maker's own book, prices summing to 1
+                other = self._books[maker.instrument]
+                if other not in other_books:
+                    other_books.append(other)
+                side_book = other.side(maker.side)
+                price = ONE - maker.price
             fee = to_decimal(fee_fn(instrument, price, size)) if fee_fn is not None else ZERO
             taker_fill = Fill(fill_id, taker.client_order_id, price, size, fee, taker.timestamp)
-            maker_fill = Fill(fill_id, maker.client_order_id, price, size, ZERO, taker.timestamp)
+            maker_fill = Fill(fill_id, maker.client_order_id, maker.price, size, ZERO,
+                              taker.timestamp)
             taker.fills.append(taker_fill)
             maker.fills.append(maker_fill)
             maker_fills.append(maker_fill)
             self._settle(taker.account, instrument, taker.side, taker_fill)
-            self._settle(maker.account, instrument, maker.side, maker_fill)
+            self._settle(maker.account, maker.instrument, maker.side, maker_fill)
 
             taker.remaining -= size
             maker.remaining -= size
-            level = opposite.levels[opposite.key(price)]
+            level = side_book.levels[side_book.key(maker.price)]
             level.total -= size
             if not maker.remaining:
-                opposite.remove(maker)
+                side_book.remove(maker)
                 self._close(maker, OrderStatus.FILLED, "")
-            if not touched or touched[-1] is not level:
-                touched.append(level)
-        for level in touched:
-            opposite.tidy(level)
+            if not touched or touched[-1][1] is not level:
+                touched.append((side_book, level))
+            if on_match is not None:
+                on_match(Match(fill_id, instrument, taker.account, taker.client_order_id,
+                               taker.side, price, fee, maker.account, maker.client_order_id,
+                               maker.instrument, maker.side, maker.price, size,
+                               taker.timestamp))
+        for side_book, level in touched:
+            side_book.tidy(level)
         book.seq += 1
+        for other in other_books:
+            other.seq += 1
         return maker_fills
 
     def _settle(self, account: str, instrument: str, side: Side, fill: Fill) -> None:

@@ -88,6 +88,63 @@ class EventSpec:
         default=None, validator=attrs.validators.optional(_prob))
 
 
+@frozen(kw_only=True)
+class SimAccountSpec:
+    """A test account of the ``pr3dict sim`` exchange simulator (TEST-ONLY keys)."""
+
+    name: str
+    balance: Decimal | None = field(default=None, validator=attrs.validators.optional(_ge0))
+    polymarket_address: str | None = None  # the wallet (EOA) allowed to sign orders
+    kalshi_key_id: str | None = None
+    kalshi_public_key: str | None = None  # PEM file, relative to the scenario file
+
+
+@frozen(kw_only=True)
+class RateLimitSpec:
+    """A token bucket per account and route group: over it, requests queue; past
+    ``queue_ms`` of waiting they get 429."""
+
+    requests: int = field(validator=attrs.validators.ge(1))
+    per_s: float = field(default=1.0, validator=attrs.validators.gt(0))
+    queue_ms: float = field(default=0.0, validator=_ge0)
+
+
+@frozen(kw_only=True)
+class SimFaultSpec:
+    """Faults ``pr3dict sim`` injects (all off by default); see docs/venues.md."""
+
+    latency_ms: dict[str, float] = field(factory=dict)  # "METHOD /path" (or "*") -> ms
+    delayed_rate: Decimal = field(default=Decimal(0), validator=_prob)  # PM `delayed` replies
+    delay_ms: float = field(default=100.0, validator=_ge0)  # before a delayed order matches
+    error_rate: Decimal = field(default=Decimal(0), validator=_prob)  # 5xx, nothing applied
+    accepted_timeout_rate: Decimal = field(default=Decimal(0), validator=_prob)
+    hang_ms: float = field(default=3000.0, validator=_ge0)  # how long such a reply hangs
+    trade_failed_rate: Decimal = field(default=Decimal(0), validator=_prob)  # MATCHED->FAILED
+    settle_ms: float = field(default=50.0, validator=_ge0)  # MATCHED -> MINED/FAILED
+    ws_drop_every_s: float = field(default=0.0, validator=_ge0)  # 0 = never
+    rate_limits: dict[str, RateLimitSpec] = field(factory=dict)  # group -> bucket
+    seed: int | None = None  # fault draws; default: the scenario's seed
+
+
+@frozen(kw_only=True)
+class SimSpec:
+    """The ``[sim]`` table: how ``pr3dict sim`` serves this scenario (the paper venue
+    ignores it)."""
+
+    step_ms: float = field(default=50.0, validator=attrs.validators.gt(0))  # market clock
+    polymarket_min_size: Decimal | None = None  # default: the scenario's min_size
+    polymarket_fee_rate: Decimal | None = None  # default: the scenario's fee_rate, or 0
+    kalshi_fee_multiplier: Decimal = field(default=Decimal(1), validator=_ge0)
+    kalshi_maker_fees: bool = False
+    heartbeat_timeout_ms: float = field(default=10000.0, validator=attrs.validators.gt(0))
+    auto_register: bool = True  # any wallet passing L1 auth gets a Polymarket account
+    default_balance: Decimal = field(default=Decimal("10000"), validator=_ge0)
+    chain_id: int = 137
+    max_clock_skew_s: float = field(default=30.0, validator=attrs.validators.gt(0))
+    accounts: tuple[SimAccountSpec, ...] = ()
+    faults: SimFaultSpec = field(factory=SimFaultSpec)
+
+
 FEE_MODELS = ("polymarket", "kalshi")
 DEFAULT_FEE_RATE = {"polymarket": Decimal(0), "kalshi": Decimal("0.07")}
 
@@ -107,6 +164,7 @@ class ScenarioSpec:
     faults: FaultSpec = field(factory=FaultSpec)
     markets: tuple[MarketSpec, ...] = ()
     events: tuple[EventSpec, ...] = ()
+    sim: SimSpec = field(factory=SimSpec)  # only `pr3dict sim` reads this
 
     @property
     def effective_fee_rate(self) -> Decimal:

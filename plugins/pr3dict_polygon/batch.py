@@ -31,7 +31,7 @@ from eth_utils import keccak, to_checksum_address
 
 from pr3dict_core.model import Pr3dictError
 
-from .gas import URGENCIES, GasCapExceeded, GasManager
+from .gas import URGENCIES, Fees, GasCapExceeded, GasManager
 from .options import above, at_least, one_of
 from .rpc import JsonRpcError, RpcAmbiguous, RpcError, RpcPool
 
@@ -221,11 +221,11 @@ class BatchTxManager:
             if self._nonce is None:
                 await self.resync_nonce()
             urgencies = {item.op.urgency or self.config.urgency for item in batch}
-            fees = {}
+            fees: dict[str, Fees | Exception] = {}
             for urgency in urgencies:
                 try:
                     fees[urgency] = await self.gas.fees(urgency)
-                except (GasCapExceeded, RpcError, Pr3dictError) as exc:
+                except Pr3dictError as exc:  # the cap, RPC errors, a malformed fee history
                     fees[urgency] = exc
             limits = await asyncio.gather(*(item.run(self._gas_limit(item.op))
                                             for item in batch))

@@ -21,6 +21,7 @@ from typing import Any
 import attrs
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
+from eth_typing import ChecksumAddress
 from eth_utils import keccak, to_checksum_address
 
 from .batch import BatchConfig, BatchTxManager, TxOp
@@ -126,7 +127,7 @@ class DevChain:
     conditions: dict[str, str] = attrs.field(factory=dict)  # question text -> condition id
 
 
-async def deploy(batch: BatchTxManager, name: str, *args: Any) -> str:
+async def deploy(batch: BatchTxManager, name: str, *args: Any) -> ChecksumAddress:
     """Deploy one of the project's compiled test contracts; returns its address."""
     art = artifacts()[name]
     contract = batch.pool.web3.eth.contract(abi=art["abi"], bytecode=art["bytecode"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pr3dict_core import hookimpl
+from pr3dict_core.components import Registrar
 
 from .gas import GasTrackerSink
 from .rpc import RpcPool
@@ -10,15 +11,15 @@ from .settlement import CtfMergeSettler
 
 
 @hookimpl
-def pr3dict_register_rpc_providers(registry):  # type: ignore[no-untyped-def]
+def pr3dict_register_rpc_providers(registry: Registrar) -> None:
     registry.add(RpcPool)
 
 
 @hookimpl
-def pr3dict_register_settlers(registry):  # type: ignore[no-untyped-def]
+def pr3dict_register_settlers(registry: Registrar) -> None:
     registry.add(CtfMergeSettler)
 
 
 @hookimpl
-def pr3dict_register_metrics_sinks(registry):  # type: ignore[no-untyped-def]
+def pr3dict_register_metrics_sinks(registry: Registrar) -> None:
     registry.add(GasTrackerSink)

@@ -519,7 +519,7 @@ class RpcPool:
         try:
             try:
                 async with asyncio.timeout(self.config.request_timeout_ms / 1000):
-                    response = await ep.provider.make_request(method, params)  # type: ignore[arg-type]
+                    response: Any = await ep.provider.make_request(method, params)  # type: ignore[arg-type]
             except TimeoutError:
                 raise _Fault("timeout", f"no reply within {self.config.request_timeout_ms} ms",
                              sent=True) from None

@@ -1,0 +1,51 @@
+"""Local order books kept from snapshots and deltas, handed out as immutable ``Book``s."""
+
+from __future__ import annotations
+
+import time
+from decimal import Decimal
+
+from pr3dict_core.model import ZERO, Book, Level
+
+
+class LocalBook:
+    """One instrument's levels (price -> size per side); ``book()`` caches until a change."""
+
+    __slots__ = ("_book", "asks", "bids", "instrument", "seq", "venue")
+
+    def __init__(self, venue: str, instrument: str):
+        self.venue = venue
+        self.instrument = instrument
+        self.bids: dict[Decimal, Decimal] = {}
+        self.asks: dict[Decimal, Decimal] = {}
+        self.seq = 0
+        self._book: Book | None = None
+
+    def snapshot(self, bids: list[tuple[Decimal, Decimal]],
+                 asks: list[tuple[Decimal, Decimal]]) -> None:
+        self.bids = {p: s for p, s in bids if s > ZERO}
+        self.asks = {p: s for p, s in asks if s > ZERO}
+        self.seq += 1
+        self._book = None
+
+    def set_level(self, bid: bool, price: Decimal, size: Decimal) -> None:
+        """Absolute size at a level; 0 deletes it."""
+        side = self.bids if bid else self.asks
+        if size > ZERO:
+            side[price] = size
+        else:
+            side.pop(price, None)
+        self.seq += 1
+        self._book = None
+
+    def add_level(self, bid: bool, price: Decimal, delta: Decimal) -> None:
+        side = self.bids if bid else self.asks
+        self.set_level(bid, price, side.get(price, ZERO) + delta)
+
+    def book(self) -> Book:
+        if self._book is None:
+            bids = tuple(Level(p, self.bids[p]) for p in sorted(self.bids, reverse=True))
+            asks = tuple(Level(p, self.asks[p]) for p in sorted(self.asks))
+            self._book = Book(self.venue, self.instrument, bids, asks, timestamp=time.time(),
+                              sequence=self.seq)
+        return self._book
