@@ -118,7 +118,7 @@ class LegRun:
             if leg.state is LegState.PENDING:
                 leg.transition(LegState.SUBMITTED)
             if ex.journal is not None:
-                ex.journal.order_intent(leg, request)  # durable before the wire
+                await ex.journal.order_intent(leg, request)  # durable before the wire
             ex.track(request.client_order_id, self)
             for attempt in range(RETRY_ATTEMPTS + 1):
                 if leg.submitted_at is None:

@@ -1,13 +1,15 @@
 """The journal: every trade, leg, order intent, fill and state transition, in SQLite.
 
-WAL mode. Order intents and final outcomes are committed with ``synchronous=FULL`` before
-their effect goes on the wire (an intent that is not on disk was never sent); other
-transitions with ``NORMAL``, which survives a process crash. At start the engine reads the
+WAL mode. Order intents are committed with ``synchronous=FULL`` before the order goes on
+the wire (an intent that is not on disk was never sent), with group commit across legs; so
+are trade outcomes. Other transitions use ``NORMAL``, which survives a process crash, and
+become power-safe with the next FULL commit (the WAL is one file, synced in order). At start the engine reads the
 non-final trades back and reconciles them against the venues before it trades.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 import time
@@ -129,6 +131,8 @@ class Journal:
         self.db.execute("PRAGMA synchronous=FULL")
         self._durable = True
         self.db.executescript(SCHEMA)
+        self._pending: list[tuple[str, tuple[Any, ...]]] = []
+        self._flushed: asyncio.Future[None] | None = None
 
     def close(self) -> None:
         self.db.close()
@@ -170,8 +174,10 @@ class Journal:
             statements.append((
                 "INSERT INTO transitions (trade_id, idx, from_state, to_state, at) "
                 "VALUES (?, NULL, ?, ?, ?)", (trade.id, old.value, trade.state.value, now)))
-        durable = trade.state.is_final or trade.state in (TradeState.EXECUTING,
-                                                          TradeState.UNRESOLVED)
+        # Outcomes are durable; EXECUTING is not: the order intents that follow are, and a
+        # trade whose intents never reached the disk sent nothing.
+        durable = trade.state in (TradeState.COMMITTED, TradeState.ROLLED_BACK,
+                                  TradeState.UNRESOLVED)
         self._write(durable, statements)
 
     def leg_created(self, leg: Leg) -> None:
@@ -185,16 +191,39 @@ class Journal:
                  str(leg.size), str(leg.limit_price), str(leg.target_price), str(leg.tick_size),
                  leg.purpose, leg.state.value, leg.attempts, leg.error))
 
-    def order_intent(self, leg: Leg, request: OrderRequest) -> None:
-        """Written (durably) before the order goes on the wire."""
-        self._write(True, [
+    async def order_intent(self, leg: Leg, request: OrderRequest) -> None:
+        """Durable before the order goes on the wire. Group commit: the intents of every leg
+        that reaches this point in the same loop iteration share one fsync."""
+        self._pending.extend(self._intent_rows(leg, request))
+        if self._flushed is None:
+            self._flushed = asyncio.get_running_loop().create_future()
+            asyncio.get_running_loop().call_soon(self._flush)
+        await asyncio.shield(self._flushed)
+
+    def _flush(self) -> None:
+        statements, self._pending = self._pending, []
+        done, self._flushed = self._flushed, None
+        assert done is not None
+        try:
+            self._write(True, statements)
+        except Exception as exc:
+            done.set_exception(exc)
+        else:
+            done.set_result(None)
+
+    def order_intent_now(self, leg: Leg, request: OrderRequest) -> None:
+        """The same, written at once (no event loop needed)."""
+        self._write(True, self._intent_rows(leg, request))
+
+    def _intent_rows(self, leg: Leg, request: OrderRequest) -> list[tuple[str, tuple[Any, ...]]]:
+        return [
             self._leg_row(leg),
             ("INSERT OR IGNORE INTO orders (client_order_id, trade_id, idx, venue, instrument, "
              "side, price, size, time_in_force, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
              (request.client_order_id, leg.trade_id, leg.index, request.venue,
               request.instrument, request.side.value, str(request.price), str(request.size),
               request.time_in_force.value, time.time())),
-        ])
+        ]
 
     def leg_transition(self, leg: Leg, old: LegState) -> None:
         now = time.time()
@@ -204,7 +233,9 @@ class Journal:
              "VALUES (?, ?, ?, ?, ?)", (leg.trade_id, leg.index, old.value, leg.state.value, now)),
         ]
         statements += [self._fill_row(leg, f) for f in leg.fills.values()]
-        self._write(leg.state.is_final or leg.state is LegState.UNRESOLVED, statements)
+        # NORMAL survives a process crash; the trade's outcome, written FULL right after,
+        # syncs the WAL and with it these frames (WAL is one sequential file).
+        self._write(False, statements)
 
     def fills(self, leg: Leg, fills: list[Fill]) -> None:
         self._write(False, [self._fill_row(leg, f) for f in fills])

@@ -7,6 +7,7 @@ aggregates them for the live status line, the end-of-run table and the Python AP
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
@@ -33,6 +34,8 @@ class LegRecord:
     slippage_ticks: Decimal
     attempts: int
     latency_ms: float | None  # submit -> final
+    target_price: Decimal | None = None  # the price slippage is measured from
+    unresolved_ms: float = 0.0  # time this leg's outcome was unknown
 
     @classmethod
     def from_leg(cls, leg: Leg) -> LegRecord:
@@ -41,7 +44,9 @@ class LegRecord:
             latency = (leg.finished_at - leg.submitted_at) * 1000
         return cls(leg.index, leg.venue, leg.instrument, str(leg.side), leg.purpose,
                    str(leg.state), leg.size, leg.filled, leg.average_price, leg.fees,
-                   leg.slippage, leg.slippage_ticks, leg.attempts, latency)
+                   leg.slippage, leg.slippage_ticks, leg.attempts, latency,
+                   target_price=leg.target_price,
+                   unresolved_ms=getattr(leg, "unresolved_s", 0.0) * 1000)
 
 
 @frozen
@@ -65,6 +70,12 @@ class TradeRecord:
     unresolved_ms: float = 0.0  # total time legs spent UNRESOLVED
     legs: tuple[LegRecord, ...] = field(factory=tuple)
     error: str = ""
+    gate: str = ""  # the gate that rejected it ("engine" for the kill switch / halt)
+    recorded_at: float = 0.0  # unix seconds when the record was made (PnL over time)
+    entry_final_ms: float | None = None  # decision -> every entry leg final
+    deadline_ms: float | None = None  # the execution deadline the trade ran under
+    within_deadline: bool | None = None  # entry_final_ms <= deadline_ms
+    gas_spent: Decimal = ZERO  # native token (POL) settlers spent on this trade
 
     @classmethod
     def from_trade(cls, trade: Trade) -> TradeRecord:
@@ -74,6 +85,11 @@ class TradeRecord:
         finals = [leg.finished_at for leg in trade.legs if leg.finished_at is not None]
         skew = (max(finals) - min(finals)) * 1000 if len(finals) >= 2 else None
         opp = trade.opportunity
+        entry_final = None
+        if trade.legs and trade.decided_at is not None and len(finals) == len(trade.legs):
+            entry_final = (max(finals) - trade.decided_at) * 1000
+        deadline = getattr(trade, "deadline_ms", None)
+        within = None if entry_final is None or deadline is None else entry_final <= deadline
         return cls(
             trade_id=trade.id, opportunity_id=opp.id, kind=opp.kind, detector=opp.detector,
             strategy=trade.strategy, state=str(trade.state), reject_reason=trade.reject_reason,
@@ -87,6 +103,9 @@ class TradeRecord:
             unresolved_ms=sum(leg.unresolved_s for leg in trade.all_legs) * 1000,
             legs=tuple(LegRecord.from_leg(leg) for leg in trade.all_legs),
             error=trade.error,
+            gate=trade.gate, recorded_at=time.time(), entry_final_ms=entry_final,
+            deadline_ms=None if deadline is None else float(deadline), within_deadline=within,
+            gas_spent=getattr(trade, "gas_spent", ZERO),
         )
 
     def to_json(self) -> dict[str, Any]:

@@ -104,6 +104,7 @@ class Engine:
         self.concurrent_cycles = concurrent_cycles
         self.recovered: list[Trade] = []
         self._resolvers: set[asyncio.Task[None]] = set()
+        self._settling: set[asyncio.Task[None]] = set()
         self.stats = RunStatistics()
         self.trades: list[Trade] = []
         self.halted = ""  # reason new entries are refused (fail closed), empty when trading
@@ -192,14 +193,16 @@ class Engine:
         """Wait for trades in flight, then close sinks, settlers, venues and RPC in reverse."""
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._settling:
+            await asyncio.gather(*list(self._settling), return_exceptions=True)
         for task in list(self._resolvers):  # unresolved trades stay in the journal
             task.cancel()
         if self._resolvers:
             await asyncio.gather(*self._resolvers, return_exceptions=True)
         summary = self.statistics()
         errors: list[BaseException] = []
-        for closer in [*(s.close(summary.to_json()) for s in self.sinks),
-                       *(s.close() for s in self.settlers),
+        for closer in [*(s.close() for s in self.settlers),
+                       *(s.close(summary.to_json()) for s in self.sinks),
                        *(v.close() for v in self.venues.values()),
                        *(r.close() for r in self.rpc.values())]:
             try:
@@ -377,15 +380,22 @@ class Engine:
             # Known but unhedged exposure (the unwind hit its loss cap or found no bids):
             # fail closed until an operator looks.
             self.halted = self.halted or f"trade {trade.id} left unhedged exposure: {trade.error}"
-        if trade.state is TradeState.COMMITTED:
-            for settler in self.settlers:
-                with self.tracer.start_as_current_span(tm.SPAN_SETTLE, attributes={
+        if trade.state is TradeState.COMMITTED and self.settlers:
+            # Settlement (an on-chain merge takes seconds) runs after the trade's slot and
+            # markets are released; close() waits for it.
+            task = asyncio.ensure_future(self._settle(trade))
+            self._settling.add(task)
+            task.add_done_callback(self._settling.discard)
+
+    async def _settle(self, trade: Trade) -> None:
+        for settler in self.settlers:
+            with self.tracer.start_as_current_span(tm.SPAN_SETTLE, attributes={
                     tm.TRADE_ID: trade.id}) as span:
-                    try:
-                        await settler.settle(trade)
-                    except Exception as exc:
-                        span.record_exception(exc)
-                        span.set_status(Status(StatusCode.ERROR, str(exc)))
+                try:
+                    await settler.settle(trade)
+                except Exception as exc:
+                    span.record_exception(exc)
+                    span.set_status(Status(StatusCode.ERROR, str(exc)))
 
     def _notify_gates(self, gates: Iterable[RiskGate], trade: Trade) -> None:
         for gate in gates:

@@ -22,6 +22,7 @@ BUILTIN_PLUGINS: dict[str, str] = {
     "strategies": "pr3dict_strategies",
     "gates": "pr3dict_gates",
     "sinks": "pr3dict_sinks",
+    "polygon": "pr3dict_polygon.plugin",
     "core": "pr3dict_core.defaults",
 }
 # The core defaults (secret resolution) cannot be blocked.
@@ -73,8 +74,11 @@ def make_plugin_manager(
                 continue
             pm.register(importlib.import_module(module), name=name)
     for module in load:
-        if not pm.has_plugin(module) and not pm.is_blocked(module):
-            pm.register(importlib.import_module(module), name=module)
+        if pm.has_plugin(module) or pm.is_blocked(module):
+            continue
+        plugin = importlib.import_module(module)
+        if not pm.is_registered(plugin):  # already loaded (a built-in, an entry point)
+            pm.register(plugin, name=module)
     pm.check_pending()
     if os.environ.get("PR3DICT_TRACE_PLUGINS"):
         pm.trace.root.setwriter(lambda msg: print(msg, end=""))

@@ -11,8 +11,9 @@ import asyncio
 import os
 import pickle
 import random
+import time
 from collections.abc import Callable, Mapping, Sequence
-from decimal import Decimal
+from decimal import ROUND_CEILING, Decimal
 from pathlib import Path
 from typing import ClassVar
 
@@ -115,6 +116,9 @@ class PaperVenue:
         self._seen: dict[str, int] = {}
         self._quoted: dict[str, tuple[object, int, int]] = {}
         self._subscribers: list[Callable[[OrderAck], None]] = []
+        self._events = tuple(OutcomeSet(e.id, tuple(e.markets), e.exhaustive, e.title)
+                             for e in spec.events)
+        self._heartbeat: float | None = None  # time.monotonic() of the last books delivered
         self.steps = 0
 
     @classmethod
@@ -163,6 +167,7 @@ class PaperVenue:
         if self.process is not None and not self.steps:
             self._quote()
             self._save()
+        self._heartbeat = time.monotonic()
 
     async def close(self) -> None:
         self.engine.cancel_all(self.account)
@@ -235,6 +240,7 @@ class PaperVenue:
             self._quote()
         self.steps += 1
         self._save()
+        self._heartbeat = time.monotonic()
         changed = []
         for m in self._markets:
             for inst in (m.yes, m.no):

@@ -97,6 +97,10 @@ class BatchConfig:
     poll_ms: int = field(default=500, validator=above(0))
     receipt_timeout_ms: int = field(default=120_000, validator=above(0))
     gas_limit_multiplier: Decimal = field(default=Decimal("1.2"))
+    # Estimates are taken together, against the state before the batch; an earlier op can
+    # zero a slot a later one then writes again (a cold SSTORE: 22,100 gas). A limit above
+    # what is used costs nothing under EIP-1559, so leave room for that.
+    gas_limit_headroom: int = field(default=30_000, validator=at_least(0))
     urgency: str = field(default="normal", validator=one_of(URGENCIES))
 
     @gas_limit_multiplier.validator
@@ -253,7 +257,7 @@ class BatchTxManager:
         except RpcError as exc:
             return f"gas estimation failed: {exc}"
         return int((Decimal(estimate) * self.config.gas_limit_multiplier)
-                   .to_integral_value(rounding=ROUND_CEILING))
+                   .to_integral_value(rounding=ROUND_CEILING)) + self.config.gas_limit_headroom
 
     async def _send_one(self, item: _Item, gas_limit: int, fee_fields: dict[str, int]) -> None:
         assert self._nonce is not None

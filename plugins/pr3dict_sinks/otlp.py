@@ -1,0 +1,149 @@
+"""``otlp``: trade metrics as OpenTelemetry metrics, pushed over OTLP/HTTP (protobuf).
+
+A private ``MeterProvider`` (never the global one) with a periodic reader exports every
+``interval_ms`` and once more when the run closes. Instruments are named like the spans'
+attributes (``pr3dict.*``); durations are in ms, money in USDC. Recording a trade adds to
+counters and histograms: constant work, no I/O on the trading loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import attrs
+from attrs import frozen
+
+from pr3dict_core import telemetry as tm
+from pr3dict_core.components import BuildContext
+from pr3dict_core.config import SecretRef
+from pr3dict_core.metrics import TradeRecord
+
+from .collector import REJECTED
+
+# Instrument names (OpenTelemetry style) and their Prometheus counterparts in prometheus.py.
+TRADES = "pr3dict.trades"
+GATE_REJECTIONS = "pr3dict.gate.rejections"
+LEGS = "pr3dict.legs"
+DECISION_TO_WIRE = "pr3dict.trade.decision_to_wire"
+DECISION_TO_FINAL = "pr3dict.trade.decision_to_final"
+LEG_SKEW = "pr3dict.trade.leg_skew"
+LEG_LATENCY = "pr3dict.leg.latency"
+LEG_SLIPPAGE = "pr3dict.leg.slippage"
+UNRESOLVED_TIME = "pr3dict.trade.unresolved_time"
+WITHIN_DEADLINE = "pr3dict.trade.within_deadline"
+REALISED_PNL = "pr3dict.trade.realised_pnl"
+EXPECTED_EDGE = "pr3dict.trade.expected_edge"
+ROLLBACK_COST = "pr3dict.trade.rollback_cost"
+FEES = "pr3dict.leg.fees"
+GAS = "pr3dict.settlement.gas"
+KIND = tm.OPPORTUNITY_KIND
+
+
+class OtlpMetricsSink:
+    type: ClassVar[str] = "otlp"
+
+    @frozen(kw_only=True)
+    class Config:
+        endpoint: str = "http://127.0.0.1:4318"  # /v1/metrics is appended unless present
+        interval_ms: int = attrs.field(default=10_000, validator=attrs.validators.ge(100))
+        timeout_s: float = attrs.field(default=5.0, validator=attrs.validators.gt(0))
+        service_name: str = "pr3dict"
+        headers: dict[str, SecretRef] = attrs.field(factory=dict)  # e.g. an API key
+
+    def __init__(self, id: str, config: Config, *, run_id: str = "", pipeline: str = "",
+                 headers: Mapping[str, str] | None = None, reader: Any = None):
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.resources import Resource
+
+        self.id = id
+        self.config = config
+        if reader is None:  # tests hand in an InMemoryMetricReader
+            from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
+                OTLPMetricExporter,
+            )
+            from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
+            endpoint = config.endpoint.rstrip("/")
+            if not endpoint.endswith("/v1/metrics"):
+                endpoint += "/v1/metrics"
+            exporter = OTLPMetricExporter(endpoint=endpoint, timeout=config.timeout_s,
+                                          headers=dict(headers or {}))
+            reader = PeriodicExportingMetricReader(
+                exporter, export_interval_millis=config.interval_ms,
+                export_timeout_millis=config.timeout_s * 1000)
+        self.reader = reader
+        attributes = {"service.name": config.service_name}
+        if run_id:
+            attributes[tm.RUN_ID] = run_id
+        if pipeline:
+            attributes[tm.PIPELINE_NAME] = pipeline
+        self.provider = MeterProvider(resource=Resource.create(attributes),
+                                      metric_readers=[reader])
+        meter = self.provider.get_meter("pr3dict.sinks")
+        self.trades = meter.create_counter(TRADES, "{trade}", "Trade records by state reached")
+        self.rejections = meter.create_counter(GATE_REJECTIONS, "{trade}",
+                                               "Trades rejected before any order, by gate")
+        self.legs = meter.create_counter(LEGS, "{leg}", "Legs by final state")
+        self.wire = meter.create_histogram(DECISION_TO_WIRE, "ms",
+                                           "Gates approved -> last entry leg sent")
+        self.final = meter.create_histogram(DECISION_TO_FINAL, "ms",
+                                            "Gates approved -> trade final")
+        self.skew = meter.create_histogram(LEG_SKEW, "ms", "Spread of entry legs' final times")
+        self.leg_latency = meter.create_histogram(LEG_LATENCY, "ms", "Leg submitted -> final")
+        self.leg_slippage = meter.create_histogram(LEG_SLIPPAGE, "{tick}",
+                                                   "Filled entry leg's slippage in ticks")
+        self.unresolved = meter.create_counter(UNRESOLVED_TIME, "ms",
+                                               "Time legs spent UNRESOLVED")
+        self.within = meter.create_counter(WITHIN_DEADLINE, "{trade}",
+                                           "Executed trades by within-deadline")
+        self.pnl = meter.create_up_down_counter(REALISED_PNL, "USDC", "Realised PnL")
+        self.edge = meter.create_up_down_counter(EXPECTED_EDGE, "USDC",
+                                                 "Expected edge as detected")
+        self.rollback = meter.create_up_down_counter(ROLLBACK_COST, "USDC", "Cost of unwinds")
+        self.fees = meter.create_counter(FEES, "USDC", "Taker fees paid")
+        self.gas = meter.create_counter(GAS, "POL", "Native token settlers spent")
+
+    @classmethod
+    def from_config(cls, id: str, config: Config, ctx: BuildContext) -> OtlpMetricsSink:
+        headers = {k: ctx.resolve_secret(v) for k, v in config.headers.items()}
+        return cls(id, config, run_id=ctx.run_id, headers=headers)
+
+    def record(self, record: TradeRecord) -> None:
+        base = {tm.STRATEGY: record.strategy, KIND: record.kind,
+                tm.DETECTOR_ID: record.detector}
+        self.trades.add(1, {**base, tm.TRADE_STATE: record.state})
+        if record.state == REJECTED:
+            self.rejections.add(1, {tm.GATE_ID: record.gate or "?"})
+            return
+        if record.decision_to_wire_ms is not None:
+            self.wire.record(record.decision_to_wire_ms, base)
+        if record.decision_to_final_ms is not None:
+            self.final.record(record.decision_to_final_ms, base)
+        if record.leg_skew_ms is not None:
+            self.skew.record(record.leg_skew_ms, base)
+        if record.unresolved_ms:
+            self.unresolved.add(record.unresolved_ms, base)
+        if record.within_deadline is not None:
+            self.within.add(1, {**base, WITHIN_DEADLINE: record.within_deadline})
+        self.pnl.add(float(record.realised_pnl), base)
+        self.edge.add(float(record.expected_edge), base)
+        if record.rollback_cost:
+            self.rollback.add(float(record.rollback_cost), base)
+        if record.gas_spent:
+            self.gas.add(float(record.gas_spent), base)
+        for leg in record.legs:
+            attrs_ = {tm.LEG_VENUE: leg.venue, tm.LEG_PURPOSE: leg.purpose}
+            self.legs.add(1, {**attrs_, tm.LEG_STATE: leg.state})
+            if leg.latency_ms is not None:
+                self.leg_latency.record(leg.latency_ms, attrs_)
+            if leg.fees:
+                self.fees.add(float(leg.fees), attrs_)
+            if leg.purpose == "entry" and leg.filled:
+                self.leg_slippage.record(float(leg.slippage_ticks), attrs_)
+
+    async def close(self, summary: Mapping[str, Any]) -> None:
+        # Export what is left, then stop the reader thread; both may block on the network.
+        await asyncio.to_thread(self.provider.shutdown,
+                                timeout_millis=self.config.timeout_s * 1000)
