@@ -59,6 +59,10 @@ class AmbiguousOutcome(VenueError):
     """
 
 
+class MalformedReply(AmbiguousOutcome):
+    """The venue answered, but not with something we can trust: unknown."""
+
+
 class UnknownOrder(VenueError):
     """The venue has no order with that client order id."""
 

@@ -20,6 +20,7 @@ from opentelemetry.trace import Status, StatusCode
 from . import telemetry as tm
 from .components import (
     ExecutionStrategy,
+    MalformedReply,
     OrderRejected,
     UnknownOrder,
     Venue,
@@ -51,6 +52,24 @@ RETRY_ATTEMPTS = 3
 def backoff(attempt: int, rng: random.Random) -> float:
     """Exponential backoff with full jitter: 50 ms doubling, capped at 500 ms."""
     return rng.uniform(RETRY_BASE_S, min(RETRY_MAX_S, RETRY_BASE_S * 2**attempt))
+
+
+def check_ack(ack: object, client_order_id: str, size: Decimal | None = None) -> OrderAck:
+    """Refuse a reply that cannot be an honest answer about this order."""
+    if not isinstance(ack, OrderAck):
+        raise MalformedReply(f"expected an order acknowledgement, got {type(ack).__name__}")
+    if ack.client_order_id != client_order_id:
+        raise MalformedReply(f"reply is about order {ack.client_order_id!r}, "
+                             f"not {client_order_id!r}")
+    total = ZERO
+    for fill in ack.fills:
+        if not isinstance(fill.size, Decimal) or not isinstance(fill.price, Decimal) \
+                or fill.size <= ZERO or not ZERO <= fill.price <= ONE:
+            raise MalformedReply(f"bad fill {fill.fill_id!r}: {fill.size} @ {fill.price}")
+        total += fill.size
+    if size is not None and total > size:
+        raise MalformedReply(f"fills of {total} exceed the order's size {size}")
+    return ack
 
 
 def apply_ack(leg: Leg, ack: OrderAck, residual: Decimal) -> bool:
@@ -124,8 +143,9 @@ class LegRun:
                 if leg.submitted_at is None:
                     leg.submitted_at = time.perf_counter()
                 try:
-                    ack = await asyncio.wait_for(self.venue.place_order(request),
-                                                 ex.order_timeout_s)
+                    ack = check_ack(await asyncio.wait_for(self.venue.place_order(request),
+                                                           ex.order_timeout_s),
+                                    request.client_order_id, request.size)
                 except VenueError as exc:
                     # Retried only when nothing happened at the venue; the client order id
                     # makes the resend idempotent anyway.
@@ -175,8 +195,8 @@ class LegRun:
         }, record_exception=False, set_status_on_exception=False) as span:
             for attempt in range(RETRY_ATTEMPTS + 1):  # a cancel is idempotent: retry
                 try:
-                    ack = await asyncio.wait_for(self.venue.cancel_order(cid),
-                                                 ex.order_timeout_s)
+                    ack = check_ack(await asyncio.wait_for(self.venue.cancel_order(cid),
+                                                           ex.order_timeout_s), cid)
                     break
                 except UnknownOrder:
                     self.resting = False
@@ -199,9 +219,10 @@ class LegRun:
 
     async def refresh(self, leg: Leg) -> OrderAck | None:
         """Ask the venue for the leg's current order (fills that came while it rested)."""
+        cid = leg.current_client_order_id()
         try:
-            ack = await asyncio.wait_for(self.venue.get_order(leg.current_client_order_id()),
-                                         self.executor.order_timeout_s)
+            ack = check_ack(await asyncio.wait_for(self.venue.get_order(cid),
+                                                   self.executor.order_timeout_s), cid)
         except Exception:
             return None
         self.on_ack(ack)
@@ -265,10 +286,16 @@ class TradeExecutor:
         self._runs[client_order_id] = run
 
     def on_order_update(self, ack: OrderAck) -> None:
-        """A pushed order update: routed to its leg by client order id."""
-        run = self._runs.get(ack.client_order_id)
-        if run is not None:
-            run.on_ack(ack)
+        """A pushed order update: routed to its leg by client order id. A malformed push is
+        dropped (the next query or push tells the truth); it never reaches the leg."""
+        run = self._runs.get(getattr(ack, "client_order_id", ""))
+        if run is None:
+            return
+        try:
+            run.on_ack(check_ack(ack, ack.client_order_id))
+        except MalformedReply as exc:
+            trace.get_current_span().add_event("malformed order update", {
+                tm.ERROR_TYPE: type(exc).__name__})
 
     def observe(self, leg: Leg) -> Leg:
         if self.journal is not None:
@@ -369,9 +396,10 @@ class TradeExecutor:
             tm.ORDER_CLIENT_ID: leg.current_client_order_id(),
         }) as span:
             while leg.state is LegState.UNRESOLVED:
+                cid = leg.current_client_order_id()
                 try:
-                    ack = await asyncio.wait_for(
-                        run.venue.get_order(leg.current_client_order_id()), self.order_timeout_s)
+                    ack = check_ack(await asyncio.wait_for(run.venue.get_order(cid),
+                                                           self.order_timeout_s), cid)
                 except UnknownOrder:
                     # The venue never saw it: nothing rests, nothing filled on this attempt.
                     run.resting = False

@@ -38,7 +38,7 @@ from .components import (
     Venue,
 )
 from .config import ExecutionSection, PipelineConfig, SecretRef, load_pipeline
-from .execution import LegRun, TradeExecutor
+from .execution import LegRun, TradeExecutor, check_ack
 from .journal import Journal
 from .metrics import RunStatistics, RunSummary, TradeRecord
 from .model import (
@@ -458,7 +458,8 @@ class Engine:
                 else [leg.current_client_order_id()]
             for cid in cids:
                 try:
-                    ack = await asyncio.wait_for(venue.get_order(cid), executor.order_timeout_s)
+                    ack = check_ack(await asyncio.wait_for(venue.get_order(cid),
+                                                           executor.order_timeout_s), cid)
                 except UnknownOrder:
                     continue  # never reached the venue
                 except Exception:
@@ -468,7 +469,7 @@ class Engine:
                 run.on_ack(ack)
                 if ack.status is OrderStatus.OPEN and not leg.state.is_final:
                     try:
-                        run.on_ack(await venue.cancel_order(cid))
+                        run.on_ack(check_ack(await venue.cancel_order(cid), cid))
                     except Exception:
                         known = False
             if not known:

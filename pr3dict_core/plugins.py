@@ -23,6 +23,7 @@ BUILTIN_PLUGINS: dict[str, str] = {
     "gates": "pr3dict_gates",
     "sinks": "pr3dict_sinks",
     "polygon": "pr3dict_polygon.plugin",
+    "report": "pr3dict_report",
     "core": "pr3dict_core.defaults",
 }
 # The core defaults (secret resolution) cannot be blocked.

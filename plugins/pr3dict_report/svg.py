@@ -27,8 +27,8 @@ def _fmt(value: float) -> str:
     return f"{value:.2g}"
 
 
-def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
-    """Round tick values covering [lo, hi]."""
+def nice_ticks(lo: float, hi: float, count: int = 5, integer: bool = False) -> list[float]:
+    """Round tick values covering [lo, hi] (whole numbers only with ``integer``)."""
     if hi <= lo:
         hi = lo + 1
     raw = (hi - lo) / count
@@ -37,6 +37,8 @@ def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
         if raw <= step * mult:
             step *= mult
             break
+    if integer:
+        step = max(1, math.ceil(step))
     start = math.floor(lo / step) * step
     ticks = []
     v = start
@@ -83,6 +85,15 @@ class _Frame:
         self.parts.append(f"<text transform='translate(12 {self.y(0.5)}) rotate(-90)' "
                           f"text-anchor='middle' fill='#4b5563'>{escape(y_label)}</text>")
 
+    def legend(self, names: Sequence[str]) -> None:
+        """Series names in the title row, right-aligned, in series colours."""
+        x = self.w - self.right
+        for i in reversed(range(len(names))):
+            self.parts.append(f"<text x='{x:.0f}' y='16' text-anchor='end' "
+                              f"fill='{PALETTE[i % len(PALETTE)]}'>&#9632; "
+                              f"{escape(names[i])}</text>")
+            x -= 6.2 * len(names[i]) + 24
+
     def empty(self, message: str = "no data") -> str:
         self.parts.append(f"<text x='{self.w / 2}' y='{self.h / 2}' text-anchor='middle' "
                           f"fill='#6b7280'>{escape(message)}</text>")
@@ -127,8 +138,7 @@ def line_chart(series: Sequence[tuple[str, Sequence[tuple[float, float]]]], *, t
         dash = " stroke-dasharray='5 3'" if i else ""
         f.parts.append(f"<polyline fill='none' stroke='{color}' stroke-width='1.8'{dash} "
                        f"points='{path}'><title>{escape(name)}</title></polyline>")
-        f.parts.append(f"<text x='{f.x(1) - 4:.1f}' y='{f.top + 12 + 14 * i}' "
-                       f"text-anchor='end' fill='{color}'>{escape(name)}</text>")
+    f.legend([name for name, _ in series])
     return f.done()
 
 
@@ -161,7 +171,7 @@ def histogram(groups: Sequence[tuple[str, Sequence[float]]], *, title: str, x_la
         counts.append(c)
     top = max(max(c) for c in counts) or 1
     f.axes(x_label, "trades" if len(groups) == 1 else "count")
-    for t in nice_ticks(0, top, 4):
+    for t in nice_ticks(0, top, 4, integer=True):
         if t <= top:
             yy = f.y(t / top)
             f.parts.append(f"<line x1='{f.left}' y1='{yy:.1f}' x2='{f.x(1):.1f}' "
@@ -183,19 +193,19 @@ def histogram(groups: Sequence[tuple[str, Sequence[float]]], *, title: str, x_la
                                f"fill='{color}' fill-opacity='{0.75 if len(groups) == 1 else 0.45}'>"
                                f"<title>{escape(name)}: {n}</title></rect>")
         ordered = sorted(v for v in vs if v > 0 or not log)
-        label = escape(name)
         if markers and ordered:
             p50 = ordered[max(0, math.ceil(0.5 * len(ordered)) - 1)]
             p99 = ordered[max(0, math.ceil(0.99 * len(ordered)) - 1)]
             for q, v in (("p50", p50), ("p99", p99)):
                 xx = f.x(frac(v))
+                right = xx > f.x(0.85)  # label on the left of the marker near the edge
                 f.parts.append(f"<line x1='{xx:.1f}' y1='{f.top}' x2='{xx:.1f}' y2='{f.y(0)}' "
                                f"stroke='{color}' stroke-dasharray='3 3'/>")
-                f.parts.append(f"<text x='{xx + 3:.1f}' y='{f.top + 10 + 12 * g}' "
-                               f"fill='{color}'>{q} {_fmt(v)}</text>")
-            label += f" (n={len(ordered)})"
-        f.parts.append(f"<text x='{f.x(1) - 4:.1f}' y='{f.top + 12 + 14 * g}' "
-                       f"text-anchor='end' fill='{color}'>{label}</text>")
+                f.parts.append(f"<text x='{xx + (-3 if right else 3):.1f}' "
+                               f"y='{f.top + 10 + 12 * g}' text-anchor="
+                               f"'{'end' if right else 'start'}' fill='{color}'>"
+                               f"{q} {_fmt(v)}</text>")
+    f.legend([f"{name} (n={len([v for v in vs if v > 0 or not log])})" for name, vs in groups])
     return f.done()
 
 

@@ -1,0 +1,214 @@
+"""What the HTTP venue connectors share: books fed by a websocket, per-order records,
+pushed order updates, positions, the rate limiter and the embedded simulator."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from pr3dict_core.components import AmbiguousOutcome, UnknownOrder, VenueError
+from pr3dict_core.model import ZERO, Book, Market, OrderAck, Side
+
+from .books import LocalBook
+from .http import HttpClient, TokenBucket
+from .orders import OrderRecord
+
+log = logging.getLogger("pr3dict.venues")
+
+
+class ConnectorBase:
+    """State and plumbing; subclasses speak their venue's protocol."""
+
+    type = ""
+
+    def __init__(self, id: str, *, rest_url: str, ws_url: str, timeout_s: float,
+                 rate_per_s: float, poll_wait_s: float, websocket: bool,
+                 embedded_sim: Path | None = None):
+        self.id = id
+        self.rest_url = rest_url
+        self.ws_url = ws_url
+        self.timeout_s = timeout_s
+        self.poll_wait_s = poll_wait_s
+        self.use_websocket = websocket
+        self.embedded_sim = embedded_sim
+        self.sim: Any = None  # the embedded SimServer, when there is one
+        self.http = HttpClient(rest_url, timeout_s=timeout_s, venue_id=id)
+        self.limiter = TokenBucket(rate_per_s, burst=max(rate_per_s / 5, 1.0))
+        self._markets: list[Market] = []
+        self._by_instrument: dict[str, Market] = {}
+        self.books: dict[str, LocalBook] = {}
+        self._changed: set[str] = set()
+        self._book_event = asyncio.Event()
+        self.records: dict[str, OrderRecord] = {}  # client order id -> record
+        self.by_venue_id: dict[str, OrderRecord] = {}
+        self._subscribers: list[Callable[[OrderAck], None]] = []
+        self._positions: dict[str, Decimal] = {}
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._closing = False
+        self.ws_connects = 0  # how many times the websockets (re)connected
+        self.failed_trades: list[str] = []
+
+    # ------------------------------------------------------------------ embedded simulator
+
+    async def start_embedded_sim(self) -> None:
+        if self.embedded_sim is None:
+            return
+        from pr3dict_sim import SimServer
+
+        self.sim = SimServer.from_file(self.embedded_sim, port=0)
+        await self.sim.start()
+        self.point_at_sim(self.sim)
+
+    def point_at_sim(self, sim: Any) -> None:
+        raise NotImplementedError
+
+    async def stop_embedded_sim(self) -> None:
+        if self.sim is not None:
+            await self.sim.stop()
+            self.sim = None
+
+    # ------------------------------------------------------------------ venue protocol
+
+    def markets(self) -> Sequence[Market]:
+        return self._markets
+
+    def set_markets(self, markets: list[Market]) -> None:
+        self._markets = markets
+        self._by_instrument = {inst: m for m in markets for inst in (m.yes, m.no)}
+        for m in markets:
+            for inst in (m.yes, m.no):
+                self.books.setdefault(inst, LocalBook(self.id, inst))
+
+    def market_of(self, instrument: str) -> Market | None:
+        return self._by_instrument.get(instrument)
+
+    def book(self, instrument: str) -> Book | None:
+        local = self.books.get(instrument)
+        return local.book() if local is not None else None
+
+    def mark_changed(self, instrument: str) -> None:
+        self._changed.add(instrument)
+        self._book_event.set()
+
+    async def poll_books(self) -> Sequence[Book]:
+        """Books that changed since the last call; waits up to ``poll_wait_ms`` for one."""
+        if not self.use_websocket:
+            await self.refresh_books()
+        elif not self._changed and self.poll_wait_s > 0:
+            self._book_event.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._book_event.wait(), self.poll_wait_s)
+        changed, self._changed = self._changed, set()
+        self._book_event.clear()
+        return [self.books[i].book() for i in sorted(changed) if i in self.books]
+
+    async def refresh_books(self) -> None:
+        raise NotImplementedError
+
+    def positions(self) -> Mapping[str, Decimal]:
+        return {k: v for k, v in self._positions.items() if v}
+
+    def subscribe_orders(self, callback: Callable[[OrderAck], None]) -> None:
+        self._subscribers.append(callback)
+
+    def emit(self, record: OrderRecord) -> None:
+        ack = record.ack()
+        for callback in self._subscribers:
+            try:
+                callback(ack)
+            except Exception:  # a subscriber's bug must not stop the feed
+                log.exception("venue %s: order subscriber failed", self.id)
+
+    def add_position(self, instrument: str, side: Side, size: Decimal) -> None:
+        sign = 1 if side is Side.BUY else -1
+        self._positions[instrument] = self._positions.get(instrument, ZERO) + sign * size
+
+    def observe(self, record: OrderRecord, **kwargs: Any) -> bool:
+        """Fold a cumulative view into a record; positions follow new fills."""
+        before = record.filled
+        added = record.observe(**kwargs)
+        if added:
+            self.add_position(record.instrument, record.side, record.filled - before)
+        return added
+
+    def record(self, client_order_id: str) -> OrderRecord:
+        rec = self.records.get(client_order_id)
+        if rec is None:
+            raise UnknownOrder(f"venue {self.id}: no order {client_order_id!r} was sent")
+        return rec
+
+    # ------------------------------------------------------------------ background tasks
+
+    def spawn(self, coro: Awaitable[Any], name: str) -> None:
+        task = asyncio.ensure_future(coro)
+        task.set_name(f"{self.id}:{name}")
+        self._tasks.append(task)
+
+    async def stop_tasks(self) -> None:
+        self._closing = True
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+
+    async def run_websocket(self, connect: Callable[[], Awaitable[aiohttp.ClientWebSocketResponse]],
+                            on_open: Callable[[aiohttp.ClientWebSocketResponse], Awaitable[None]],
+                            on_message: Callable[[str], None], name: str,
+                            ready: asyncio.Event | None = None) -> None:
+        """Keep one websocket open: reconnect with backoff, resubscribe, resync on reconnect."""
+        backoff = 0.05
+        while not self._closing:
+            try:
+                ws = await connect()
+            except (aiohttp.ClientError, OSError, TimeoutError, VenueError) as exc:
+                log.warning("venue %s: %s websocket connect failed: %s", self.id, name, exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                continue
+            self.ws_connects += 1
+            backoff = 0.05
+            try:
+                await on_open(ws)
+                if ready is not None:
+                    ready.set()
+                async for msg in ws:
+                    if msg.type is aiohttp.WSMsgType.TEXT:
+                        if msg.data == "PONG":
+                            continue
+                        try:
+                            on_message(msg.data)
+                        except Exception:
+                            log.exception("venue %s: bad %s message %.200s", self.id, name,
+                                          msg.data)
+                    elif msg.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR,
+                                      aiohttp.WSMsgType.CLOSE):
+                        break
+            except (aiohttp.ClientError, OSError, VenueError, AmbiguousOutcome) as exc:
+                log.warning("venue %s: %s websocket failed: %s", self.id, name, exc)
+            finally:
+                with contextlib.suppress(Exception):
+                    await ws.close()
+            if not self._closing:
+                await asyncio.sleep(0.02)
+
+    async def ping_loop(self, get_ws: Callable[[], Any], every_s: float = 10.0) -> None:
+        while True:
+            await asyncio.sleep(every_s)
+            ws = get_ws()
+            if ws is not None and not ws.closed:
+                with contextlib.suppress(Exception):
+                    await ws.send_str("PING")
+
+
+def now_ms() -> str:
+    return str(time.time_ns() // 1_000_000)
