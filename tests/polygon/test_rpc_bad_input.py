@@ -26,7 +26,10 @@ async def test_misbehaving_endpoint_loses_health_and_fails_over(mode, fake_rpc, 
         node.rpc("anvil_mine", ["0x32"])  # the real head is 50; the fake stays at 1
     head = int(node.rpc("eth_blockNumber"), 16)
     fake = await fake_rpc(mode, head=1)
-    pool = await make_pool([fake.url, node.url], request_timeout_ms=150, head_check_ms=0)
+    # Short enough that a hung endpoint costs little, long enough that a loaded machine
+    # never times out the healthy node (the assertion below is that it never fails).
+    timeout = 400 if mode == "hang" else 2000
+    pool = await make_pool([fake.url, node.url], request_timeout_ms=timeout, head_check_ms=0)
     bad, good = pool.endpoints
     for _ in range(12):
         assert int(await pool.request("eth_blockNumber"), 16) == head
