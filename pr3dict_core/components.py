@@ -121,7 +121,12 @@ class Venue(Protocol):
         """The latest book of ``instrument``, or None if unknown."""
 
     async def poll_books(self) -> Sequence[Book]:
-        """Books that changed since the last call (the paper venue advances its clock here)."""
+        """Books that changed since the last call (the paper venue advances its clock here).
+
+        A streaming venue may wait briefly (its own ``poll_wait_ms``) for a change when none
+        is pending, so the engine loop does not spin; it must return (possibly empty) within
+        that bound.
+        """
 
     async def place_order(self, request: OrderRequest) -> OrderAck:
         """Send one order. Raises a ``VenueError``; AmbiguousOutcome when the outcome is unknown."""

@@ -138,6 +138,9 @@ class Engine:
         built: dict[str, dict[str, Any]] = {kind: {} for kind in KINDS}
 
         def resolve_secret(ref: SecretRef) -> str:
+            if ref.file is not None and not Path(ref.file).is_absolute():
+                # Like every input a pipeline names: relative to the pipeline file.
+                ref = SecretRef(file=str(config.base_dir / ref.file))
             value = pm.hook.pr3dict_resolve_secret(ref=ref)
             if value is None:
                 raise Pr3dictError(f"no plugin could resolve secret {ref!r}")

@@ -24,6 +24,9 @@ BUILTIN_PLUGINS: dict[str, str] = {
     "sinks": "pr3dict_sinks",
     "polygon": "pr3dict_polygon.plugin",
     "report": "pr3dict_report",
+    "polymarket": "pr3dict_polymarket.plugin",
+    "kalshi": "pr3dict_kalshi.plugin",
+    "sim": "pr3dict_sim.plugin",
     "core": "pr3dict_core.defaults",
 }
 # The core defaults (secret resolution) cannot be blocked.

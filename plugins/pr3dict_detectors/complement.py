@@ -91,7 +91,7 @@ class BinaryComplement:
         legs = tuple(
             LegSpec(q.venue, q.instrument, Side.BUY, worst, plan.size, market.market_id,
                     market.tick_size, best_price=best)
-            for q, worst, best in zip(quotes, plan.worst, plan.best))
+            for q, worst, best in zip(quotes, plan.worst, plan.best, strict=True))
         size = plan.size
         return Opportunity(
             id=opportunity_id(self.id, legs, next(self._nonce)), detector=self.id,

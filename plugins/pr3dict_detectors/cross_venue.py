@@ -304,7 +304,7 @@ class CrossVenue:
             legs = tuple(
                 LegSpec(q.venue, q.instrument, Side.BUY, worst, plan.size, q.market.market_id,
                         q.market.tick_size, best_price=best)
-                for q, worst, best in zip(quotes, plan.worst, plan.best))
+                for q, worst, best in zip(quotes, plan.worst, plan.best, strict=True))
             size = plan.size
             yield Opportunity(
                 id=opportunity_id(self.id, legs, next(self._nonce)), detector=self.id,

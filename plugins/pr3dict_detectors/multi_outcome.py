@@ -112,8 +112,8 @@ class MultiOutcome:
                 reason = self._refusal(ev, markets)
                 if reason:
                     self.refused[(vid, ev.id)] = reason
-                    log.warning("detectors.%s: outcome set %s on %s refused: %s", self.id,
-                                ev.id, vid, reason)
+                    log.debug("detectors.%s: outcome set %s on %s refused: %s", self.id,
+                              ev.id, vid, reason)
                     continue
                 state = _SetState(vid, ev.id, [markets[m] for m in ev.markets],
                                   getattr(ev, "title", ""))
@@ -121,6 +121,11 @@ class MultiOutcome:
                 for i, m in enumerate(state.markets):
                     self._by_yes[(vid, m.yes)] = (state, i)
                     state.update(i, venue.book(m.yes))
+        if self.refused:
+            shown = ", ".join(f"{v}:{e}" for v, e in list(self.refused)[:5])
+            more = f" and {len(self.refused) - 5} more" if len(self.refused) > 5 else ""
+            log.warning("detectors.%s: %d outcome set(s) refused (%s%s): %s", self.id,
+                        len(self.refused), shown, more, next(iter(self.refused.values())))
         for missing in sorted((wanted or set()) - found):
             log.warning("detectors.%s: no venue lists outcome set %s", self.id, missing)
 
@@ -176,7 +181,7 @@ class MultiOutcome:
         legs = tuple(
             LegSpec(q.venue, q.instrument, Side.BUY, worst, plan.size, q.market.market_id,
                     q.market.tick_size, best_price=best)
-            for q, worst, best in zip(quotes, plan.worst, plan.best))
+            for q, worst, best in zip(quotes, plan.worst, plan.best, strict=True))
         size = plan.size
         return Opportunity(
             id=opportunity_id(self.id, legs, next(self._nonce)), detector=self.id,

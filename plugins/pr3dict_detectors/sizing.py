@@ -9,7 +9,7 @@ share, and then applies the risk caps. The size taken is the smallest of
 - **per-leg limit**: ``max_size`` shares;
 - **capital**: the set's total cost (prices and fees) must fit the available capital, read
   live from a ``capital`` gate (``capital_gate``) or else the static ``bankroll``;
-- **edge-weighted bankroll**: the cost may be at most ``kelly_fraction × bankroll × r``,
+- **edge-weighted bankroll**: the cost may be at most ``kelly_fraction * bankroll * r``,
   where ``r = edge / cost`` is the set's return after fees. A thin edge gets little capital;
   a fat one more, never more than the other caps allow.
 

@@ -23,7 +23,8 @@ from pr3dict_core.model import ZERO, Trade
 def open_exposure(trade: Trade, include_hedged: bool) -> Decimal:
     """USDC a finished trade leaves at risk: its unhedged shares (and hedged sets) at cost."""
     positions = trade.net_position()
-    hedged = trade.hedged_size
+    held = [positions.get((leg.venue, leg.instrument), ZERO) for leg in trade.legs]
+    hedged = max(min(held), ZERO) if held else ZERO  # = trade.hedged_size, computed once
     out = ZERO
     seen: set[tuple[str, str]] = set()
     for leg in trade.legs:

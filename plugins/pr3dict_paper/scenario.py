@@ -261,7 +261,7 @@ class MarketProcess:
         self.ticks_per_unit = int(Decimal(1) / spec.tick_size)
         self.states = [
             _MarketState(m, int(ms.fair / spec.tick_size), mirror=ms.mirror)
-            for m, ms in zip(markets, spec.markets)
+            for m, ms in zip(markets, spec.markets, strict=True)
         ]
         by_id = {st.market.market_id: st for st in self.states}
         self.events: list[_EventState] = []
@@ -331,7 +331,7 @@ class MarketProcess:
             cuts = [0] * n
             for _ in range(edge):
                 cuts[self.rng.randrange(n)] += 1
-            for st, cut in zip(ev.members, cuts):
+            for st, cut in zip(ev.members, cuts, strict=True):
                 st.event_cut = cut
 
     def _dislocate(self) -> None:

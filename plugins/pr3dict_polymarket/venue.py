@@ -206,7 +206,10 @@ class PolymarketVenue(ConnectorBase):
         text = None if body is None else json.dumps(body, separators=(",", ":"))
         headers = self._l2(method, path, text) if auth else None
         await self.limiter.acquire()
-        return await self.http.request(method, path, params=params, body=text, headers=headers)
+        reply = await self.http.request(method, path, params=params, body=text,
+                                        headers=headers)
+        self.heard()
+        return reply
 
     async def _get_json(self, path: str, params: Mapping[str, str] | None = None,
                         auth: bool = False) -> Any:
@@ -247,7 +250,7 @@ class PolymarketVenue(ConnectorBase):
         infos = await asyncio.gather(*(self._get_json(f"/clob-markets/{m['condition_id']}")
                                        for m in listed))
         markets = []
-        for raw, info in zip(listed, infos):
+        for raw, info in zip(listed, infos, strict=False):
             tokens = {t["outcome"].lower(): str(t["token_id"]) for t in raw["tokens"]}
             yes, no = tokens.get("yes"), tokens.get("no")
             if yes is None or no is None:
@@ -497,7 +500,7 @@ class PolymarketVenue(ConnectorBase):
         return order_id, body
 
     async def place_order(self, request: OrderRequest) -> OrderAck:
-        order_id, body = self.build_order(request)
+        _order_id, body = self.build_order(request)
         rec = self.records[request.client_order_id]
         reply = await self._call("POST", "/order", body=body)
         if reply.status != 200:
@@ -571,7 +574,7 @@ class PolymarketVenue(ConnectorBase):
                     replies = reply.json()
                     if not isinstance(replies, list) or len(replies) != len(bodies):
                         raise AmbiguousOutcome(f"venue {self.id}: malformed batch reply")
-                it = iter(zip(recs, replies))
+                it = iter(zip(recs, replies, strict=False))
                 for i, slot in enumerate(results):
                     if slot is not None:
                         continue

@@ -9,6 +9,7 @@ style inline: no script, no server, no network.
 from __future__ import annotations
 
 import argparse
+import itertools
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
@@ -35,7 +36,8 @@ class ReportError(Pr3dictError):
 def _has_trades(path: Path) -> bool:
     try:
         with path.open(encoding="utf-8") as f:
-            return any('"trade"' in line or '"summary"' in line for _, line in zip(range(50), f))
+            head = itertools.islice(f, 50)
+            return any('"trade"' in line or '"summary"' in line for line in head)
     except OSError:
         return False
 
@@ -102,7 +104,7 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[str]], *,
 
     def line(cells: Sequence[str]) -> str:
         return "  ".join(c.ljust(w) if i in left else c.rjust(w)
-                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+                         for i, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
 
     rule = "  ".join("-" * w for w in widths)
     return [line(headers), rule, *(line(r) for r in rows)]

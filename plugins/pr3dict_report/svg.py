@@ -183,14 +183,15 @@ def histogram(groups: Sequence[tuple[str, Sequence[float]]], *, title: str, x_la
         f.parts.append(f"<text x='{f.x((e - lo) / (hi - lo)):.1f}' y='{f.y(0) + 14:.1f}' "
                        f"text-anchor='middle' fill='#4b5563'>{_fmt(label)}</text>")
     bw = f.pw / bins
-    for g, ((name, vs), c) in enumerate(zip(groups, counts)):
+    for g, ((name, vs), c) in enumerate(zip(groups, counts, strict=True)):
         color = PALETTE[g % len(PALETTE)]
+        opacity = 0.75 if len(groups) == 1 else 0.45
         for i, n in enumerate(c):
             if n:
                 hh = n / top * f.ph
                 f.parts.append(f"<rect x='{f.x(i / bins) + 0.5:.1f}' y='{f.y(0) - hh:.1f}' "
                                f"width='{max(bw - 1, 0.5):.1f}' height='{hh:.1f}' "
-                               f"fill='{color}' fill-opacity='{0.75 if len(groups) == 1 else 0.45}'>"
+                               f"fill='{color}' fill-opacity='{opacity}'>"
                                f"<title>{escape(name)}: {n}</title></rect>")
         ordered = sorted(v for v in vs if v > 0 or not log)
         if markers and ordered:

@@ -36,11 +36,10 @@ def json_response(payload: Any, status: int = 200) -> web.Response:
 
 def http_error(status: int, payload: Any) -> web.HTTPException:
     """An aiohttp exception carrying a JSON body (raise it from a handler)."""
-    cls = {400: web.HTTPBadRequest, 401: web.HTTPUnauthorized, 403: web.HTTPForbidden,
-           404: web.HTTPNotFound, 409: web.HTTPConflict, 425: web.HTTPTooEarly,
-           429: web.HTTPTooManyRequests, 500: web.HTTPInternalServerError,
-           503: web.HTTPServiceUnavailable}[status]
-    return cls(text=json.dumps(payload, separators=(",", ":")), content_type="application/json")
+    exc = web.HTTPException(text=json.dumps(payload, separators=(",", ":")),
+                            content_type="application/json")
+    exc.set_status(status)
+    return exc
 
 
 class _Bucket:

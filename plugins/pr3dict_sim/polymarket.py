@@ -580,6 +580,9 @@ class PolymarketSim:
             self._push_order(order, "PLACEMENT" if not delayed else "UPDATE")
         for trade in trades:
             self._push_trade(trade)
+            for maker, _ in trade.makers:
+                if maker is not None:
+                    self._push_order(maker, "UPDATE")
         self.publish_books()
         notional = sum((f.size * f.price for f in ack.fills), ZERO)
         if order.side == "BUY":

@@ -98,10 +98,10 @@ class _Family:
         yield f"# HELP {self.name} {self.help}"
         yield f"# TYPE {self.name} {self.kind}"
         for key, value in sorted(self.values.items()):
-            pairs = list(zip(self.labels, key))
+            pairs = list(zip(self.labels, key, strict=True))
             if self.kind == "histogram":
                 running = 0
-                for bound, n in zip([*value.bounds, math.inf], value.counts):
+                for bound, n in zip([*value.bounds, math.inf], value.counts, strict=True):
                     running += n
                     yield f"{self.name}_bucket{_labels([*pairs, ('le', _num(bound))])} {running}"
                 yield f"{self.name}_sum{_labels(pairs)} {_num(value.sum)}"
@@ -187,7 +187,7 @@ class PrometheusSink:
         sink = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            def do_GET(self) -> None:
                 if self.path.split("?")[0] != sink.config.path:
                     self.send_error(404)
                     return

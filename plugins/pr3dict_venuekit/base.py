@@ -55,6 +55,15 @@ class ConnectorBase:
         self._closing = False
         self.ws_connects = 0  # how many times the websockets (re)connected
         self.failed_trades: list[str] = []
+        self._last_seen: float | None = None  # monotonic time of the last venue message
+
+    def last_heartbeat(self) -> float | None:
+        """When the venue was last heard from (a websocket message or a reply); the
+        ``connectivity`` gate reads it."""
+        return self._last_seen
+
+    def heard(self) -> None:
+        self._last_seen = time.monotonic()
 
     # ------------------------------------------------------------------ embedded simulator
 
@@ -183,6 +192,7 @@ class ConnectorBase:
                     ready.set()
                 async for msg in ws:
                     if msg.type is aiohttp.WSMsgType.TEXT:
+                        self._last_seen = time.monotonic()
                         if msg.data == "PONG":
                             continue
                         try:

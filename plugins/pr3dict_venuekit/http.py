@@ -48,12 +48,8 @@ def check_mode(venue_id: str, mode: str, *urls: str) -> None:
 
 
 def secret(ctx: BuildContext, ref: SecretRef | None) -> str | None:
-    """Resolve a secret; a relative ``{ file = ... }`` is relative to the pipeline file."""
-    if ref is None:
-        return None
-    if ref.file is not None and not ref.file.startswith("/"):
-        ref = SecretRef(file=str(ctx.path(ref.file)))
-    return ctx.resolve_secret(ref)
+    """Resolve an optional secret (the core resolves relative files against the pipeline)."""
+    return None if ref is None else ctx.resolve_secret(ref)
 
 
 def strip_comments(text: str) -> str:

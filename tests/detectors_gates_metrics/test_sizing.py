@@ -103,11 +103,9 @@ def test_sizing_never_exceeds_any_limit(books, max_size, capital, bankroll, kell
                                         fee_rate, kalshi):
     fees = [kalshi_fee(D("0.07")) if kalshi and k == 1 else polymarket_fee(D(fee_rate))
             for k in range(len(books))]
-    quotes = [quote(sorted({p: s for p, s in lv}.items()), fee=fees[k], inst=f"i{k}",
-                    step="1" if kalshi and k == 1 else "0.01")
+    quotes = [quote([(D(p) / 100, s) for p, s in sorted({p: s for p, s in lv}.items())],
+                    fee=fees[k], inst=f"i{k}", step="1" if kalshi and k == 1 else "0.01")
               for k, lv in enumerate(books)]
-    for q in quotes:
-        q.asks = tuple(Level(D(p) / 100, D(s)) for p, s in q.asks)
     limits = Limits(max_size=None if max_size is None else D(max_size),
                     capital=None if capital is None else D(capital),
                     bankroll=None if bankroll is None else D(bankroll),
@@ -117,7 +115,8 @@ def test_sizing_never_exceeds_any_limit(books, max_size, capital, bankroll, kell
         return
     step = max(q.market.size_step for q in quotes)
     assert p.size > 0 and p.size % step == 0 and p.size >= 1
-    for q, worst in zip(quotes, p.worst):  # depth: never more than the book holds up to worst
+    # depth: never more than the book holds up to the worst price used
+    for q, worst in zip(quotes, p.worst, strict=True):
         assert p.size <= sum(lv.size for lv in q.asks if lv.price <= worst)
     assert max_size is None or p.size <= max_size
     assert capital is None or p.total_cost <= capital

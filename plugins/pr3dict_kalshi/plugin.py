@@ -1,0 +1,10 @@
+"""Registers the ``kalshi`` venue."""
+
+from pr3dict_core import hookimpl
+
+from .venue import KalshiVenue
+
+
+@hookimpl
+def pr3dict_register_venues(registry):  # type: ignore[no-untyped-def]
+    registry.add(KalshiVenue)
