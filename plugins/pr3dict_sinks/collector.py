@@ -173,6 +173,10 @@ class MetricsCollector:
     def records(self) -> list[TradeRecord]:
         return list(self._records.values())
 
+    def get(self, trade_id: str) -> TradeRecord | None:
+        """The latest record of a trade, if retained."""
+        return self._records.get(trade_id)
+
     def __len__(self) -> int:
         return len(self._records)
 
@@ -277,6 +281,34 @@ class MetricsCollector:
         else:
             raise ValueError(f"unknown export format {fmt!r}: json, jsonl or csv")
         return path
+
+
+def amounts(record: TradeRecord | None) -> dict[tuple[str, ...], float]:
+    """The additive quantities of a record, keyed for a metric and its labels. A sink that
+    sees a trade again (an unresolved trade resolved; a settlement added gas) adds the
+    difference of these, so sums never count one trade twice."""
+    if record is None or record.state == REJECTED:
+        return {}
+    out: dict[tuple[str, ...], float] = {
+        ("pnl", record.kind): float(record.realised_pnl),
+        ("edge", record.kind): float(record.expected_edge),
+        ("rollback",): float(record.rollback_cost),
+        ("gas",): float(record.gas_spent),
+        ("unresolved",): record.unresolved_ms,
+    }
+    for leg in record.legs:
+        key = ("fees", leg.venue)
+        out[key] = out.get(key, 0.0) + float(leg.fees)
+        if leg.purpose == "entry":
+            key = ("slippage", leg.venue)
+            out[key] = out.get(key, 0.0) + float(leg.slippage)
+    return out
+
+
+def delta(new: TradeRecord, old: TradeRecord | None) -> dict[tuple[str, ...], float]:
+    a, b = amounts(new), amounts(old)
+    return {k: a.get(k, 0.0) - b.get(k, 0.0) for k in a.keys() | b.keys()
+            if a.get(k, 0.0) != b.get(k, 0.0)}
 
 
 def jsonable(value: Any) -> Any:

@@ -9,6 +9,7 @@ counters and histograms: constant work, no I/O on the trading loop.
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -20,7 +21,7 @@ from pr3dict_core.components import BuildContext
 from pr3dict_core.config import SecretRef
 from pr3dict_core.metrics import TradeRecord
 
-from .collector import REJECTED
+from .collector import REJECTED, delta
 
 # Instrument names (OpenTelemetry style) and their Prometheus counterparts in prometheus.py.
 TRADES = "pr3dict.trades"
@@ -43,6 +44,7 @@ KIND = tm.OPPORTUNITY_KIND
 
 class OtlpMetricsSink:
     type: ClassVar[str] = "otlp"
+    REMEMBER: ClassVar[int] = 10_000  # trades remembered to tell a re-record from a new one
 
     @frozen(kw_only=True)
     class Config:
@@ -59,6 +61,7 @@ class OtlpMetricsSink:
 
         self.id = id
         self.config = config
+        self._seen: OrderedDict[str, TradeRecord] = OrderedDict()
         if reader is None:  # tests hand in an InMemoryMetricReader
             from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
                 OTLPMetricExporter,
@@ -111,37 +114,50 @@ class OtlpMetricsSink:
         return cls(id, config, run_id=ctx.run_id, headers=headers)
 
     def record(self, record: TradeRecord) -> None:
+        previous = self._seen.pop(record.trade_id, None)
+        self._seen[record.trade_id] = record
+        if len(self._seen) > self.REMEMBER:
+            self._seen.popitem(last=False)
         base = {tm.STRATEGY: record.strategy, KIND: record.kind,
                 tm.DETECTOR_ID: record.detector}
-        self.trades.add(1, {**base, tm.TRADE_STATE: record.state})
+        if previous is None or previous.state != record.state:
+            self.trades.add(1, {**base, tm.TRADE_STATE: record.state})
         if record.state == REJECTED:
             self.rejections.add(1, {tm.GATE_ID: record.gate or "?"})
             return
+        for (name, *labels), amount in delta(record, previous).items():
+            self._amount(name, labels, amount, base)
+        if previous is not None and previous.state != REJECTED:
+            return  # distributions and legs were recorded the first time
         if record.decision_to_wire_ms is not None:
             self.wire.record(record.decision_to_wire_ms, base)
         if record.decision_to_final_ms is not None:
             self.final.record(record.decision_to_final_ms, base)
         if record.leg_skew_ms is not None:
             self.skew.record(record.leg_skew_ms, base)
-        if record.unresolved_ms:
-            self.unresolved.add(record.unresolved_ms, base)
         if record.within_deadline is not None:
             self.within.add(1, {**base, WITHIN_DEADLINE: record.within_deadline})
-        self.pnl.add(float(record.realised_pnl), base)
-        self.edge.add(float(record.expected_edge), base)
-        if record.rollback_cost:
-            self.rollback.add(float(record.rollback_cost), base)
-        if record.gas_spent:
-            self.gas.add(float(record.gas_spent), base)
         for leg in record.legs:
             attrs_ = {tm.LEG_VENUE: leg.venue, tm.LEG_PURPOSE: leg.purpose}
             self.legs.add(1, {**attrs_, tm.LEG_STATE: leg.state})
             if leg.latency_ms is not None:
                 self.leg_latency.record(leg.latency_ms, attrs_)
-            if leg.fees:
-                self.fees.add(float(leg.fees), attrs_)
             if leg.purpose == "entry" and leg.filled:
                 self.leg_slippage.record(float(leg.slippage_ticks), attrs_)
+
+    def _amount(self, name: str, labels: list[str], amount: float,
+                base: Mapping[str, Any]) -> None:
+        if name == "fees":
+            if amount > 0:  # a counter only grows
+                self.fees.add(amount, {tm.LEG_VENUE: labels[0]})
+            return
+        if name == "slippage":
+            return  # per leg, in ticks, as a histogram above
+        instrument = {"pnl": self.pnl, "edge": self.edge, "rollback": self.rollback,
+                      "gas": self.gas, "unresolved": self.unresolved}[name]
+        if name in ("gas", "unresolved") and amount < 0:
+            return  # counters only grow
+        instrument.add(amount, base)
 
     async def close(self, summary: Mapping[str, Any]) -> None:
         # Export what is left, then stop the reader thread; both may block on the network.

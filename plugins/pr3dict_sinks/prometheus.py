@@ -24,7 +24,7 @@ from pr3dict_core.components import BuildContext
 from pr3dict_core.metrics import TradeRecord
 from pr3dict_core.model import Pr3dictError
 
-from .collector import REJECTED, MetricsCollector
+from .collector import REJECTED, MetricsCollector, delta
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 DEFAULT_BUCKETS_MS = (0.5, 1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
@@ -226,34 +226,36 @@ class PrometheusSink:
 
     def record(self, record: TradeRecord) -> None:
         with self.lock:
+            previous = self.collector.get(record.trade_id)
             self.collector.record(record)
-            self.trades.add((record.state, record.strategy, record.kind), 1)
+            if previous is None or previous.state != record.state:
+                self.trades.add((record.state, record.strategy, record.kind), 1)
             if record.state == REJECTED:
                 self.rejections.add((record.gate or "?",), 1)
                 return
+            for key, amount in delta(record, previous).items():
+                self._amount(key, amount)
+            if previous is not None and previous.state != REJECTED:
+                return  # distributions and legs were recorded the first time
             if record.decision_to_wire_ms is not None:
                 self.wire.observe((record.strategy,), record.decision_to_wire_ms / 1000)
             if record.decision_to_final_ms is not None:
                 self.final.observe((record.strategy,), record.decision_to_final_ms / 1000)
             if record.leg_skew_ms is not None:
                 self.skew.observe((record.kind,), record.leg_skew_ms / 1000)
-            if record.unresolved_ms:
-                self.unresolved.add((), record.unresolved_ms / 1000)
             if record.within_deadline is not None:
                 self.within.add((str(record.within_deadline).lower(),), 1)
-            self.pnl.add((record.kind,), float(record.realised_pnl))
-            self.edge.add((record.kind,), float(record.expected_edge))
-            self.rollback.add((), float(record.rollback_cost))
-            if record.gas_spent:
-                self.gas.add((), float(record.gas_spent))
             for leg in record.legs:
                 self.legs.add((leg.venue, leg.purpose, leg.state), 1)
                 if leg.latency_ms is not None:
                     self.leg_latency.observe((leg.venue, leg.purpose), leg.latency_ms / 1000)
-                if leg.fees:
-                    self.fees.add((leg.venue,), float(leg.fees))
-                if leg.purpose == "entry":
-                    self.slippage.add((leg.venue,), float(leg.slippage))
+
+    def _amount(self, key: tuple[str, ...], amount: float) -> None:
+        name, *labels = key
+        family = {"pnl": self.pnl, "edge": self.edge, "rollback": self.rollback,
+                  "gas": self.gas, "unresolved": self.unresolved, "fees": self.fees,
+                  "slippage": self.slippage}[name]
+        family.add(tuple(labels), amount / 1000 if name == "unresolved" else amount)
 
     def render(self) -> str:
         with self.lock:

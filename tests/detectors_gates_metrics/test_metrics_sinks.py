@@ -149,3 +149,32 @@ headers = {{ authorization = {{ env = "OTLP_TOKEN" }} }}
     names = {m.name for rm in request.resource_metrics for sm in rm.scope_metrics
              for m in sm.metrics}
     assert {"pr3dict.trades", "pr3dict.trade.decision_to_wire", "pr3dict.legs"} <= names
+
+
+async def test_a_trade_recorded_again_is_never_counted_twice():
+    import attrs
+
+    first, *_ = records()
+    unresolved = attrs.evolve(first, state="unresolved")
+    resolved = attrs.evolve(first, gas_spent=first.gas_spent + 2)
+    prom = PrometheusSink("prom", PrometheusSink.Config(), serve=False)
+    reader = InMemoryMetricReader()
+    otlp = OtlpMetricsSink("otlp", OtlpMetricsSink.Config(), reader=reader)
+    for r in (unresolved, resolved, resolved):
+        prom.record(r)
+        otlp.record(r)
+    values = parse(prom.render())
+    assert values['pr3dict_trades_total{state="unresolved",strategy="market",kind="test"}'] == 1
+    assert values['pr3dict_trades_total{state="committed",strategy="market",kind="test"}'] == 1
+    assert values['pr3dict_legs_total{venue="a",purpose="entry",state="filled"}'] == 1
+    assert values["pr3dict_gas_spent_total"] == 2
+    assert values['pr3dict_realised_pnl_usdc{kind="test"}'] == pytest.approx(0.5)
+    metrics = {m.name: m for rm in reader.get_metrics_data().resource_metrics
+               for sm in rm.scope_metrics for m in sm.metrics}
+    states = {dict(p.attributes)["pr3dict.trade.state"]: p.value
+              for p in metrics["pr3dict.trades"].data.data_points}
+    assert states == {"unresolved": 1, "committed": 1}
+    (gas,) = metrics["pr3dict.settlement.gas"].data.data_points
+    assert gas.value == 2
+    (final,) = metrics["pr3dict.trade.decision_to_final"].data.data_points
+    assert final.count == 1
