@@ -24,7 +24,7 @@ from .components import KINDS, ComponentRegistry, DuplicateComponent
 from .config import EX_CONFIG, ConfigError, Mode, PipelineConfig, load_pipelines
 from .model import Pr3dictError
 from .journal import Journal
-from .pipeline import Engine, new_run_id
+from .pipeline import Engine, build_components, new_run_id
 from .plugins import UsageError, collect_components, make_plugin_manager, plugin_distributions
 
 EX_OK, EX_FAILED, EX_INTERRUPTED = 0, 1, 130
@@ -228,20 +228,32 @@ def cmd_validate(args: argparse.Namespace, configs: list[PipelineConfig], regist
 
 
 async def _check_environment(config: PipelineConfig, registry, pm) -> str:  # type: ignore[no-untyped-def]
-    """Build the pipeline and start/close its venues and RPC providers."""
+    """Start and close the pipeline's RPC providers and venues: can they be reached?
+
+    Nothing else is built (no journal, no sinks, no recovery): validating never trades.
+    """
     try:
-        engine = Engine.from_config(config, registry, pm)
+        components, _ = build_components(config, registry, pm, kinds=("rpc", "venues"))
     except ConfigError:
         raise
     except Exception as exc:
         return f"cannot build components: {exc}"
+    started = []
     try:
-        await asyncio.wait_for(engine.start(), 30)
-    except Exception as exc:
-        return f"cannot start: {type(exc).__name__}: {exc}"
+        for kind in ("rpc", "venues"):
+            for cid, component in components[kind].items():
+                try:
+                    await asyncio.wait_for(component.start(), 30)
+                except Exception as exc:
+                    return f"{kind}.{cid}: cannot start: {type(exc).__name__}: {exc}"
+                started.append(component)
+        return ""
     finally:
-        await engine.close()
-    return ""
+        for component in reversed(started):
+            try:
+                await component.close()
+            except Exception:  # closing is best effort here; the check already answered
+                pass
 
 
 def render_graph(config: PipelineConfig, fmt: str) -> str:
@@ -254,17 +266,20 @@ def render_graph(config: PipelineConfig, fmt: str) -> str:
         lines = [f"pipeline {config.pipeline.name} ({config.pipeline.mode})"]
         lines += [f"  venue    {v.id} [{v.type}]" for v in venues]
         for d in detectors:
-            lines.append(f"  detector {d.id} [{d.type}] <- {', '.join(d.options.venues)}")
+            lines.append(f"  detector {d.id} [{d.type}] <- "
+                         f"{', '.join(getattr(d.options, 'venues', ()))}")
         lines += [f"  gate {i + 1}   {g.id} [{g.type}]" for i, g in enumerate(gates)]
         lines.append(f"  execute  [{strategy}] deadline {config.execution.deadline_ms} ms")
         lines += [f"  sink     {s.id} [{s.type}]" for s in sinks]
+        lines += [f"  rpc      {r.id} [{r.type}]" for r in config.section("rpc").values()]
+        lines += [f"  settler  {t.id} [{t.type}]" for t in config.section("settlers").values()]
         return "\n".join(lines)
     out = [f'digraph "{config.pipeline.name}" {{', "  rankdir=LR;"]
     for v in venues:
         out.append(f'  "venues.{v.id}" [label="{v.id}\\n{v.type}", shape=cylinder];')
     for d in detectors:
         out.append(f'  "detectors.{d.id}" [label="{d.id}\\n{d.type}", shape=box];')
-        for vid in d.options.venues:
+        for vid in getattr(d.options, "venues", ()):
             out.append(f'  "venues.{vid}" -> "detectors.{d.id}" [label="books"];')
     chain = [f"gates.{g.id}" for g in gates]
     for g in gates:
@@ -280,6 +295,14 @@ def render_graph(config: PipelineConfig, fmt: str) -> str:
     for s in sinks:
         out.append(f'  "sinks.{s.id}" [label="{s.id}\\n{s.type}", shape=note];')
         out.append(f'  "execution" -> "sinks.{s.id}" [label="trades"];')
+    for t in config.section("settlers").values():
+        out.append(f'  "settlers.{t.id}" [label="{t.id}\\n{t.type}", shape=box];')
+        out.append(f'  "execution" -> "settlers.{t.id}" [label="committed"];')
+        rpc = getattr(t.options, "rpc", None)
+        if isinstance(rpc, str):
+            out.append(f'  "settlers.{t.id}" -> "rpc.{rpc}" [style=dashed];')
+    for r in config.section("rpc").values():
+        out.append(f'  "rpc.{r.id}" [label="{r.id}\\n{r.type}", shape=cylinder];')
     out.append("}")
     return "\n".join(out)
 
@@ -298,9 +321,6 @@ def cmd_run(args: argparse.Namespace, config: PipelineConfig, registry, pm,  # t
               f"\"{config.pipeline.mode}\"", file=err)
         return EX_CONFIG
     run_id = args.run_id or new_run_id()
-    run_dir = Path(config.pipeline.run_dir.replace("{run_id}", run_id))
-    if not run_dir.is_absolute():
-        run_dir = Path.cwd() / run_dir
     owned_provider = None
     if tracer_provider is None:
         spans_path = Path(config.telemetry.path.replace("{run_id}", run_id))
@@ -311,7 +331,9 @@ def cmd_run(args: argparse.Namespace, config: PipelineConfig, registry, pm,  # t
     try:
         engine = Engine.from_config(config, registry, pm, tracer_provider=tracer_provider,
                                     run_id=run_id)
-    except ConfigError:
+    except BaseException:
+        if owned_provider is not None:  # nothing ran: nothing to flush, no file left
+            owned_provider.shutdown()
         raise
     cycles = args.cycles if args.cycles is not None else config.pipeline.cycles
     duration = args.duration if args.duration is not None else config.pipeline.duration_s
@@ -339,13 +361,11 @@ def cmd_run(args: argparse.Namespace, config: PipelineConfig, registry, pm,  # t
     print(summary.table(), file=out)
     if engine.halted:
         print(f"pr3dict: halted: {engine.halted}", file=err)
-    if pm is not None:
-        pm.hook.pr3dict_run_finish(config=config, run_id=run_id, summary=summary,
-                                   exit_code=EX_INTERRUPTED if interrupted else code)
     if interrupted:
-        return EX_INTERRUPTED
-    if summary.unresolved:
-        return EX_FAILED
+        code = EX_INTERRUPTED
+    elif summary.unresolved:
+        code = EX_FAILED
+    pm.hook.pr3dict_run_finish(config=config, run_id=run_id, summary=summary, exit_code=code)
     return code
 
 

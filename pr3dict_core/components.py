@@ -112,7 +112,8 @@ class Venue(Protocol):
         """Connect, load markets and first books."""
 
     async def close(self) -> None:
-        """Release connections; resting orders are cancelled by the engine before this."""
+        """Release connections. Trades in flight finished (and cancelled what rested) before
+        this is called; a venue with a dead-man switch may also cancel all on close."""
 
     def markets(self) -> Sequence[Market]:
         """Every binary market this venue trades in this run."""

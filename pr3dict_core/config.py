@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import enum
+import re
 import sys
 import typing
 from collections.abc import Mapping
@@ -86,7 +87,6 @@ class PipelineSection:
     name: str
     mode: Mode = Mode.PAPER
     description: str = ""
-    run_dir: str = "runs/{run_id}"
     cycles: int | None = field(default=None, validator=attrs.validators.optional(
         attrs.validators.ge(1)))
     duration_s: float | None = None
@@ -144,7 +144,6 @@ class PipelineConfig:
     strategy_options: Any
     telemetry: TelemetrySection
     components: dict[str, dict[str, ComponentSpec]]  # section -> id -> spec
-    tests: tuple[Mapping[str, Any], ...] = ()
 
     @property
     def base_dir(self) -> Path:
@@ -245,6 +244,8 @@ def _flatten(exc: BaseException, path: str, cls: Any = None) -> typing.Iterator[
             yield _join(path, key), f"unknown key{hint}"
         return
     if isinstance(exc, BaseExceptionGroup):
+        owner = getattr(exc, "cl", None)
+        fields = {a.name for a in attrs.fields(owner)} if attrs.has(owner) else set()
         for sub in exc.exceptions:
             subpath = path
             for note in getattr(sub, "__notes__", []):
@@ -254,8 +255,15 @@ def _flatten(exc: BaseException, path: str, cls: Any = None) -> typing.Iterator[
                     subpath = f"{path}[{note.index}]"
             if isinstance(sub, KeyError) and subpath != path:
                 yield subpath, "required key is missing"
-            else:
-                yield from _flatten(sub, subpath)
+                continue
+            # attrs validators run in __init__, so cattrs reports them at the table; their
+            # message names the field ("'bankroll' must be > 0: -5"): move it to the key.
+            named = _VALIDATOR_MESSAGE.match(str(sub)) if subpath == path else None
+            if named and named.group(1) in fields:
+                got = f" (got {named.group(3)})" if named.group(3) else ""
+                yield _join(path, named.group(1)), f"must {named.group(2)}{got}"
+                continue
+            yield from _flatten(sub, subpath)
         return
     if isinstance(exc, KeyError):
         yield path, "required key is missing"
@@ -263,8 +271,15 @@ def _flatten(exc: BaseException, path: str, cls: Any = None) -> typing.Iterator[
     yield path, _message(exc)
 
 
+_VALIDATOR_MESSAGE = re.compile(r"^'(\w+)' must (.+?)(?::\s+(.+))?$", re.S)
+_LITERAL_MESSAGE = re.compile(r"^(.*) not in literal typing\.Literal\[(.*)\]$", re.S)
+
+
 def _message(exc: BaseException) -> str:
     text = str(exc)
+    literal = _LITERAL_MESSAGE.match(text)
+    if literal:
+        return f"expected one of {literal.group(2)}, got {literal.group(1)!r}"
     if isinstance(exc, ValueError) and " is not a valid " in text:  # enum / literal
         return text.replace("ValueError: ", "")
     return text or type(exc).__name__
@@ -276,7 +291,7 @@ def _join(path: str, key: str | int) -> str:
 
 # --------------------------------------------------------------------------- loading
 
-_KNOWN_SECTIONS = {"pipeline", "execution", "telemetry", "tests", *KINDS}
+_KNOWN_SECTIONS = {"pipeline", "execution", "telemetry", *KINDS}
 
 
 def load_pipeline(path: str | Path, registry: ComponentRegistry) -> PipelineConfig:
@@ -366,14 +381,14 @@ def load_pipeline(path: str | Path, registry: ComponentRegistry) -> PipelineConf
             if built is not None:
                 components.setdefault(kind, {})[cid] = ComponentSpec(kind, cid, ctype, built)
 
-    tests = raw.get("tests", [])
-    if not isinstance(tests, list):
-        problem("tests", f"expected an array of tables, got {_describe(tests)}")
-        tests = []
-
     # Topology: ids referenced must exist.
-    venue_ids = set(components.get("venues", {}))
-    rpc_ids = set(components.get("rpc", {}))
+    # References are checked against every id the file defines, valid or not, so a table
+    # with a problem of its own does not also make every reference to it an error.
+    def defined(section: str) -> set[str]:
+        tables = raw.get(section, {})
+        return set(tables) if isinstance(tables, dict) else set()
+
+    venue_ids, rpc_ids = defined("venues"), defined("rpc")
     if "venues" in raw and not venue_ids and not problems:
         problem("venues", "at least one venue is required")
     if "venues" not in raw:
@@ -401,7 +416,6 @@ def load_pipeline(path: str | Path, registry: ComponentRegistry) -> PipelineConf
     return PipelineConfig(
         file=path.resolve(), pipeline=pipeline, execution=execution,
         strategy_options=strategy_options, telemetry=telemetry, components=components,
-        tests=tuple(tests),
     )
 
 

@@ -577,7 +577,7 @@ class TradeExecutor:
         run = LegRun(self, leg, venue, deadline, self.execution.unwind_slippage_ticks)
         min_size = self.min_size(leg.venue, leg.instrument)
         slip = leg.tick_size * self.execution.unwind_slippage_ticks
-        with self.tracer.start_as_current_span("work order", attributes={
+        with self.tracer.start_as_current_span(tm.SPAN_WORK, attributes={
                 tm.TRADE_ID: leg.trade_id, tm.LEG_INDEX: leg.index, tm.LEG_PURPOSE: leg.purpose}):
             while not leg.state.is_final and leg.state is not LegState.UNRESOLVED \
                     and time.perf_counter() < deadline and leg.remaining >= min_size:

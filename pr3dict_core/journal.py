@@ -249,6 +249,10 @@ class Journal:
 
     # ------------------------------------------------------------------ reads
 
+    def has_run(self, run_id: str) -> bool:
+        return self.db.execute("SELECT 1 FROM trades WHERE run_id = ? LIMIT 1",
+                               (run_id,)).fetchone() is not None
+
     def open_trades(self) -> list[Trade]:
         """Trades not in a final state, with their legs and fills, as last persisted."""
         placeholders = ",".join("?" * len(_FINAL_TRADE_STATES))

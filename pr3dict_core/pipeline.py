@@ -37,7 +37,15 @@ from .components import (
     Settler,
     Venue,
 )
-from .config import ExecutionSection, PipelineConfig, SecretRef, load_pipeline
+from .config import (
+    ConfigError,
+    ConfigProblem,
+    ExecutionSection,
+    PipelineConfig,
+    SecretRef,
+    load_pipeline,
+)
+from .defaults import SecretNotFound
 from .execution import LegRun, TradeExecutor, check_ack
 from .journal import Journal
 from .metrics import RunStatistics, RunSummary, TradeRecord
@@ -57,6 +65,47 @@ from .plugins import collect_components, make_plugin_manager
 
 class VenueFailure(Pr3dictError):
     """A venue could not deliver books; the run stops (trades in flight finish first)."""
+
+
+BUILD_ORDER = ("rpc", "venues", "detectors", "gates", "sinks", "settlers")
+
+
+def build_components(config: PipelineConfig, registry: ComponentRegistry,
+                     pm: pluggy.PluginManager, *, kinds: Sequence[str] = BUILD_ORDER,
+                     run_id: str | None = None,
+                     tracer_provider: trace.TracerProvider | None = None,
+                     ) -> tuple[dict[str, dict[str, Any]], BuildContext]:
+    """Build the components of ``kinds`` (in dependency order) from a validated config.
+
+    A secret that cannot be resolved is a configuration problem naming the component.
+    """
+    run_id = run_id or new_run_id()
+    built: dict[str, dict[str, Any]] = {kind: {} for kind in KINDS}
+
+    def resolve_secret(ref: SecretRef) -> str:
+        if ref.file is not None and not Path(ref.file).is_absolute():
+            # Like every input a pipeline names: relative to the pipeline file.
+            ref = SecretRef(file=str(config.base_dir / ref.file))
+        value = pm.hook.pr3dict_resolve_secret(ref=ref)
+        if value is None:
+            raise SecretNotFound(f"no plugin could resolve secret {ref!r}")
+        return str(value)
+
+    ctx = BuildContext(run_id=run_id, base_dir=config.base_dir,
+                       resolve_secret=resolve_secret, tracer=tm.get_tracer(tracer_provider),
+                       mode=str(config.pipeline.mode), built=built)
+    for kind in BUILD_ORDER:
+        if kind not in kinds:
+            continue
+        for cid, spec in config.section(kind).items():
+            reg = registry.get(kind, spec.type)
+            assert reg is not None
+            try:
+                built[kind][cid] = reg.cls.from_config(cid, spec.options, ctx)
+            except SecretNotFound as exc:
+                raise ConfigError([ConfigProblem(str(config.file), f"{kind}.{cid}",
+                                                 str(exc))]) from None
+    return built, ctx
 
 
 def new_run_id() -> str:
@@ -107,7 +156,9 @@ class Engine:
         self._settling: set[asyncio.Task[None]] = set()
         self.stats = RunStatistics()
         self.trades: list[Trade] = []
-        self.halted = ""  # reason new entries are refused (fail closed), empty when trading
+        # Why new entries are refused (fail closed), by cause; trading while empty. Each
+        # cause is lifted only by what set it (a resolved trade lifts its own halt only).
+        self.halts: dict[str, str] = {}
         self._executor: TradeExecutor | None = None
         self._in_flight: set[tuple[str, str]] = set()
         self._tasks: set[asyncio.Task[Trade]] = set()
@@ -134,26 +185,8 @@ class Engine:
                     run_id: str | None = None) -> Engine:
         """Build every component in dependency order (rpc, venues, ... settlers)."""
         run_id = run_id or new_run_id()
-        tracer = tm.get_tracer(tracer_provider)
-        built: dict[str, dict[str, Any]] = {kind: {} for kind in KINDS}
-
-        def resolve_secret(ref: SecretRef) -> str:
-            if ref.file is not None and not Path(ref.file).is_absolute():
-                # Like every input a pipeline names: relative to the pipeline file.
-                ref = SecretRef(file=str(config.base_dir / ref.file))
-            value = pm.hook.pr3dict_resolve_secret(ref=ref)
-            if value is None:
-                raise Pr3dictError(f"no plugin could resolve secret {ref!r}")
-            return str(value)
-
-        ctx = BuildContext(run_id=run_id, base_dir=config.base_dir,
-                           resolve_secret=resolve_secret, tracer=tracer,
-                           mode=str(config.pipeline.mode), built=built)
-        for kind in ("rpc", "venues", "detectors", "gates", "sinks", "settlers"):
-            for cid, spec in config.section(kind).items():
-                reg = registry.get(kind, spec.type)
-                assert reg is not None
-                built[kind][cid] = reg.cls.from_config(cid, spec.options, ctx)
+        built, ctx = build_components(config, registry, pm, run_id=run_id,
+                                      tracer_provider=tracer_provider)
         strategy_reg = registry.get("strategies", config.execution.strategy)
         assert strategy_reg is not None
         strategy = strategy_reg.cls.from_config(config.execution.strategy,
@@ -177,6 +210,10 @@ class Engine:
     async def start(self) -> None:
         if self._started:
             return
+        if self.journal is not None and self.journal.has_run(self.run_id):
+            # Trade and order ids derive from the run id: reusing one would collide.
+            raise Pr3dictError(f"run id {self.run_id} is already in the journal "
+                               f"{self.journal.path}; use a new run id")
         for provider in self.rpc.values():
             await provider.start()
         await asyncio.gather(*(v.start() for v in self.venues.values()))
@@ -232,8 +269,8 @@ class Engine:
         try:
             return await venue.poll_books()
         except Exception as exc:
-            with self.tracer.start_as_current_span("poll venue", attributes={
-                    tm.LEG_VENUE: vid}) as span:
+            with self.tracer.start_as_current_span(tm.SPAN_POLL, attributes={
+                    tm.VENUE_ID: vid}) as span:
                 span.record_exception(exc)
                 span.set_attribute(tm.ERROR_TYPE, type(exc).__name__)
                 span.set_status(Status(StatusCode.ERROR, str(exc)))
@@ -377,12 +414,7 @@ class Engine:
                 self._resolve_later(trade, approved)
             else:
                 self._notify_gates(approved, trade)
-        if trade.state is TradeState.ROLLED_BACK and any(
-                qty >= self._executor.min_size(*key)
-                for key, qty in self._executor.unhedged(trade).items()):
-            # Known but unhedged exposure (the unwind hit its loss cap or found no bids):
-            # fail closed until an operator looks.
-            self.halted = self.halted or f"trade {trade.id} left unhedged exposure: {trade.error}"
+        self._check_exposure(trade)
         if trade.state is TradeState.COMMITTED and self.settlers:
             # Settlement (an on-chain merge takes seconds) runs after the trade's slot and
             # markets are released; close() waits for it.
@@ -400,12 +432,27 @@ class Engine:
                     span.record_exception(exc)
                     span.set_status(Status(StatusCode.ERROR, str(exc)))
 
+    def _check_exposure(self, trade: Trade) -> None:
+        """Known but unhedged exposure (an unwind hit its loss cap or found no bids) stops
+        new entries until an operator looks; dust below the minimum order size does not."""
+        executor = self._executor
+        assert executor is not None
+        if trade.state is TradeState.ROLLED_BACK and any(
+                qty >= executor.min_size(*key) for key, qty in executor.unhedged(trade).items()):
+            self.halts[f"exposure:{trade.id}"] = \
+                f"trade {trade.id} left unhedged exposure: {trade.error}"
+
     def _notify_gates(self, gates: Iterable[RiskGate], trade: Trade) -> None:
         for gate in gates:
             try:
                 gate.on_trade_finished(trade)
             except Exception as exc:
                 trace.get_current_span().record_exception(exc)
+
+    @property
+    def halted(self) -> str:
+        """Every reason new entries are refused, or "" while trading."""
+        return "; ".join(self.halts.values())
 
     def _kill_switch_reason(self) -> str:
         if self.kill_switch_file is not None and self.kill_switch_file.exists():
@@ -416,7 +463,7 @@ class Engine:
 
     def kill(self, reason: str) -> asyncio.Task[None]:
         """Stop new entries and cancel every resting order; queries and cancels go on."""
-        self.halted = f"kill switch: {reason}"
+        self.halts["kill"] = f"kill switch: {reason}"
         assert self._executor is not None, "engine not started"
         return asyncio.ensure_future(self._executor.cancel_resting())
 
@@ -425,7 +472,7 @@ class Engine:
 
     def _resolve_later(self, trade: Trade, gates: Sequence[RiskGate]) -> None:
         """Keep reconciling an unresolved trade in the background; entries stop until then."""
-        self.halted = self.halted or f"trade {trade.id} is unresolved: new entries stop"
+        self.halts[f"unresolved:{trade.id}"] = f"trade {trade.id} is unresolved: new entries stop"
         task = asyncio.ensure_future(self._resolve(trade, gates))
         self._resolvers.add(task)
         task.add_done_callback(self._resolvers.discard)
@@ -437,13 +484,15 @@ class Engine:
         while trade.state is TradeState.UNRESOLVED:
             await asyncio.sleep(min(0.05 * 2**attempt, 5.0))
             attempt += 1
-            with self.tracer.start_as_current_span("reconcile trade", attributes={
+            with self.tracer.start_as_current_span(tm.SPAN_RECONCILE, attributes={
                     tm.TRADE_ID: trade.id}):
                 await self._settle_recovered(trade, timeout_s=1.0)
+        self._check_exposure(trade)
         self._notify_gates(gates, trade)
         self._record(trade)
-        if not self._unresolved_trades() and self.halted.startswith("trade "):
-            self.halted = ""  # resolved: entries resume
+        self.halts.pop(f"unresolved:{trade.id}", None)  # resolved: this halt lifts
+        if not self._unresolved_trades():
+            self.halts.pop("recovery", None)
 
     async def _settle_recovered(self, trade: Trade, timeout_s: float) -> None:
         """Ask the venues about every non-final leg of ``trade``, then commit or roll back."""
@@ -514,14 +563,15 @@ class Engine:
             trade.observer = self.journal.trade_transition
             for leg in trade.all_legs:
                 leg.observer = self.journal.leg_transition
-            with self.tracer.start_as_current_span("recover trade", attributes={
-                    tm.TRADE_ID: trade.id, tm.TRADE_STATE: trade.state.value}) as span:
+            with self.tracer.start_as_current_span(tm.SPAN_RECOVER, attributes={
+                    tm.TRADE_ID: trade.id, tm.TRADE_RECOVERED_FROM: trade.state.value}) as span:
                 await self._settle_recovered(trade, timeout_s=1.0)
-                span.set_attribute("pr3dict.trade.recovered_state", trade.state.value)
+                span.set_attribute(tm.TRADE_STATE, trade.state.value)
+            self._check_exposure(trade)
             self._record(trade)
         self.recovered = recovered
         if self._unresolved_trades():
-            self.halted = "recovery left trades unresolved: new entries stop"
+            self.halts["recovery"] = "recovery left trades unresolved: new entries stop"
             for trade in self._unresolved_trades():
                 self._resolve_later(trade, [])
         return recovered
@@ -554,7 +604,7 @@ class Engine:
             if end is not None and time.monotonic() >= end:
                 break
             cycle += 1
-            if not self.halted.startswith("kill switch") and self._kill_switch_reason():
+            if "kill" not in self.halts and self._kill_switch_reason():
                 await self.kill(self._kill_switch_reason())
             for opp in await self.scan():
                 self.submit_opportunity(opp)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 from collections.abc import Iterable
 from importlib import metadata
 
@@ -85,7 +86,7 @@ def make_plugin_manager(
             pm.register(plugin, name=module)
     pm.check_pending()
     if os.environ.get("PR3DICT_TRACE_PLUGINS"):
-        pm.trace.root.setwriter(lambda msg: print(msg, end=""))
+        pm.trace.root.setwriter(lambda msg: print(msg, end="", file=sys.stderr))
         pm.enable_tracing()
     return pm
 

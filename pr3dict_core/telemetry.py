@@ -6,6 +6,7 @@ provider with a BatchSpanProcessor. Tests inject an in-memory exporter, never th
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import sys
@@ -13,7 +14,7 @@ import threading
 from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
@@ -40,6 +41,10 @@ SPAN_QUERY: Final = "query order"
 SPAN_FINALIZE: Final = "finalize trade"
 SPAN_ROLLBACK: Final = "rollback trade"
 SPAN_SETTLE: Final = "settle trade"
+SPAN_POLL: Final = "poll venue"  # only recorded when a venue fails to deliver books
+SPAN_WORK: Final = "work order"  # an unwind or completion leg being chased
+SPAN_RECONCILE: Final = "reconcile trade"  # background resolution of an unresolved trade
+SPAN_RECOVER: Final = "recover trade"  # recovery at start
 
 # Attributes.
 PIPELINE_NAME: Final = "pr3dict.pipeline.name"
@@ -57,6 +62,8 @@ TRADE_ID: Final = "pr3dict.trade.id"
 TRADE_STATE: Final = "pr3dict.trade.state"
 TRADE_PNL: Final = "pr3dict.trade.realised_pnl"
 TRADE_HEDGED: Final = "pr3dict.trade.hedged_size"
+TRADE_RECOVERED_FROM: Final = "pr3dict.trade.recovered_from"
+VENUE_ID: Final = "pr3dict.venue.id"
 STRATEGY: Final = "pr3dict.execution.strategy"
 LEG_INDEX: Final = "pr3dict.leg.index"
 LEG_VENUE: Final = "pr3dict.leg.venue"
@@ -93,27 +100,47 @@ class JsonLinesSpanExporter(SpanExporter):
 
         self._encode = encode_spans
         self._to_dict = MessageToDict
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._file: io.TextIOBase | None = path.open("a", encoding="utf-8")  # type: ignore[assignment]
+        self.path = path
+        self._file: io.TextIOBase | None = None  # opened on the first export: no run, no file
+        self._closed = False
         self._lock = threading.Lock()
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        line = json.dumps(self._to_dict(self._encode(spans)), separators=(",", ":"))
+        request = _hex_ids(self._to_dict(self._encode(spans)))
+        line = json.dumps(request, separators=(",", ":"))
         with self._lock:
-            if self._file is None:
+            if self._closed:
                 return SpanExportResult.FAILURE
+            if self._file is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._file = self.path.open("a", encoding="utf-8")  # type: ignore[assignment]
+            assert self._file is not None
             self._file.write(line + "\n")
             self._file.flush()
         return SpanExportResult.SUCCESS
 
     def shutdown(self) -> None:
         with self._lock:
+            self._closed = True
             if self._file is not None:
                 self._file.close()
                 self._file = None
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return True
+
+
+_ID_KEYS = frozenset({"traceId", "spanId", "parentSpanId"})
+
+
+def _hex_ids(value: Any) -> Any:
+    """OTLP/JSON wants trace and span ids as hex; protobuf's JSON mapping gives base64."""
+    if isinstance(value, dict):
+        return {k: (base64.b64decode(v).hex() if k in _ID_KEYS and isinstance(v, str)
+                    else _hex_ids(v)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_hex_ids(v) for v in value]
+    return value
 
 
 def make_exporter(config: TelemetrySection, path: Path | None) -> SpanExporter | None:

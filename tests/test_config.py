@@ -75,9 +75,9 @@ exporter = "otlp"
            "binary_complement" in text
     assert "detectors.d.min_edge: expected a decimal string, got a float (0.01); write it as " \
            "a string" in text
-    assert "gates.cap: 'bankroll' must be > 0" in text
+    assert "gates.cap.bankroll: must be > 0 (got -5)" in text
     assert "execution.max_slippage_ticks: expected an integer, got a boolean" in text
-    assert "execution: 'deadline_ms' must be > 0" in text
+    assert "execution.deadline_ms: must be > 0 (got 0)" in text
     assert "telemetery: unknown section (did you mean 'telemetry'?)" in text
     # References are checked only once the component itself is valid; d's min_edge is not.
     assert len(found) >= 10

@@ -124,7 +124,7 @@ def test_failing_venue_stops_the_run_cleanly(write_pipeline, run_pr3dict, regist
     assert "trades committed" in outcome.out  # summary still printed
     (venue,) = DyingVenue.instances
     assert venue.engine.open_orders("pr3dict") == []  # nothing left resting
-    (poll,) = outcome.spans_named("poll venue")
+    (poll,) = outcome.spans_named("poll venue")  # telemetry.SPAN_POLL
     assert poll.status.status_code.name == "ERROR"
 
 
