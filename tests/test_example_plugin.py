@@ -7,14 +7,11 @@ entry-point discovery, ``pr3dict plugins``, a paper run, and blocking with ``-p 
 
 from __future__ import annotations
 
-import importlib
 import importlib.util
 import os
 import re
-import site
 import subprocess
 import sys
-import sysconfig
 from importlib import metadata
 from pathlib import Path
 
@@ -39,32 +36,32 @@ def _can_build_without_isolation() -> bool:
 
 
 @pytest.fixture(scope="session")
-def example_installed() -> Path:
-    """Install docs/examples/pr3dict-example-detector unless it is importable already."""
-    if importlib.util.find_spec("pr3dict_example_detector") is None:
-        command = [sys.executable, "-m", "pip", "install", "--no-deps", "-e", str(EXAMPLE)]
-        if _can_build_without_isolation():
-            command.insert(5, "--no-build-isolation")  # no index needed
-        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
-        importlib.invalidate_caches()
-        # The editable install works through a .pth file, which only interpreter start-up
-        # reads. Process it now, or every plugin manager built later in this session would
-        # find the new entry point but fail to import its module.
-        site.addsitedir(sysconfig.get_paths()["purelib"])
-        importlib.invalidate_caches()
-        assert importlib.util.find_spec("pr3dict_example_detector") is not None
-    return EXAMPLE
+def example_installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Install docs/examples/pr3dict-example-detector into a directory of its own.
+
+    Not into the running environment: a process that started before the install would see
+    the new entry point but not its module. The subprocesses below get the directory on
+    PYTHONPATH, where importlib.metadata finds the entry point as an installed plugin.
+    """
+    target = tmp_path_factory.mktemp("example-site")
+    command = [sys.executable, "-m", "pip", "install", "--no-deps", "--target", str(target),
+               str(EXAMPLE)]
+    if _can_build_without_isolation():
+        command.insert(5, "--no-build-isolation")  # no index needed
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    return target
 
 
-def pr3dict(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """Run the installed ``pr3dict`` script with a plugin environment we control."""
+def pr3dict(*args: str, cwd: Path, site_dir: Path) -> subprocess.CompletedProcess[str]:
+    """Run the installed ``pr3dict`` script with the example on its path, nothing else."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PR3DICT_")}
+    env["PYTHONPATH"] = str(site_dir)
     return subprocess.run([str(PR3DICT), *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=300)
 
 
 def test_plugins_lists_the_example(example_installed, tmp_path):
-    result = pr3dict("plugins", cwd=tmp_path)
+    result = pr3dict("plugins", cwd=tmp_path, site_dir=example_installed)
     assert result.returncode == 0, result.stderr
     rows = [line.split() for line in result.stdout.splitlines()]
     (row,) = [r for r in rows if r and r[0] == "example_detector"]
@@ -73,7 +70,8 @@ def test_plugins_lists_the_example(example_installed, tmp_path):
 
 
 def test_example_pipeline_commits_trades(example_installed, tmp_path):
-    result = pr3dict("run", str(PIPELINE), "--cycles", "200", cwd=tmp_path)
+    result = pr3dict("run", str(PIPELINE), "--cycles", "200", cwd=tmp_path,
+                     site_dir=example_installed)
     assert result.returncode == 0, f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
     match = re.search(r"^trades committed\s+(\d+)\s*$", result.stdout, re.MULTILINE)
     assert match is not None, result.stdout
@@ -82,7 +80,7 @@ def test_example_pipeline_commits_trades(example_installed, tmp_path):
 
 def test_blocked_plugin_makes_its_type_unknown(example_installed, tmp_path):
     result = pr3dict("-p", "no:example_detector", "validate", "--no-environment",
-                     str(PIPELINE), cwd=tmp_path)
+                     str(PIPELINE), cwd=tmp_path, site_dir=example_installed)
     assert result.returncode == 78
     assert "detectors.tob.type: unknown detector type 'top_of_book_complement'" \
         in result.stderr
@@ -92,5 +90,6 @@ def test_example_package_own_tests_pass(example_installed):
     """The tests docs/plugin-authoring.md walks through, run the way a plugin author would."""
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=EXAMPLE,
+        env={**os.environ, "PYTHONPATH": str(example_installed)},
         capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
