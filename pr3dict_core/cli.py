@@ -21,9 +21,9 @@ from opentelemetry import trace
 
 from . import telemetry as tm
 from .components import KINDS, ComponentRegistry, DuplicateComponent
-from .config import EX_CONFIG, ConfigError, Mode, PipelineConfig, load_pipelines
-from .model import Pr3dictError
+from .config import EX_CONFIG, ConfigError, ConfigProblem, Mode, PipelineConfig, load_pipelines
 from .journal import Journal
+from .model import Pr3dictError
 from .pipeline import Engine, build_components, new_run_id
 from .plugins import UsageError, collect_components, make_plugin_manager, plugin_distributions
 
@@ -165,7 +165,8 @@ def cmd_plugins(pm: pluggy.PluginManager, registry, out: TextIO) -> int:  # type
               for i in range(3)]
     header = ("plugin", "distribution", "version", "components")
     for row in [header, *rows]:
-        print("  ".join(c.ljust(w) for c, w in zip(row[:3], widths)) + "  " + row[3], file=out)
+        cells = "  ".join(c.ljust(w) for c, w in zip(row[:3], widths, strict=True))
+        print(f"{cells}  {row[3]}", file=out)
     return EX_OK
 
 
@@ -215,29 +216,40 @@ def cmd_journal(args: argparse.Namespace, registry: ComponentRegistry, out: Text
 
 def cmd_validate(args: argparse.Namespace, configs: list[PipelineConfig], registry, pm,  # type: ignore[no-untyped-def]
                  out: TextIO, err: TextIO) -> int:
+    problems: list[ConfigProblem] = []
     failed = False
     for config in configs:
-        if not args.no_environment:
-            problem = asyncio.run(_check_environment(config, registry, pm))
-            if problem:
-                print(f"{config.file}: environment: {problem}", file=err)
-                failed = True
-                continue
+        try:
+            problem = asyncio.run(_check_components(config, registry, pm,
+                                                    environment=not args.no_environment))
+        except ConfigError as exc:  # a scenario or mapping file named by a component
+            problems.extend(exc.problems)
+            continue
+        if problem:
+            print(f"{config.file}: environment: {problem}", file=err)
+            failed = True
+            continue
         print(f"ok: {config.file}", file=out)
+    if problems:
+        raise ConfigError(problems)
     return EX_CONFIG if failed else EX_OK
 
 
-async def _check_environment(config: PipelineConfig, registry, pm) -> str:  # type: ignore[no-untyped-def]
-    """Start and close the pipeline's RPC providers and venues: can they be reached?
+# Building these has no side effect (no file written, no port opened, nothing sent):
+# validate builds them to check what they read (scenario and mapping files).
+_CHECKED_KINDS = ("rpc", "venues", "detectors", "gates")
+
+
+async def _check_components(config: PipelineConfig, registry, pm, *,  # type: ignore[no-untyped-def]
+                            environment: bool) -> str:
+    """Build the side-effect-free components; with ``environment``, also start the RPC
+    providers and venues and bind the detectors to the markets they report.
 
     Nothing else is built (no journal, no sinks, no recovery): validating never trades.
     """
-    try:
-        components, _ = build_components(config, registry, pm, kinds=("rpc", "venues"))
-    except ConfigError:
-        raise
-    except Exception as exc:
-        return f"cannot build components: {exc}"
+    components, _ = build_components(config, registry, pm, kinds=_CHECKED_KINDS)
+    if not environment:
+        return ""
     started = []
     try:
         for kind in ("rpc", "venues"):
@@ -247,6 +259,9 @@ async def _check_environment(config: PipelineConfig, registry, pm) -> str:  # ty
                 except Exception as exc:
                     return f"{kind}.{cid}: cannot start: {type(exc).__name__}: {exc}"
                 started.append(component)
+        venues = components["venues"]
+        for detector in components["detectors"].values():
+            detector.bind({vid: venues[vid] for vid in detector.venue_ids})
         return ""
     finally:
         for component in reversed(started):
@@ -288,7 +303,7 @@ def render_graph(config: PipelineConfig, fmt: str) -> str:
     first = chain[0] if chain else "execution"
     for d in detectors:
         out.append(f'  "detectors.{d.id}" -> "{first}" [label="opportunities"];')
-    for a, b in zip(chain, [*chain[1:], "execution"]):
+    for a, b in zip(chain, [*chain[1:], "execution"], strict=True):
         out.append(f'  "{a}" -> "{b}" [label="approved"];')
     for v in venues:
         out.append(f'  "execution" -> "venues.{v.id}" [label="orders", style=dashed];')

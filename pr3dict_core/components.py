@@ -86,7 +86,8 @@ class BuildContext:
         try:
             return self.built[kind][id]
         except KeyError:
-            raise Pr3dictError(f"no {KINDS.get(kind, kind)} with id {id!r} has been built") from None
+            label = KINDS.get(kind, kind)
+            raise Pr3dictError(f"no {label} with id {id!r} has been built") from None
 
     def path(self, value: str) -> Path:
         """An input file named in the pipeline: relative to the pipeline file."""
@@ -194,7 +195,7 @@ class RiskGate(Protocol):
         """Approve (and reserve) or reject with a reason. Runs in pipeline-file order."""
 
     def on_trade_finished(self, trade: Trade) -> None:
-        """Told every trade this gate approved once it is final: release, update heat and streaks."""
+        """Told of every trade this gate approved, once final: release, update heat, streaks."""
 
 
 @runtime_checkable
@@ -204,7 +205,7 @@ class ExecutionStrategy(Protocol):
     type: ClassVar[str]
 
     async def execute_leg(self, leg: Leg, ctx: LegContext) -> None:
-        """Drive ``leg`` to a final state (or UNRESOLVED) using ``ctx.submit`` and ``ctx.cancel``."""
+        """Drive ``leg`` to a final state (or UNRESOLVED) with ``ctx.submit``/``ctx.cancel``."""
 
 
 class LegContext(Protocol):
@@ -298,7 +299,7 @@ class DuplicateComponent(Pr3dictError):
 class Registration:
     kind: str
     name: str
-    cls: type
+    cls: Any  # a component class: has `type`, `Config` and `from_config`
     plugin: str
 
 

@@ -10,9 +10,8 @@ from __future__ import annotations
 import difflib
 import enum
 import re
-import sys
+import tomllib
 import typing
-from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Literal
@@ -28,11 +27,6 @@ from cattrs.errors import (
 
 from .components import KINDS, ComponentRegistry
 from .model import Pr3dictError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 EX_CONFIG = 78
 
@@ -245,7 +239,8 @@ def _flatten(exc: BaseException, path: str, cls: Any = None) -> typing.Iterator[
         return
     if isinstance(exc, BaseExceptionGroup):
         owner = getattr(exc, "cl", None)
-        fields = {a.name for a in attrs.fields(owner)} if attrs.has(owner) else set()
+        fields = {a.name for a in attrs.fields(owner)} \
+            if isinstance(owner, type) and attrs.has(owner) else set()
         for sub in exc.exceptions:
             subpath = path
             for note in getattr(sub, "__notes__", []):

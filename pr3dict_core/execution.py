@@ -240,7 +240,7 @@ class LegRun:
             try:
                 await asyncio.wait_for(self.changed.wait(), max(step, 0))
                 return
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 if not pushes and self.resting:
                     await self.refresh(self.leg)
                     if self.changed.is_set():
@@ -328,7 +328,7 @@ class TradeExecutor:
         slippage = int(getattr(self.strategy, "max_slippage_ticks", 0))
         with self.tracer.start_as_current_span(tm.SPAN_EXECUTE, attributes={
             tm.TRADE_ID: trade.id, tm.STRATEGY: trade.strategy,
-        }) as span:
+        }):
             runs = [LegRun(self, leg, self.venues[leg.venue], deadline, slippage)
                     for leg in trade.legs]
             async with asyncio.TaskGroup() as tg:

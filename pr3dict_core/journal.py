@@ -3,8 +3,9 @@
 WAL mode. Order intents are committed with ``synchronous=FULL`` before the order goes on
 the wire (an intent that is not on disk was never sent), with group commit across legs; so
 are trade outcomes. Other transitions use ``NORMAL``, which survives a process crash, and
-become power-safe with the next FULL commit (the WAL is one file, synced in order). At start the engine reads the
-non-final trades back and reconciles them against the venues before it trades.
+become power-safe with the next FULL commit (the WAL is one file, synced in order). At
+start the engine reads the non-final trades back and reconciles them against the venues
+before it trades.
 """
 
 from __future__ import annotations
@@ -159,9 +160,9 @@ class Journal:
     def trade_transition(self, trade: Trade, old: TradeState | None) -> None:
         """Persist a trade's state; final states and EXECUTING (intent) are durable."""
         now = time.time()
-        opp = _opportunity_json(trade.opportunity) if old is None else None
         statements: list[tuple[str, tuple[Any, ...]]] = []
-        if opp is not None:
+        if old is None:
+            opp = _opportunity_json(trade.opportunity)
             statements.append((
                 "INSERT OR IGNORE INTO trades (id, run_id, strategy, state, opportunity, "
                 "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -301,7 +302,7 @@ class Journal:
             params = (state,)
         sql += " ORDER BY created_at DESC LIMIT ?"
         keys = ("id", "run_id", "strategy", "state", "error", "reject_reason", "created_at")
-        return [dict(zip(keys, r)) for r in self.db.execute(sql, (*params, limit))]
+        return [dict(zip(keys, r, strict=True)) for r in self.db.execute(sql, (*params, limit))]
 
     def positions(self) -> dict[tuple[str, str], Decimal]:
         """Net shares per (venue, instrument) over every fill the journal knows."""

@@ -84,7 +84,7 @@ class Level:
 
 @frozen
 class Book:
-    """A snapshot of one instrument's order book: bids best (highest) first, asks best (lowest) first."""
+    """One instrument's order book: bids best (highest) first, asks best (lowest) first."""
 
     venue: str
     instrument: str
@@ -145,7 +145,8 @@ class LegSpec:
     venue: str
     instrument: str
     side: Side
-    price: Decimal = field(converter=to_decimal, validator=_price)  # worst price the detector priced in
+    # The worst price the detector priced in.
+    price: Decimal = field(converter=to_decimal, validator=_price)
     size: Decimal = field(converter=to_decimal, validator=_non_negative)
     market_id: str = ""
     tick_size: Decimal = field(default=Decimal("0.01"), converter=to_decimal)
@@ -175,7 +176,8 @@ class Opportunity:
 
 def opportunity_id(detector: str, legs: Iterable[LegSpec], nonce: int) -> str:
     """A short deterministic id: same detector, legs and nonce give the same id."""
-    key = "|".join([detector, str(nonce), *(f"{leg.venue}:{leg.instrument}:{leg.side}" for leg in legs)])
+    parts = (f"{leg.venue}:{leg.instrument}:{leg.side}" for leg in legs)
+    key = "|".join([detector, str(nonce), *parts])
     return hashlib.blake2s(key.encode(), digest_size=6).hexdigest()
 
 

@@ -31,10 +31,10 @@ from .components import (
     Detector,
     ExecutionStrategy,
     GateDecision,
-    UnknownOrder,
     MetricsSink,
     RiskGate,
     Settler,
+    UnknownOrder,
     Venue,
 )
 from .config import (
@@ -51,10 +51,10 @@ from .journal import Journal
 from .metrics import RunStatistics, RunSummary, TradeRecord
 from .model import (
     Book,
-    LegState,
-    OrderStatus,
     LegSpec,
+    LegState,
     Opportunity,
+    OrderStatus,
     Pr3dictError,
     Trade,
     TradeState,

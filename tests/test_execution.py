@@ -87,10 +87,10 @@ async def test_partial_fill_keeps_the_hedged_part_and_unwinds_the_excess():
 class FlakyVenue:
     """Wraps a paper venue: place_order on NO raises a plain bug; optionally queries fail."""
 
-    def __init__(self, inner, *, queries_fail=False, error=RuntimeError("connector bug")):
+    def __init__(self, inner, *, queries_fail=False, error=None):
         self._inner = inner
         self.queries_fail = queries_fail
-        self.error = error
+        self.error = error or RuntimeError("connector bug")
 
     def __getattr__(self, name):
         return getattr(self._inner, name)

@@ -182,7 +182,7 @@ venues = ["sim"]
             (tmp_path / "STOP").touch()
         time.sleep(0.5)
         os.kill(proc.pid, signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
+        _, err = proc.communicate(timeout=30)
         assert proc.returncode == 130, err
         expected = "SIGUSR1" if how == "signal" else "kill switch file"
         assert f"halted: kill switch: {expected}" in err

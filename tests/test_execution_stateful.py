@@ -146,6 +146,7 @@ class Execution(RuleBasedStateMachine):
 
 
 Execution.TestCase.settings = settings(
-    max_examples=int(os.environ.get("PR3DICT_STATEFUL_EXAMPLES", "60")), stateful_step_count=6, deadline=None,
+    max_examples=int(os.environ.get("PR3DICT_STATEFUL_EXAMPLES", "60")),
+    stateful_step_count=6, deadline=None,
     suppress_health_check=[HealthCheck.too_slow])
 test_execution_state_machine = Execution.TestCase

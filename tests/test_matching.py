@@ -10,6 +10,8 @@ import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from pr3dict_core.model import Fill, Level, OrderStatus, Side, TimeInForce
 from pr3dict_paper.matching import (
     DuplicateOrder,
     InvalidOrder,
@@ -18,8 +20,6 @@ from pr3dict_paper.matching import (
     UnknownInstrument,
     UnknownOrderError,
 )
-
-from pr3dict_core.model import Fill, Level, OrderStatus, Side, TimeInForce
 
 D = Decimal
 BUY, SELL = Side.BUY, Side.SELL

@@ -56,7 +56,8 @@ class MarketSpec:
 @frozen(kw_only=True)
 class ProcessSpec:
     move_probability: Decimal = field(default=Decimal("0.3"), validator=_prob)  # fair moves a tick
-    spread_ticks: int = field(default=2, validator=attrs.validators.ge(1))  # each side's half-spread
+    # Each side's half-spread, in ticks.
+    spread_ticks: int = field(default=2, validator=attrs.validators.ge(1))
     depth_levels: int = field(default=3, validator=attrs.validators.ge(1))
     level_size: Decimal = field(default=Decimal("40"), validator=_ge0)
     arb_probability: Decimal = field(default=Decimal("0.05"), validator=_prob)
