@@ -359,6 +359,11 @@ def cmd_run(args: argparse.Namespace, config: PipelineConfig, registry, pm,  # t
         interrupted = asyncio.run(_run_engine(engine, cycles, duration,
                                               config.pipeline.interval_ms / 1000, status))
         summary = engine.statistics()
+    except ConfigError as exc:  # found only once connected (a market a mapping names)
+        for problem in exc.problems:
+            print(problem, file=err)
+        code = EX_CONFIG
+        summary = engine.statistics()
     except Pr3dictError as exc:
         print(f"pr3dict: run failed: {exc}", file=err)
         code = EX_FAILED

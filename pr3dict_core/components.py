@@ -145,11 +145,16 @@ class Venue(Protocol):
     def positions(self) -> Mapping[str, Decimal]:
         """Shares held per instrument, as the venue sees them."""
 
-    # Optional: a venue that can push order updates (websocket user channel) defines
+    # Optional methods a venue may define (the engine and plugins look them up):
     #     def subscribe_orders(self, callback: Callable[[OrderAck], None]) -> None
-    # The engine calls it once after start(); the venue then calls ``callback(ack)`` with
-    # the full current view of an order (all fills so far) whenever one of this account's
-    # orders changes. Venues without it are polled with get_order().
+    #         Called once after start(); the venue then calls ``callback(ack)`` with the
+    #         full current view of an order (all fills so far) whenever one of this
+    #         account's orders changes. Venues without it are polled with get_order().
+    #     def last_heartbeat(self) -> float | None
+    #         time.monotonic() of the last sign of life from the venue (a book, a ping);
+    #         the `connectivity` gate refuses trades when it is too old or None.
+    #     def events(self) -> Sequence[OutcomeSet]
+    #         Sets of mutually exclusive markets (negative-risk events) for `multi_outcome`.
 
 
 @runtime_checkable

@@ -315,6 +315,7 @@ class TradeExecutor:
 
     async def execute(self, trade: Trade) -> Trade:
         trade.transition(TradeState.EXECUTING)
+        trade.deadline_ms = self.execution.deadline_ms
         opp = trade.opportunity
         trade.legs = [
             self.observe(Leg(

@@ -421,6 +421,8 @@ class Trade:
     reject_reason: str = ""
     gate: str = ""
     error: str = ""
+    deadline_ms: int | None = None  # the execution deadline it ran under
+    gas_spent: Decimal = ZERO  # native token (POL) settlers spent on it
     decided_at: float | None = None  # perf_counter when preflight approved
     on_wire_at: float | None = None  # perf_counter when the last entry leg was sent
     finished_at: float | None = None

@@ -154,6 +154,7 @@ class Engine:
         self.recovered: list[Trade] = []
         self._resolvers: set[asyncio.Task[None]] = set()
         self._settling: set[asyncio.Task[None]] = set()
+        self._recorded: set[Trade] = set()
         self.stats = RunStatistics()
         self.trades: list[Trade] = []
         # Why new entries are refused (fail closed), by cause; trading while empty. Each
@@ -431,6 +432,8 @@ class Engine:
                 except Exception as exc:
                     span.record_exception(exc)
                     span.set_status(Status(StatusCode.ERROR, str(exc)))
+        if trade.gas_spent:
+            self._record(trade)  # again, now with the gas it cost (sinks add the difference)
 
     def _check_exposure(self, trade: Trade) -> None:
         """Known but unhedged exposure (an unwind hit its loss cap or found no bids) stops
@@ -577,7 +580,11 @@ class Engine:
         return recovered
 
     def _record(self, trade: Trade) -> None:
-        self.trades.append(trade)
+        """Hand a final trade to statistics and sinks; a trade recorded again (resolved
+        later, or settled with gas) replaces its earlier record."""
+        if trade not in self._recorded:
+            self.trades.append(trade)
+            self._recorded.add(trade)
         record = TradeRecord.from_trade(trade)
         self.stats.add(record)
         for sink in self.sinks:

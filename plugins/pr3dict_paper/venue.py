@@ -194,8 +194,14 @@ class PaperVenue:
             key = st.quote_key()
             m = st.market
             last = self._quoted.get(m.market_id)
-            if last is not None and last == (key, engine.sequence(m.yes), engine.sequence(m.no)):
+            sequences = (engine.sequence(m.yes), engine.sequence(m.no))
+            if last is not None and last == (key, *sequences):
                 continue
+            if last is not None and last[0] == key and st.arb_steps_left > 0:
+                # Someone took liquidity during an arbitrage window: the market closes the
+                # dislocation rather than offering the same edge again next step.
+                st.arb_steps_left = 0
+                key = st.quote_key()
             for inst, side, levels in self.process.quotes(st):
                 fills = engine.set_liquidity(MARKET_MAKER, inst,
                                              Side.SELL if side == "ask" else Side.BUY, levels)

@@ -239,6 +239,8 @@ class CtfMergeSettler:
                     raise SettlementError(f"trade {trade.id}: no YES+NO sets of "
                                           f"{market.condition_id} held to merge")
         merge = await self.batch.execute(self._op("mergePositions", cid, units, trade.id))
+        trade.gas_spent += sum((r.cost_pol for r in (split, merge)
+                                if r is not None and r.cost_pol is not None), Decimal(0))
         span.set_attributes({"pr3dict.settlement.tx_hash": merge.tx_hash or "",
                              "pr3dict.settlement.status": str(merge.status)})
         self.results[trade.id] = SettlementResult(trade_id=trade.id,
