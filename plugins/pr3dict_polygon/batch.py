@@ -97,10 +97,11 @@ class BatchConfig:
     poll_ms: int = field(default=500, validator=above(0))
     receipt_timeout_ms: int = field(default=120_000, validator=above(0))
     gas_limit_multiplier: Decimal = field(default=Decimal("1.2"))
-    # Estimates are taken together, against the state before the batch; an earlier op can
-    # zero a slot a later one then writes again (a cold SSTORE: 22,100 gas). A limit above
-    # what is used costs nothing under EIP-1559, so leave room for that.
-    gas_limit_headroom: int = field(default=30_000, validator=at_least(0))
+    # Estimates are taken against the state before earlier operations land; a merge can
+    # zero slots (both positions, the collateral held, an allowance) that a later split
+    # writes again, each a cold SSTORE of 22,100 gas. A limit above what is used costs
+    # nothing under EIP-1559 (gas used is paid, not the limit), so leave room for several.
+    gas_limit_headroom: int = field(default=100_000, validator=at_least(0))
     urgency: str = field(default="normal", validator=one_of(URGENCIES))
 
     @gas_limit_multiplier.validator

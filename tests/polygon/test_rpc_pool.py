@@ -136,7 +136,7 @@ async def test_non_idempotent_call_is_never_resent(fake_rpc, anvil, make_pool):
     assert "eth_sendRawTransaction" not in IDEMPOTENT_METHODS
     hung = await fake_rpc("hang")
     node = anvil()
-    pool = await make_pool([hung.url, node.url], request_timeout_ms=60,
+    pool = await make_pool([hung.url, node.url], request_timeout_ms=500,
                            broadcast_transactions=False, head_check_ms=0)
     pool._rr = 0  # the hung endpoint first
     pool.endpoints[0].success_ewma = pool.endpoints[1].success_ewma = 1.0
