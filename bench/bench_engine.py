@@ -47,6 +47,7 @@ def write_pipeline(folder: Path, markets: int, concurrency: int = 64) -> Path:
     pipeline.write_text("""
 [pipeline]
 name = "bench"
+journal = "JOURNAL"
 [venues.sim]
 type = "paper"
 scenario = "scenario.toml"
@@ -64,7 +65,7 @@ max_leg_size = "100"
 strategy = "market"
 deadline_ms = 30
 max_concurrent_trades = CONCURRENCY
-""".replace("CONCURRENCY", str(concurrency)))
+""".replace("CONCURRENCY", str(concurrency)).replace("JOURNAL", str(folder / "journal.sqlite")))
     return pipeline
 
 

@@ -6,7 +6,6 @@ provider with a BatchSpanProcessor. Tests inject an in-memory exporter, never th
 
 from __future__ import annotations
 
-import base64
 import io
 import json
 import sys
@@ -88,26 +87,79 @@ def get_tracer(provider: trace.TracerProvider | None) -> trace.Tracer:
     return trace.get_tracer(TRACER_NAME, version, tracer_provider=provider)
 
 
+def _any_value(value: Any) -> dict[str, Any]:
+    """An attribute value in OTLP/JSON: 64-bit ints are strings, per the protobuf mapping."""
+    if isinstance(value, bool):
+        return {"boolValue": value}
+    if isinstance(value, int):
+        return {"intValue": str(value)}
+    if isinstance(value, float):
+        return {"doubleValue": value}
+    if isinstance(value, str):
+        return {"stringValue": value}
+    if isinstance(value, (list, tuple)):
+        return {"arrayValue": {"values": [_any_value(v) for v in value]}}
+    return {"stringValue": str(value)}
+
+
+def _attributes(attrs: Any) -> list[dict[str, Any]]:
+    return [{"key": k, "value": _any_value(v)} for k, v in (attrs or {}).items()]
+
+
+def _span_json(span: ReadableSpan) -> dict[str, Any]:
+    ctx = span.get_span_context()
+    assert ctx is not None
+    out: dict[str, Any] = {
+        "traceId": f"{ctx.trace_id:032x}", "spanId": f"{ctx.span_id:016x}",
+        "name": span.name, "kind": span.kind.value + 1,  # OTLP's enum is the API's + 1
+        "startTimeUnixNano": str(span.start_time), "endTimeUnixNano": str(span.end_time),
+        "attributes": _attributes(span.attributes),
+        "status": {"code": span.status.status_code.value},
+    }
+    if span.parent is not None:
+        out["parentSpanId"] = f"{span.parent.span_id:016x}"
+    if span.status.description:
+        out["status"]["message"] = span.status.description
+    if span.events:
+        out["events"] = [{"timeUnixNano": str(e.timestamp), "name": e.name,
+                          "attributes": _attributes(e.attributes)} for e in span.events]
+    return out
+
+
+def otlp_json(spans: Sequence[ReadableSpan]) -> dict[str, Any]:
+    """Spans as one OTLP/JSON ``ExportTraceServiceRequest``, grouped by resource and scope.
+
+    Written directly rather than through protobuf's JSON mapping: that is pure Python and
+    slow enough, on the exporter's thread, to hold the GIL for tens of milliseconds per
+    batch and delay orders on the event loop.
+    """
+    by_resource: dict[int, tuple[Any, dict[tuple[str, str], list[dict[str, Any]]]]] = {}
+    for span in spans:
+        _, scopes = by_resource.setdefault(id(span.resource), (span.resource, {}))
+        scope = span.instrumentation_scope
+        key = (scope.name, scope.version or "") if scope is not None else ("", "")
+        scopes.setdefault(key, []).append(_span_json(span))
+    return {"resourceSpans": [
+        {"resource": {"attributes": _attributes(resource.attributes)},
+         "scopeSpans": [{"scope": {"name": name, "version": version}, "spans": items}
+                        for (name, version), items in scopes.items()]}
+        for resource, scopes in by_resource.values()]}
+
+
 class JsonLinesSpanExporter(SpanExporter):
-    """Writes each export batch as one OTLP-JSON ``ExportTraceServiceRequest`` per line.
+    """Writes each export batch as one OTLP/JSON ``ExportTraceServiceRequest`` per line.
 
     A file any OTLP/JSON tool can replay, without running a collector.
     """
 
     def __init__(self, path: Path):
-        from google.protobuf.json_format import MessageToDict
-        from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
-
-        self._encode = encode_spans
-        self._to_dict = MessageToDict
         self.path = path
         self._file: io.TextIOBase | None = None  # opened on the first export: no run, no file
         self._closed = False
         self._lock = threading.Lock()
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        request = _hex_ids(self._to_dict(self._encode(spans)))
-        line = json.dumps(request, separators=(",", ":"))
+        line = json.dumps(otlp_json(spans), separators=(",", ":"))
         with self._lock:
             if self._closed:
                 return SpanExportResult.FAILURE
@@ -128,19 +180,6 @@ class JsonLinesSpanExporter(SpanExporter):
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return True
-
-
-_ID_KEYS = frozenset({"traceId", "spanId", "parentSpanId"})
-
-
-def _hex_ids(value: Any) -> Any:
-    """OTLP/JSON wants trace and span ids as hex; protobuf's JSON mapping gives base64."""
-    if isinstance(value, dict):
-        return {k: (base64.b64decode(v).hex() if k in _ID_KEYS and isinstance(v, str)
-                    else _hex_ids(v)) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_hex_ids(v) for v in value]
-    return value
 
 
 def make_exporter(config: TelemetrySection, path: Path | None) -> SpanExporter | None:
@@ -168,5 +207,7 @@ def make_tracer_provider(config: TelemetrySection, *, run_id: str, pipeline: str
     resource = Resource.create({"service.name": config.service_name, PIPELINE_NAME: pipeline,
                                 RUN_ID: run_id})
     provider = TracerProvider(resource=resource)
-    provider.add_span_processor(BatchSpanProcessor(exporter))
+    # Small batches: an export runs on the processor's thread and holds the GIL while it
+    # encodes; many short holds delay the event loop far less than a few long ones.
+    provider.add_span_processor(BatchSpanProcessor(exporter, max_export_batch_size=64))
     return provider

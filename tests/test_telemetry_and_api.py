@@ -113,3 +113,44 @@ async def test_engine_from_objects():
     await engine.close()
     assert trade.state == "committed"
     assert engine.statistics().fill_rate == 1.0
+
+
+def test_jsonl_encoding_matches_the_official_otlp_encoder(write_pipeline, run_pr3dict):
+    """Our direct OTLP/JSON (hex ids, as the OTLP spec wants) says what protobuf says."""
+    import base64
+
+    from google.protobuf.json_format import MessageToDict
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+    from pr3dict_core.telemetry import otlp_json
+
+    path = write_pipeline(MINIMAL.replace("cycles = 5", "cycles = 80"))
+    spans = list(run_pr3dict("run", str(path)).spans)
+    ours = otlp_json(spans)
+    official = MessageToDict(encode_spans(spans))
+
+    def flat(request, ids):
+        return {ids(s["spanId"]): (
+            ids(s["traceId"]), ids(s.get("parentSpanId", "")), s["name"],
+            str(s["startTimeUnixNano"]), s.get("status", {}).get("code", 0),
+            sorted((a["key"], str(a["value"])) for a in s.get("attributes", [])),
+            len(s.get("events", [])))
+                for rs in request["resourceSpans"] for ss in rs["scopeSpans"]
+                for s in ss["spans"]}
+
+    def b64(v):
+        return base64.b64decode(v).hex() if v else ""
+
+    status = {"STATUS_CODE_UNSET": 0, "STATUS_CODE_OK": 1, "STATUS_CODE_ERROR": 2}
+    for rs in official["resourceSpans"]:
+        for ss in rs["scopeSpans"]:
+            for s in ss["spans"]:
+                s["status"] = {"code": status[s.get("status", {}).get("code",
+                                                                      "STATUS_CODE_UNSET")]}
+    mine = flat(ours, lambda v: v)
+    theirs = flat(official, b64)
+    assert mine.keys() == theirs.keys() and len(mine) > 20
+    for sid in mine:
+        assert mine[sid][:5] == theirs[sid][:5], sid
+        assert mine[sid][6] == theirs[sid][6]
+        assert [k for k, _ in mine[sid][5]] == [k for k, _ in theirs[sid][5]]
