@@ -1,11 +1,11 @@
 """The journal: every trade, leg, order intent, fill and state transition, in SQLite.
 
-WAL mode. Order intents are committed with ``synchronous=FULL`` before the order goes on
-the wire (an intent that is not on disk was never sent), with group commit across legs; so
-are trade outcomes. Other transitions use ``NORMAL``, which survives a process crash, and
-become power-safe with the next FULL commit (the WAL is one file, synced in order). At
-start the engine reads the non-final trades back and reconciles them against the venues
-before it trades.
+WAL mode. An order's intent is committed with ``synchronous=FULL`` before the order goes
+on the wire (an intent not on disk was never sent), with group commit across the legs sent
+together. Everything else is committed ``NORMAL``: it survives a process crash, and the
+next FULL commit makes it power-safe too (the WAL is one file, synced in order). At start
+the engine reads the non-final trades back and reconciles them against the venues before
+it trades.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from .model import (
     LegState,
     Opportunity,
     OrderRequest,
+    Pr3dictError,
     Side,
     Trade,
     TradeState,
@@ -92,6 +93,10 @@ CREATE TABLE IF NOT EXISTS transitions (
 );
 """
 
+class JournalError(Pr3dictError):
+    """The journal could not be written: no order may go out."""
+
+
 _FINAL_TRADE_STATES = tuple(s.value for s in TradeState if s.is_final)
 
 
@@ -133,9 +138,12 @@ class Journal:
         self._durable = True
         self.db.executescript(SCHEMA)
         self._pending: list[tuple[str, tuple[Any, ...]]] = []
-        self._flushed: asyncio.Future[None] | None = None
+        self._flushed: asyncio.Future[None] | None = None  # a durable flush is scheduled
+        self._scheduled = False  # a NORMAL flush is scheduled
+        self._error: BaseException | None = None
 
     def close(self) -> None:
+        self.flush()
         self.db.close()
 
     def _sync(self, durable: bool) -> None:
@@ -144,6 +152,40 @@ class Journal:
             self._durable = durable
 
     def _write(self, durable: bool, statements: list[tuple[str, tuple[Any, ...]]]) -> None:
+        """Queue statements. NORMAL ones are committed together at the end of the event
+        loop's current iteration (one transaction for all the engine did in it); a durable
+        write commits everything queued, in order, at once."""
+        self._pending.extend(statements)
+        if durable:
+            self.flush(durable=True)
+            return
+        if self._scheduled:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop (tools, tests): write through
+            self.flush()
+            return
+        self._scheduled = True
+        loop.call_soon(self._flush_soon)
+
+    def _flush_soon(self) -> None:
+        self._scheduled = False
+        if self._flushed is not None:
+            return  # a durable flush is coming and takes everything queued
+        try:
+            self.flush()
+        except Exception as exc:  # raised again by the next intent: no order goes out
+            self._error = exc
+
+    def flush(self, durable: bool = False) -> None:
+        """Commit everything queued (with fsync if ``durable``)."""
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise JournalError(f"journal {self.path}: a write failed: {error}") from error
+        if not self._pending:
+            return
+        statements, self._pending = self._pending, []
         self._sync(durable)
         db = self.db
         db.execute("BEGIN")
@@ -175,11 +217,11 @@ class Journal:
             statements.append((
                 "INSERT INTO transitions (trade_id, idx, from_state, to_state, at) "
                 "VALUES (?, NULL, ?, ?, ?)", (trade.id, old.value, trade.state.value, now)))
-        # Outcomes are durable; EXECUTING is not: the order intents that follow are, and a
-        # trade whose intents never reached the disk sent nothing.
-        durable = trade.state in (TradeState.COMMITTED, TradeState.ROLLED_BACK,
-                                  TradeState.UNRESOLVED)
-        self._write(durable, statements)
+        # Only intents need fsync before anything else happens. An outcome lost to a power
+        # failure is recomputed at recovery (the legs' fills are here, the venue is asked);
+        # the next intent's FULL commit syncs it anyway. UNRESOLVED is synced at once: it
+        # is what stops new entries after a restart.
+        self._write(trade.state is TradeState.UNRESOLVED, statements)
 
     def leg_created(self, leg: Leg) -> None:
         self._write(False, [self._leg_row(leg)])
@@ -202,11 +244,10 @@ class Journal:
         await asyncio.shield(self._flushed)
 
     def _flush(self) -> None:
-        statements, self._pending = self._pending, []
         done, self._flushed = self._flushed, None
         assert done is not None
         try:
-            self._write(True, statements)
+            self.flush(durable=True)
         except Exception as exc:
             done.set_exception(exc)
         else:
@@ -251,11 +292,13 @@ class Journal:
     # ------------------------------------------------------------------ reads
 
     def has_run(self, run_id: str) -> bool:
+        self.flush()
         return self.db.execute("SELECT 1 FROM trades WHERE run_id = ? LIMIT 1",
                                (run_id,)).fetchone() is not None
 
     def open_trades(self) -> list[Trade]:
         """Trades not in a final state, with their legs and fills, as last persisted."""
+        self.flush()
         placeholders = ",".join("?" * len(_FINAL_TRADE_STATES))
         rows = self.db.execute(
             f"SELECT id FROM trades WHERE state NOT IN ({placeholders}) ORDER BY created_at",
@@ -263,6 +306,7 @@ class Journal:
         return [self.load_trade(r[0]) for r in rows]
 
     def load_trade(self, trade_id: str) -> Trade:
+        self.flush()
         row = self.db.execute(
             "SELECT strategy, state, opportunity, reject_reason, error FROM trades WHERE id = ?",
             (trade_id,)).fetchone()
@@ -290,11 +334,13 @@ class Journal:
 
     def client_order_ids(self, trade_id: str, index: int) -> list[str]:
         """Every order id ever intended for a leg, oldest first."""
+        self.flush()
         return [r[0] for r in self.db.execute(
             "SELECT client_order_id FROM orders WHERE trade_id = ? AND idx = ? "
             "ORDER BY created_at, client_order_id", (trade_id, index))]
 
     def trades(self, limit: int = 50, state: str | None = None) -> list[dict[str, Any]]:
+        self.flush()
         sql = "SELECT id, run_id, strategy, state, error, reject_reason, created_at FROM trades"
         params: tuple[Any, ...] = ()
         if state:
@@ -306,6 +352,7 @@ class Journal:
 
     def positions(self) -> dict[tuple[str, str], Decimal]:
         """Net shares per (venue, instrument) over every fill the journal knows."""
+        self.flush()
         out: dict[tuple[str, str], Decimal] = {}
         for venue, inst, side, size in self.db.execute(
                 "SELECT l.venue, l.instrument, l.side, f.size FROM fills f JOIN legs l "
