@@ -12,6 +12,7 @@ import sys
 import time
 import traceback
 from collections.abc import Sequence
+from decimal import Decimal
 from pathlib import Path
 from typing import NoReturn, TextIO
 
@@ -23,6 +24,7 @@ from . import telemetry as tm
 from .components import KINDS, ComponentRegistry, DuplicateComponent
 from .config import EX_CONFIG, ConfigError, ConfigProblem, Mode, PipelineConfig, load_pipelines
 from .journal import Journal
+from .metrics import net_exposure
 from .model import Pr3dictError
 from .pipeline import Engine, build_components, new_run_id
 from .plugins import UsageError, collect_components, make_plugin_manager, plugin_distributions
@@ -379,6 +381,8 @@ def cmd_run(args: argparse.Namespace, config: PipelineConfig, registry, pm,  # t
             owned_provider.force_flush()
             owned_provider.shutdown()
     print(summary.table(), file=out)
+    for line in _outputs(engine, config, run_id):
+        print(line, file=err)
     if engine.halted:
         print(f"pr3dict: halted: {engine.halted}", file=err)
     if interrupted:
@@ -387,6 +391,39 @@ def cmd_run(args: argparse.Namespace, config: PipelineConfig, registry, pm,  # t
         code = EX_FAILED
     pm.hook.pr3dict_run_finish(config=config, run_id=run_id, summary=summary, exit_code=code)
     return code
+
+
+def _outputs(engine: Engine, config: PipelineConfig, run_id: str) -> list[str]:
+    """Where this run wrote things, and how to read them."""
+    cwd = Path.cwd()
+
+    def show(path: Path) -> str:
+        return str(path.relative_to(cwd)) if path.is_relative_to(cwd) else str(path)
+
+    lines = []
+    for vid, venue in engine.venues.items():
+        try:
+            held = venue.positions()
+            pairs = [(m.yes, m.no) for m in venue.markets()]
+        except Exception:  # a venue that cannot say (closed connection) is not reported
+            continue
+        hedged = sum((min(held.get(y, 0), held.get(n, 0)) for y, n in pairs), Decimal(0))
+        lines.append(f"  venue    {vid}: {hedged} hedged sets held, "
+                     f"{net_exposure(held, pairs)} unhedged shares")
+    for sink in engine.sinks:
+        path = getattr(sink, "path", None)
+        if isinstance(path, Path) and path.exists():
+            lines.append(f"  metrics  {show(path)}   (pr3dict report {run_id})")
+    if config.telemetry.exporter == "jsonl":
+        spans = Path(config.telemetry.path.replace("{run_id}", run_id)).absolute()
+        if spans.exists():
+            lines.append(f"  spans    {show(spans)}")
+    elif config.telemetry.exporter == "otlp":
+        lines.append(f"  spans    sent to {config.telemetry.endpoint}")
+    if config.pipeline.journal:
+        journal = Path(config.pipeline.journal.replace("{pipeline}", config.pipeline.name))
+        lines.append(f"  journal  {show(journal.absolute())}   (pr3dict journal {show(journal)})")
+    return lines
 
 
 async def _run_engine(engine: Engine, cycles: int | None, duration: float | None,
