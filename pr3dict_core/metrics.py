@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import Counter, OrderedDict
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
@@ -132,51 +133,85 @@ def percentile(values: Sequence[float], q: float) -> float | None:
 
 
 @attrs.define
+class _Totals:
+    states: Counter[str] = field(factory=Counter)
+    realised_pnl: Decimal = ZERO
+    expected_edge: Decimal = ZERO
+    rollback_cost: Decimal = ZERO
+    entry_legs: int = 0
+    filled_legs: int = 0
+    by_strategy: dict[str, list[int]] = field(factory=dict)  # strategy -> [trades, committed]
+
+
+@attrs.define
 class RunStatistics:
-    """Running totals over every final trade of a run."""
+    """Totals over every final trade of a run, kept as running sums, so memory and the cost
+    of a summary stay flat however long a run is; percentiles and ``records`` come from the
+    most recent ``window`` trades.
+
+    A trade recorded again (an unresolved trade resolved later, gas added after settling)
+    replaces its earlier record while that record is still in the window.
+    """
 
     opportunities: int = 0
-    by_trade: dict[str, TradeRecord] = field(factory=dict)
+    window: int = 100_000
+    recent: OrderedDict[str, TradeRecord] = field(factory=OrderedDict)
+    totals: _Totals = field(factory=_Totals)
 
     def add(self, record: TradeRecord) -> None:
-        """Record a final trade; a later record of the same trade (an unresolved trade that
-        was resolved) replaces the earlier one."""
-        self.by_trade[record.trade_id] = record
+        old = self.recent.pop(record.trade_id, None)
+        if old is not None:
+            self._apply(old, -1)
+        self._apply(record, 1)
+        self.recent[record.trade_id] = record
+        while len(self.recent) > self.window:
+            self.recent.popitem(last=False)
+
+    def _apply(self, r: TradeRecord, sign: int) -> None:
+        t = self.totals
+        t.states[r.state] += sign
+        if r.state == TradeState.REJECTED:
+            return
+        t.realised_pnl += sign * r.realised_pnl
+        t.expected_edge += sign * r.expected_edge
+        t.rollback_cost += sign * r.rollback_cost
+        entry = [leg for leg in r.legs if leg.purpose == "entry"]
+        t.entry_legs += sign * len(entry)
+        t.filled_legs += sign * sum(1 for leg in entry if leg.state == "filled")
+        s = t.by_strategy.setdefault(r.strategy, [0, 0])
+        s[0] += sign
+        s[1] += sign * (r.state == TradeState.COMMITTED)
 
     @property
     def records(self) -> list[TradeRecord]:
-        return list(self.by_trade.values())
+        return list(self.recent.values())
 
     def count(self, state: TradeState) -> int:
-        return sum(1 for r in self.records if r.state == state)
+        return self.totals.states[state]
 
     @property
     def executed(self) -> list[TradeRecord]:
-        return [r for r in self.records if r.state != TradeState.REJECTED]
+        """The recent executed (not rejected) records."""
+        return [r for r in self.recent.values() if r.state != TradeState.REJECTED]
 
     def summary(self) -> RunSummary:
+        t = self.totals
         executed = self.executed
-        entry_legs = [leg for r in executed for leg in r.legs if leg.purpose == "entry"]
-        filled_legs = [leg for leg in entry_legs if leg.state == "filled"]
         wire = [r.decision_to_wire_ms for r in executed if r.decision_to_wire_ms is not None]
         final = [r.decision_to_final_ms for r in executed if r.decision_to_final_ms is not None]
-        by_strategy: dict[str, dict[str, Any]] = {}
-        for r in executed:
-            s = by_strategy.setdefault(r.strategy, {"trades": 0, "committed": 0})
-            s["trades"] += 1
-            s["committed"] += r.state == TradeState.COMMITTED
-        for s in by_strategy.values():
-            s["success_rate"] = s["committed"] / s["trades"] if s["trades"] else None
+        by_strategy = {name: {"trades": n, "committed": c,
+                              "success_rate": c / n if n else None}
+                       for name, (n, c) in t.by_strategy.items() if n}
         return RunSummary(
             opportunities=self.opportunities,
             rejected=self.count(TradeState.REJECTED),
             committed=self.count(TradeState.COMMITTED),
             rolled_back=self.count(TradeState.ROLLED_BACK),
             unresolved=self.count(TradeState.UNRESOLVED),
-            realised_pnl=sum((r.realised_pnl for r in executed), ZERO),
-            expected_edge=sum((r.expected_edge for r in executed), ZERO),
-            rollback_cost=sum((r.rollback_cost for r in executed), ZERO),
-            fill_rate=len(filled_legs) / len(entry_legs) if entry_legs else None,
+            realised_pnl=t.realised_pnl,
+            expected_edge=t.expected_edge,
+            rollback_cost=t.rollback_cost,
+            fill_rate=t.filled_legs / t.entry_legs if t.entry_legs else None,
             decision_to_wire_p50_ms=percentile(wire, 50),
             decision_to_wire_p99_ms=percentile(wire, 99),
             decision_to_final_p50_ms=percentile(final, 50),

@@ -428,6 +428,7 @@ class Trade:
     finished_at: float | None = None
     history: list[TradeState] = field(factory=list)
     observer: Callable[[Trade, TradeState], None] | None = field(default=None, repr=False)
+    recorded: bool = field(default=False, repr=False)  # handed to statistics and sinks
 
     def transition(self, new: TradeState) -> None:
         if new not in TRADE_TRANSITIONS[self.state]:

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import secrets
@@ -134,6 +135,7 @@ class Engine:
         kill_switch_file: Path | None = None,
         journal: Journal | None = None,
         concurrent_cycles: bool = False,
+        keep_trades: int = 10_000,
     ):
         self.venues = dict(venues)
         self.detectors = list(detectors)
@@ -154,9 +156,10 @@ class Engine:
         self.recovered: list[Trade] = []
         self._resolvers: set[asyncio.Task[None]] = set()
         self._settling: set[asyncio.Task[None]] = set()
-        self._recorded: set[Trade] = set()
         self.stats = RunStatistics()
-        self.trades: list[Trade] = []
+        # The most recent trades, for the Python API and tests; totals live in `stats`.
+        self.trades: collections.deque[Trade] = collections.deque(maxlen=keep_trades)
+        self._unresolved: dict[str, Trade] = {}
         # Why new entries are refused (fail closed), by cause; trading while empty. Each
         # cause is lifted only by what set it (a resolved trade lifts its own halt only).
         self.halts: dict[str, str] = {}
@@ -471,11 +474,12 @@ class Engine:
         return asyncio.ensure_future(self._executor.cancel_resting())
 
     def _unresolved_trades(self) -> list[Trade]:
-        return [t for t in self.trades if t.state is TradeState.UNRESOLVED]
+        return list(self._unresolved.values())
 
     def _resolve_later(self, trade: Trade, gates: Sequence[RiskGate]) -> None:
         """Keep reconciling an unresolved trade in the background; entries stop until then."""
         self.halts[f"unresolved:{trade.id}"] = f"trade {trade.id} is unresolved: new entries stop"
+        self._unresolved[trade.id] = trade
         task = asyncio.ensure_future(self._resolve(trade, gates))
         self._resolvers.add(task)
         task.add_done_callback(self._resolvers.discard)
@@ -494,6 +498,7 @@ class Engine:
         self._notify_gates(gates, trade)
         self._record(trade)
         self.halts.pop(f"unresolved:{trade.id}", None)  # resolved: this halt lifts
+        self._unresolved.pop(trade.id, None)
         if not self._unresolved_trades():
             self.halts.pop("recovery", None)
 
@@ -573,18 +578,19 @@ class Engine:
             self._check_exposure(trade)
             self._record(trade)
         self.recovered = recovered
-        if self._unresolved_trades():
+        unresolved = [t for t in recovered if t.state is TradeState.UNRESOLVED]
+        if unresolved:
             self.halts["recovery"] = "recovery left trades unresolved: new entries stop"
-            for trade in self._unresolved_trades():
+            for trade in unresolved:
                 self._resolve_later(trade, [])
         return recovered
 
     def _record(self, trade: Trade) -> None:
         """Hand a final trade to statistics and sinks; a trade recorded again (resolved
         later, or settled with gas) replaces its earlier record."""
-        if trade not in self._recorded:
+        if not trade.recorded:
             self.trades.append(trade)
-            self._recorded.add(trade)
+            trade.recorded = True
         record = TradeRecord.from_trade(trade)
         self.stats.add(record)
         for sink in self.sinks:

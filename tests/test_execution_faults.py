@@ -187,3 +187,77 @@ venues = ["sim"]
         expected = "SIGUSR1" if how == "signal" else "kill switch file"
         assert f"halted: kill switch: {expected}" in err
         (tmp_path / "STOP").unlink(missing_ok=True)
+
+
+class Crash(BaseException):
+    """The process dies here."""
+
+
+class CrashAfterPlace:
+    """Applies the first order at the venue, then the engine 'dies'."""
+
+    def __init__(self, inner):
+        self._inner = inner
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+    async def place_order(self, request):
+        await self._inner.place_order(request)
+        raise Crash
+
+
+class Unreachable:
+    """Queries fail until `heal()`."""
+
+    def __init__(self, inner):
+        self._inner, self.down, self.queries = inner, True, 0
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+    async def get_order(self, cid):
+        self.queries += 1
+        if self.down:
+            raise ConnectionResetError("venue unreachable")
+        return await self._inner.get_order(cid)
+
+
+async def test_recovery_that_cannot_reach_the_venue_fails_closed_until_it_can(tmp_path):
+    from pr3dict_core.journal import Journal
+
+    venue = scripted_venue()
+    crashed = engine_for(venue)
+    crashed.venues["v"] = CrashAfterPlace(venue)
+    crashed.journal = Journal(tmp_path / "j.sqlite", "run1")
+    await crashed.start()
+    arb_books(venue)
+    (opp,) = await crashed.scan()
+    try:
+        await crashed.execute_opportunity(opp)
+    except BaseException as exc:  # the TaskGroup wraps the crash
+        assert any(isinstance(e, Crash) for e in getattr(exc, "exceptions", [exc]))
+    crashed.journal.close()
+    assert venue.positions()  # the venue did fill something before the 'crash'
+
+    unreachable = Unreachable(venue)
+    engine = engine_for(venue)
+    engine.venues["v"] = unreachable
+    engine.journal = Journal(tmp_path / "j.sqlite", "run2")
+    await engine.start()  # recovery: the venue does not answer
+    assert "recovery left trades unresolved" in engine.halted
+    (trade,) = engine.recovered
+    assert trade.state is TradeState.UNRESOLVED
+    arb_books(venue)
+    (opp,) = await engine.scan()
+    assert (await engine.execute_opportunity(opp)).state is TradeState.REJECTED  # fail closed
+    unreachable.down = False  # the venue is back: the background resolver settles it
+    for _ in range(100):
+        if trade.state is not TradeState.UNRESOLVED:
+            break
+        await asyncio.sleep(0.05)
+    assert trade.state in (TradeState.COMMITTED, TradeState.ROLLED_BACK)
+    assert engine.halted == ""  # entries resume
+    await engine.close()
+    pos = venue.positions()
+    assert pos.get("m:yes", 0) == pos.get("m:no", 0)  # hedged or flat after all
