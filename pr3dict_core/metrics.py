@@ -154,7 +154,7 @@ class RunStatistics:
     """
 
     opportunities: int = 0
-    window: int = 100_000
+    window: int = 10_000
     recent: OrderedDict[str, TradeRecord] = field(factory=OrderedDict)
     totals: _Totals = field(factory=_Totals)
 

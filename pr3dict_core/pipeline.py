@@ -135,7 +135,7 @@ class Engine:
         kill_switch_file: Path | None = None,
         journal: Journal | None = None,
         concurrent_cycles: bool = False,
-        keep_trades: int = 10_000,
+        keep_trades: int = 1_000,
     ):
         self.venues = dict(venues)
         self.detectors = list(detectors)

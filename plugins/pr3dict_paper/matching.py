@@ -233,7 +233,9 @@ class _Level:
 
     def __init__(self, price: Decimal) -> None:
         self.price = price
-        self.orders: deque[_Order] = deque()
+        # A list, not a deque: levels hold one or two orders, and an empty deque costs
+        # ~600 bytes (a market maker quoting 10,000 markets keeps ~120,000 levels).
+        self.orders: list[_Order] = []
         self.total = ZERO
         self.live = 0
         self.dead = 0
@@ -288,11 +290,14 @@ class _BookSide:
             del self.levels[key]
             return
         orders = level.orders
-        while not orders[0].resting:
-            orders.popleft()
-            level.dead -= 1
+        head = 0
+        while not orders[head].resting:
+            head += 1
+        if head:
+            del orders[:head]
+            level.dead -= head
         if level.dead > 32 and level.dead > level.live:
-            level.orders = deque(o for o in orders if o.resting)
+            level.orders = [o for o in orders if o.resting]
             level.dead = 0
 
 
@@ -320,11 +325,19 @@ class MatchingEngine:
     """Order books for many instruments, with accounts' positions, cash and fills."""
 
     def __init__(self, fee: FeeFunction | None = None, *,
-                 on_match: MatchCallback | None = None) -> None:
+                 on_match: MatchCallback | None = None,
+                 untracked: frozenset[str] = frozenset(),
+                 max_final_orders: int = 100_000) -> None:
         """``fee(instrument, price, size)`` is the taker's fee in USDC for one fill (default 0);
         ``on_match`` is called with every ``Match`` as it happens (the exchange simulator
-        turns them into trades and pushes them to both owners)."""
+        turns them into trades and pushes them to both owners). Accounts in ``untracked``
+        (a synthetic market maker) keep positions and cash but no fill history; at most
+        ``max_final_orders`` finished orders stay queryable, oldest forgotten first, so a
+        long run's memory stays flat."""
         self._fee = fee
+        self._untracked = untracked
+        self.max_final_orders = max_final_orders
+        self._final: deque[tuple[str, str]] = deque()
         self._on_match = on_match
         self._complement: dict[str, str] = {}
         self._books: dict[str, _Book] = {}
@@ -744,7 +757,8 @@ class MatchingEngine:
         else:
             positions[instrument] = positions.get(instrument, ZERO) - fill.size
             self._cash[account] = self._cash.get(account, ZERO) + notional - fill.fee
-        self._fills.setdefault(account, []).append(fill)
+        if account not in self._untracked:
+            self._fills.setdefault(account, []).append(fill)
 
     def _rest(self, book: _Book, order: _Order) -> None:
         book.side(order.side).add(order)
@@ -771,10 +785,18 @@ class MatchingEngine:
         if order.quote:
             self._orders.pop((order.account, order.client_order_id), None)
 
-    @staticmethod
-    def _finish(order: _Order, status: OrderStatus, reason: str) -> None:
+    def _finish(self, order: _Order, status: OrderStatus, reason: str) -> None:
         order.status = status
         order.reason = reason
+        if order.quote:
+            return
+        final = self._final
+        final.append((order.account, order.client_order_id))
+        if len(final) > self.max_final_orders:
+            key = final.popleft()
+            old = self._orders.get(key)
+            if old is not None and old.status is not OrderStatus.OPEN:
+                del self._orders[key]
 
     def _cancel_crossed_own(self, opposite: _BookSide, limit_key: Decimal) -> None:
         """Cancel the (own, by then) opposite orders a new quote would cross."""

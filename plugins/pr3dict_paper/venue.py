@@ -98,7 +98,7 @@ class PaperVenue:
         self.latency_s = latency_ms / 1000
         self.faults = spec.faults if faults else None
         self.fee = FEE_MODELS[spec.fee_model](spec.effective_fee_rate)
-        self.engine = MatchingEngine(fee=self.fee)
+        self.engine = MatchingEngine(fee=self.fee, untracked=frozenset({MARKET_MAKER}))
         self._markets = [
             Market(venue=id, market_id=m.id, yes=f"{m.id}:yes", no=f"{m.id}:no", title=m.title,
                    tick_size=spec.tick_size, min_size=spec.min_size, size_step=spec.size_step)
