@@ -59,6 +59,7 @@ bankroll = "1000000"
 [execution]
 strategy = "market"
 deadline_ms = 30
+max_unwind_loss = "1"  # a soak keeps trading; a held position would stop entries
 [sinks.memory]
 type = "memory"
 max_records = 1000
@@ -87,8 +88,11 @@ async def soak(pipeline: Path, duration: float, every: float) -> list[tuple[floa
             stop.set()
 
     await engine.run(stop=stop, on_cycle=on_cycle)
+    halted = engine.halted
     await engine.close()
     provider.shutdown()
+    if halted:
+        print(f"entries stopped during the soak (fail closed): {halted[:300]}")
     return samples
 
 
