@@ -253,10 +253,6 @@ class Journal:
         else:
             done.set_result(None)
 
-    def order_intent_now(self, leg: Leg, request: OrderRequest) -> None:
-        """The same, written at once (no event loop needed)."""
-        self._write(True, self._intent_rows(leg, request))
-
     def _intent_rows(self, leg: Leg, request: OrderRequest) -> list[tuple[str, tuple[Any, ...]]]:
         return [
             self._leg_row(leg),
@@ -278,9 +274,6 @@ class Journal:
         # NORMAL survives a process crash; the trade's outcome, written FULL right after,
         # syncs the WAL and with it these frames (WAL is one sequential file).
         self._write(False, statements)
-
-    def fills(self, leg: Leg, fills: list[Fill]) -> None:
-        self._write(False, [self._fill_row(leg, f) for f in fills])
 
     @staticmethod
     def _fill_row(leg: Leg, f: Fill) -> tuple[str, tuple[Any, ...]]:
