@@ -13,14 +13,11 @@ from pr3dict_core.components import BuildContext, Venue
 from pr3dict_core.model import (
     ONE,
     Book,
-    LegSpec,
     Market,
     Opportunity,
-    Side,
-    opportunity_id,
 )
 
-from .sizing import LegQuote, Sizer, SizingOptions, plan_equal_shares
+from .sizing import LegQuote, Sizer, SizingOptions, opportunity_from_plan, plan_equal_shares
 
 
 class BinaryComplement:
@@ -88,14 +85,5 @@ class BinaryComplement:
         self.last_plan = plan
         if plan is None:
             return None
-        legs = tuple(
-            LegSpec(q.venue, q.instrument, Side.BUY, worst, plan.size, market.market_id,
-                    market.tick_size, best_price=best)
-            for q, worst, best in zip(quotes, plan.worst, plan.best, strict=True))
-        size = plan.size
-        return Opportunity(
-            id=opportunity_id(self.id, legs, next(self._nonce)), detector=self.id,
-            kind="binary_complement", legs=legs, size=size,
-            edge_per_share=(size * ONE - plan.total_cost) / size, cost=plan.total_cost,
-            fees=plan.fees,
-        )
+        return opportunity_from_plan(self.id, "binary_complement", next(self._nonce), quotes,
+                                     plan)

@@ -31,9 +31,9 @@ from attrs import frozen
 
 from pr3dict_core.components import BuildContext, Venue
 from pr3dict_core.config import ConfigError, ConfigProblem, structure, tomllib
-from pr3dict_core.model import ONE, Book, LegSpec, Market, Opportunity, Side, opportunity_id
+from pr3dict_core.model import ONE, Book, Market, Opportunity
 
-from .sizing import LegQuote, Sizer, SizingOptions, plan_equal_shares
+from .sizing import LegQuote, Sizer, SizingOptions, opportunity_from_plan, plan_equal_shares
 
 log = logging.getLogger("pr3dict.detectors.cross_venue")
 
@@ -301,14 +301,4 @@ class CrossVenue:
                                      limits=self.sizer.limits())
             if plan is None:
                 continue
-            legs = tuple(
-                LegSpec(q.venue, q.instrument, Side.BUY, worst, plan.size, q.market.market_id,
-                        q.market.tick_size, best_price=best)
-                for q, worst, best in zip(quotes, plan.worst, plan.best, strict=True))
-            size = plan.size
-            yield Opportunity(
-                id=opportunity_id(self.id, legs, next(self._nonce)), detector=self.id,
-                kind="cross_venue", legs=legs, size=size,
-                edge_per_share=(size * ONE - plan.total_cost) / size, cost=plan.total_cost,
-                fees=plan.fees,
-            )
+            yield opportunity_from_plan(self.id, "cross_venue", next(self._nonce), quotes, plan)

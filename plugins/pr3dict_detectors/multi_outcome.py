@@ -27,9 +27,9 @@ import attrs
 from attrs import frozen
 
 from pr3dict_core.components import BuildContext, Venue
-from pr3dict_core.model import ONE, ZERO, Book, LegSpec, Market, Opportunity, Side, opportunity_id
+from pr3dict_core.model import ONE, ZERO, Book, Market, Opportunity
 
-from .sizing import LegQuote, Sizer, SizingOptions, plan_equal_shares
+from .sizing import LegQuote, Sizer, SizingOptions, opportunity_from_plan, plan_equal_shares
 
 log = logging.getLogger("pr3dict.detectors.multi_outcome")
 
@@ -178,14 +178,4 @@ class MultiOutcome:
                                  max_levels=self.config.max_levels, limits=self.sizer.limits())
         if plan is None:
             return None
-        legs = tuple(
-            LegSpec(q.venue, q.instrument, Side.BUY, worst, plan.size, q.market.market_id,
-                    q.market.tick_size, best_price=best)
-            for q, worst, best in zip(quotes, plan.worst, plan.best, strict=True))
-        size = plan.size
-        return Opportunity(
-            id=opportunity_id(self.id, legs, next(self._nonce)), detector=self.id,
-            kind="multi_outcome", legs=legs, size=size,
-            edge_per_share=(size * ONE - plan.total_cost) / size, cost=plan.total_cost,
-            fees=plan.fees, payout=ONE,
-        )
+        return opportunity_from_plan(self.id, "multi_outcome", next(self._nonce), quotes, plan)

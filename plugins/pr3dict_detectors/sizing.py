@@ -26,7 +26,18 @@ from typing import Any
 import attrs
 from attrs import frozen
 
-from pr3dict_core.model import ZERO, Level, Market, Pr3dictError, quantize_down
+from pr3dict_core.model import (
+    ONE,
+    ZERO,
+    LegSpec,
+    Level,
+    Market,
+    Opportunity,
+    Pr3dictError,
+    Side,
+    opportunity_id,
+    quantize_down,
+)
 
 FeeFunction = Callable[[str, Decimal, Decimal], Decimal]
 
@@ -246,3 +257,16 @@ def plan_equal_shares(quotes: Sequence[LegQuote], *, payout: Decimal, min_edge: 
     if (payout * size - cost - fees) < min_edge * size:  # per-fill fee rounding can bite
         return None
     return Plan(size, cost, fees, worst, tuple(q.asks[0].price for q in quotes), limited_by)
+
+
+def opportunity_from_plan(detector: str, kind: str, nonce: int, quotes: Sequence[LegQuote],
+                          plan: Plan, payout: Decimal = ONE) -> Opportunity:
+    """What a plan describes: ``plan.size`` shares bought on every quoted leg."""
+    legs = tuple(
+        LegSpec(q.venue, q.instrument, Side.BUY, worst, plan.size, q.market.market_id,
+                q.market.tick_size, best_price=best)
+        for q, worst, best in zip(quotes, plan.worst, plan.best, strict=True))
+    return Opportunity(
+        id=opportunity_id(detector, legs, nonce), detector=detector, kind=kind, legs=legs,
+        size=plan.size, edge_per_share=(plan.size * payout - plan.total_cost) / plan.size,
+        cost=plan.total_cost, fees=plan.fees, payout=payout)
