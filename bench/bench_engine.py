@@ -18,31 +18,16 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from common import NullExporter, write_scenario
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from pr3dict_core.pipeline import Engine
 
 
-class NullExporter(SpanExporter):
-    def __init__(self) -> None:
-        self.spans = 0
-
-    def export(self, spans: Sequence[object]) -> SpanExportResult:
-        self.spans += len(spans)
-        return SpanExportResult.SUCCESS
-
-
 def write_pipeline(folder: Path, markets: int, concurrency: int = 64) -> Path:
-    lines = [
-        "seed = 11", 'fee_rate = "0.02"', "latency_ms = 0", "[process]",
-        'arb_probability = "0.2"', 'move_probability = "0.3"', "spread_ticks = 1",
-        "[faults]", 'reject_rate = "0.02"', 'partial_fill_rate = "0.02"',
-        'timeout_rate = "0.01"',
-    ]
-    for i in range(markets):
-        lines += ["[[markets]]", f'id = "m{i}"', f'fair = "0.{20 + (i * 7) % 60:02d}"']
-    (folder / "scenario.toml").write_text("\n".join(lines) + "\n")
+    write_scenario(folder / "scenario.toml", markets, seed=11, arb_probability="0.2",
+                   move_probability="0.3")
     pipeline = folder / "bench.toml"
     pipeline.write_text("""
 [pipeline]

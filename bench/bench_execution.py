@@ -22,8 +22,9 @@ from collections.abc import Sequence
 from decimal import Decimal as D
 from pathlib import Path
 
+from common import NullExporter
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from pr3dict_core.config import ExecutionSection
 from pr3dict_core.journal import Journal
@@ -33,11 +34,6 @@ from pr3dict_core.pipeline import Engine
 from pr3dict_paper.scenario import MarketSpec, ProcessSpec, ScenarioSpec
 from pr3dict_paper.venue import PaperVenue
 from pr3dict_strategies.market import MarketStrategy
-
-
-class NullExporter(SpanExporter):
-    def export(self, spans: Sequence[object]) -> SpanExportResult:
-        return SpanExportResult.SUCCESS
 
 
 class Sequential:

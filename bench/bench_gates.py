@@ -23,8 +23,9 @@ from collections.abc import Sequence
 from decimal import Decimal
 from pathlib import Path
 
+from common import NullExporter
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from pr3dict_core import telemetry as tm
 from pr3dict_core.model import Fill, Leg, LegSpec, LegState, Opportunity, Side, Trade, TradeState
@@ -39,9 +40,6 @@ D = Decimal
 BIG = D(10) ** 12
 
 
-class NullExporter(SpanExporter):
-    def export(self, spans: Sequence[object]) -> SpanExportResult:
-        return SpanExportResult.SUCCESS
 
 
 class Alive:

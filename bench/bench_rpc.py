@@ -23,22 +23,16 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 
 import aiohttp
+from common import NullExporter
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import (
     BatchSpanProcessor,
-    SpanExporter,
-    SpanExportResult,
 )
 from web3 import AsyncWeb3
 from web3.providers.rpc import AsyncHTTPProvider
 
 from pr3dict_polygon.devchain import AnvilNode
 from pr3dict_polygon.rpc import RpcPool
-
-
-class NullExporter(SpanExporter):
-    def export(self, spans: Sequence[object]) -> SpanExportResult:
-        return SpanExportResult.SUCCESS
 
 
 def pct(values: Sequence[float], q: float) -> float:

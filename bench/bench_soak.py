@@ -16,15 +16,11 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from common import NullExporter, write_scenario
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from pr3dict_core.pipeline import Engine
-
-
-class NullExporter(SpanExporter):
-    def export(self, spans: Sequence[object]) -> SpanExportResult:
-        return SpanExportResult.SUCCESS
 
 
 def rss_mb() -> float:
@@ -34,13 +30,8 @@ def rss_mb() -> float:
 
 
 def write_pipeline(folder: Path, markets: int) -> Path:
-    lines = ["seed = 5", 'fee_rate = "0.02"', "[process]", 'arb_probability = "0.002"',
-             'move_probability = "0.05"', "spread_ticks = 1",
-             "[faults]", 'reject_rate = "0.02"', 'partial_fill_rate = "0.02"',
-             'timeout_rate = "0.01"']
-    for i in range(markets):
-        lines += ["[[markets]]", f'id = "m{i}"', f'fair = "0.{20 + (i * 7) % 60:02d}"']
-    (folder / "scenario.toml").write_text("\n".join(lines) + "\n")
+    write_scenario(folder / "scenario.toml", markets, seed=5, arb_probability="0.002",
+                   move_probability="0.05")
     pipeline = folder / "soak.toml"
     pipeline.write_text(f"""
 [pipeline]

@@ -1,0 +1,34 @@
+"""Pieces the benchmarks share."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+
+class NullExporter(SpanExporter):
+    """Counts spans and drops them: the SDK's cost without any I/O."""
+
+    def __init__(self) -> None:
+        self.spans = 0
+
+    def export(self, spans: Sequence[object]) -> SpanExportResult:
+        self.spans += len(spans)
+        return SpanExportResult.SUCCESS
+
+
+def write_scenario(path: Path, markets: int, *, seed: int, arb_probability: str,
+                   move_probability: str) -> None:
+    """A paper-venue scenario with ``markets`` markets and light injected faults."""
+    lines = [
+        f"seed = {seed}", 'fee_rate = "0.02"', "latency_ms = 0", "[process]",
+        f'arb_probability = "{arb_probability}"', f'move_probability = "{move_probability}"',
+        "spread_ticks = 1",
+        "[faults]", 'reject_rate = "0.02"', 'partial_fill_rate = "0.02"',
+        'timeout_rate = "0.01"',
+    ]
+    for i in range(markets):
+        lines += ["[[markets]]", f'id = "m{i}"', f'fair = "0.{20 + (i * 7) % 60:02d}"']
+    path.write_text("\n".join(lines) + "\n")
