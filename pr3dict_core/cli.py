@@ -194,9 +194,11 @@ def cmd_journal(args: argparse.Namespace, registry: ComponentRegistry, out: Text
             for leg in trade.all_legs:
                 print(f"  leg {leg.index} {leg.purpose:<8} {leg.side.value:<4} {leg.instrument:<28}"
                       f" {leg.state.value:<16} filled {leg.filled}/{leg.size}"
-                      f" avg {leg.average_price or '-'}", file=out)
-                for cid in journal.client_order_ids(trade.id, leg.index):
-                    print(f"      order {cid}", file=out)
+                      f" avg {leg.average_price or '-'}"
+                      + (f"  error: {leg.error}" if leg.error else ""), file=out)
+                for cid, ref in leg.orders.items():
+                    venue_id = f"  venue id {ref.venue_order_id}" if ref.venue_order_id else ""
+                    print(f"      order {cid}{venue_id}", file=out)
             return EX_OK
         rows = journal.trades(limit=args.limit, state=args.state)
         print(f"{'trade':<30} {'state':<12} {'strategy':<10} note", file=out)
@@ -387,9 +389,11 @@ def cmd_run(args: argparse.Namespace, config: PipelineConfig, registry, pm,  # t
         print(f"pr3dict: halted: {engine.halted}", file=err)
     if interrupted:
         code = EX_INTERRUPTED
+    elif engine.fatal:
+        print(f"pr3dict: run failed: {engine.fatal}", file=err)
+        code = EX_FAILED
     elif summary.unresolved:
         code = EX_FAILED
-    pm.hook.pr3dict_run_finish(config=config, run_id=run_id, summary=summary, exit_code=code)
     return code
 
 
@@ -439,6 +443,7 @@ async def _run_engine(engine: Engine, cycles: int | None, duration: float | None
         stop.set()
 
     installed = []
+    failed = False
     handlers = {signal.SIGINT: on_signal, signal.SIGTERM: on_signal,
                 # The kill switch: no new entries, resting orders cancelled, the run goes on.
                 signal.SIGUSR1: lambda: engine.kill("SIGUSR1")}
@@ -450,14 +455,24 @@ async def _run_engine(engine: Engine, cycles: int | None, duration: float | None
             pass
     try:
         await engine.start()
+        from . import launch
+
+        if signal.SIGUSR1 in launch.pending:  # sent while pr3dict was starting
+            launch.pending.clear()
+            engine.kill("SIGUSR1")
         if cycles is None and duration is None:
             duration = None  # run until interrupted
         await engine.run(cycles=cycles, duration=duration, stop=stop, interval=interval,
                          on_cycle=status.update)
+    except BaseException:
+        failed = True
+        raise
     finally:
         for sig in installed:
             loop.remove_signal_handler(sig)
-        await engine.close()  # waits for trades in flight; nothing is left resting
+        # Waits for trades in flight (nothing is left resting); run_finish fires there.
+        await engine.close(exit_code=EX_INTERRUPTED if interrupted else
+                           EX_FAILED if failed else None)
     return interrupted
 
 

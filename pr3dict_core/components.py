@@ -16,7 +16,17 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 import attrs
 
-from .model import Book, Leg, Market, Opportunity, OrderAck, OrderRequest, Pr3dictError, Trade
+from .model import (
+    Book,
+    Leg,
+    Market,
+    Opportunity,
+    OrderAck,
+    OrderRequest,
+    Pr3dictError,
+    TimeInForce,
+    Trade,
+)
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Tracer
@@ -38,6 +48,11 @@ class OrderRejected(VenueError):
 
 class InsufficientBalance(OrderRejected):
     """Refused for lack of collateral or shares."""
+
+
+class AuthenticationFailed(OrderRejected):
+    """The venue refused our credentials (HTTP 401/403): nothing happened, and nothing will
+    until an operator fixes them. The engine stops entries and ends the run non-zero."""
 
 
 class RateLimited(VenueError):
@@ -134,10 +149,13 @@ class Venue(Protocol):
         """Send one order. Raises a ``VenueError``; AmbiguousOutcome when the outcome is unknown."""
 
     async def cancel_order(self, client_order_id: str) -> OrderAck:
-        """Cancel what rests of an order; returns its final view (fills included)."""
+        """Cancel what rests of an order; returns its final view (fills included).
+        Raises UnknownOrder if the venue never had it."""
 
     async def get_order(self, client_order_id: str) -> OrderAck:
-        """The venue's truth about an order; raises UnknownOrder if it never arrived."""
+        """The venue's truth about an order (every fill so far); raises UnknownOrder if it
+        never arrived. Must work for any order of the account, including one placed by an
+        earlier process (see ``adopt_order``), never only from the connector's memory."""
 
     def fee(self, instrument: str, price: Decimal, size: Decimal) -> Decimal:
         """The taker fee in USDC for ``size`` shares at ``price``."""
@@ -146,6 +164,14 @@ class Venue(Protocol):
         """Shares held per instrument, as the venue sees them."""
 
     # Optional methods a venue may define (the engine and plugins look them up):
+    #     def prepare_order(self, request: OrderRequest) -> str
+    #         Build (and sign) the order before its intent is journaled; returns the
+    #         venue's id for it when that is known before sending (Polymarket: the signed
+    #         order's hash), else "". Raises OrderRejected for an order the venue's rules
+    #         refuse (tick, minimum size): it is then never sent.
+    #     def adopt_order(self, request: OrderRequest, venue_order_id: str) -> None
+    #         Learn of an order from the journal (placed by an earlier process, or whose
+    #         reply was lost) so get_order/cancel_order can find it at the venue.
     #     def subscribe_orders(self, callback: Callable[[OrderAck], None]) -> None
     #         Called once after start(); the venue then calls ``callback(ack)`` with the
     #         full current view of an order (all fills so far) whenever one of this
@@ -214,28 +240,30 @@ class ExecutionStrategy(Protocol):
 
 
 class LegContext(Protocol):
-    """What the engine gives a strategy for one leg; it owns journaling, spans and states.
+    """What the engine gives a strategy for one leg. The strategy says *what* to send
+    (price, size, time in force); the engine allocates the client order id, builds and signs
+    the request, journals the intent, sends it, and applies the venue's answer to the leg (a
+    venue error lands on the leg, it is not raised). ``wait`` returns when the leg changed
+    (a pushed or polled fill) or at ``until``; ``resting`` says whether an order of the leg
+    may rest."""
 
-    ``submit`` journals the intent, sends, and folds the ack into the leg (a venue error
-    lands on the leg, it is not raised); ``wait`` returns when the leg changed (a pushed or
-    polled fill) or at ``until``; ``resting`` says whether an order of the leg may rest.
-    """
-
-    venue: Venue
     deadline: float  # perf_counter seconds
     max_slippage_ticks: int
-    resting: bool
+
+    @property
+    def resting(self) -> bool: ...
 
     @property
     def residual(self) -> Decimal: ...  # one size step: smaller remainders cannot trade
 
     def book(self) -> Book | None: ...
 
-    async def submit(self, leg: Leg, request: OrderRequest) -> OrderAck | None: ...
+    async def submit(self, price: Decimal, size: Decimal,
+                     time_in_force: TimeInForce) -> OrderAck | None: ...
 
-    async def cancel(self, leg: Leg) -> OrderAck | None: ...
+    async def cancel(self) -> OrderAck | None: ...
 
-    async def refresh(self, leg: Leg) -> OrderAck | None: ...
+    async def refresh(self) -> OrderAck | None: ...
 
     async def wait(self, until: float) -> None: ...
 

@@ -109,6 +109,9 @@ class ExecutionSection:
     reconcile_timeout_ms: int = field(default=5000, validator=attrs.validators.gt(0))
     order_timeout_ms: int = field(default=2000, validator=attrs.validators.gt(0))
     poll_interval_ms: int = field(default=5, validator=attrs.validators.gt(0))
+    # At start, finished trades younger than this are checked with the venue again: a
+    # fill can be reversed on chain (Polymarket MATCHED -> FAILED) while no process ran.
+    recheck_window_ms: int = field(default=300_000, validator=attrs.validators.ge(0))
 
 
 @frozen(kw_only=True)

@@ -1,17 +1,22 @@
 """Executing one trade: every leg at once, then finalize (commit) or rollback.
 
 The engine owns what must always hold (states, journal, spans, timing, reconciliation);
-the execution strategy only decides prices and chasing through ``LegRun``. A leg whose
-outcome is unknown becomes UNRESOLVED and is reconciled against the venue; it is never
-assumed to have failed.
+the execution strategy only says what to send through ``LegRun``. Every venue call goes
+through ``VenueCalls``, which owns the timeout, the validation of every field of a reply,
+the classification into a ``VenueOutcome`` and the backoff; a leg changes state only by
+``Leg.apply(outcome)``. One reconciler (``TradeExecutor.reconcile``) serves finishing a
+leg, rollback, background resolution and start-up recovery: it asks the venue about the
+orders the journal holds, never a connector's memory. A leg whose outcome is unknown
+becomes UNRESOLVED; it is never assumed to have failed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from decimal import Decimal
 
 from opentelemetry import trace
@@ -19,6 +24,7 @@ from opentelemetry.trace import Status, StatusCode
 
 from . import telemetry as tm
 from .components import (
+    AuthenticationFailed,
     ExecutionStrategy,
     MalformedReply,
     OrderRejected,
@@ -27,7 +33,7 @@ from .components import (
     VenueError,
 )
 from .config import ExecutionSection
-from .journal import Journal
+from .journal import Journal, JournalError
 from .model import (
     ONE,
     ZERO,
@@ -35,18 +41,25 @@ from .model import (
     Leg,
     LegState,
     OrderAck,
+    OrderRef,
     OrderRequest,
     OrderStatus,
     Side,
     TimeInForce,
     Trade,
     TradeState,
+    Trigger,
+    VenueOutcome,
+    is_reversal,
     quantize_down,
 )
 
 RETRY_BASE_S = 0.05
 RETRY_MAX_S = 0.5
 RETRY_ATTEMPTS = 3
+KEEP_FINISHED_ORDERS = 20_000  # late pushes (a reversed fill) still find their leg
+
+Clock = Callable[[], float]
 
 
 def backoff(attempt: int, rng: random.Random) -> float:
@@ -54,50 +67,122 @@ def backoff(attempt: int, rng: random.Random) -> float:
     return rng.uniform(RETRY_BASE_S, min(RETRY_MAX_S, RETRY_BASE_S * 2**attempt))
 
 
+def _finite(value: object) -> bool:
+    return isinstance(value, Decimal) and value.is_finite()
+
+
 def check_ack(ack: object, client_order_id: str, size: Decimal | None = None) -> OrderAck:
-    """Refuse a reply that cannot be an honest answer about this order."""
+    """Refuse a reply that cannot be an honest answer about this order: another order's,
+    a status we do not know, fills that are not finite, not positive (a reversal excepted),
+    priced outside [0, 1], or adding up to more than the order or less than nothing."""
     if not isinstance(ack, OrderAck):
         raise MalformedReply(f"expected an order acknowledgement, got {type(ack).__name__}")
     if ack.client_order_id != client_order_id:
         raise MalformedReply(f"reply is about order {ack.client_order_id!r}, "
                              f"not {client_order_id!r}")
+    if not isinstance(ack.status, OrderStatus):
+        raise MalformedReply(f"unknown order status {ack.status!r}")
     total = ZERO
     for fill in ack.fills:
-        if not isinstance(fill.size, Decimal) or not isinstance(fill.price, Decimal) \
-                or fill.size <= ZERO or not ZERO <= fill.price <= ONE:
-            raise MalformedReply(f"bad fill {fill.fill_id!r}: {fill.size} @ {fill.price}")
+        reversal = is_reversal(fill)
+        if not (_finite(fill.size) and _finite(fill.price) and _finite(fill.fee)) \
+                or fill.client_order_id != client_order_id \
+                or not ZERO <= fill.price <= ONE \
+                or (fill.size >= ZERO if reversal else fill.size <= ZERO) \
+                or (fill.fee < ZERO and not reversal):
+            raise MalformedReply(f"bad fill {fill.fill_id!r}: {fill.size!r} @ {fill.price!r} "
+                                 f"fee {fill.fee!r}")
         total += fill.size
+    if total < ZERO:
+        raise MalformedReply(f"fills of {total} are less than nothing")
     if size is not None and total > size:
         raise MalformedReply(f"fills of {total} exceed the order's size {size}")
     return ack
 
 
-def apply_ack(leg: Leg, ack: OrderAck, residual: Decimal) -> bool:
-    """Fold a venue's view of one of the leg's orders into the leg. True if it may rest.
+class VenueCalls:
+    """The one place a venue is called for an order: timeout, validation, classification
+    into a ``VenueOutcome``, and backoff for requests that are safe to repeat."""
 
-    Fills are keyed by id, so duplicate and out-of-order acks never double-count; a final
-    leg only ever gains fills (a late report), it never changes state again.
-    """
-    new = leg.add_fills(ack.fills)
-    if leg.state.is_final:
-        return False
-    if leg.state is LegState.UNRESOLVED:
-        leg.transition(LegState.PARTIALLY_FILLED if leg.filled > ZERO else LegState.SUBMITTED)
-    filled = leg.filled
-    if filled > ZERO and leg.size - filled < residual:
-        leg.transition(LegState.FILLED)
-        return False
-    if ack.status is OrderStatus.REJECTED and filled == ZERO:
-        leg.error = leg.error or ack.reason or "rejected"
-        leg.transition(LegState.REJECTED)
-        return False
-    if new and filled > ZERO:
-        leg.transition(LegState.PARTIALLY_FILLED)
-    return ack.status is OrderStatus.OPEN
+    def __init__(self, timeout_s: float, rng: random.Random, clock: Clock):
+        self.timeout_s = timeout_s
+        self.rng = rng
+        self.clock = clock
+
+    async def place(self, venue: Venue, request: OrderRequest,
+                    deadline: float | None = None) -> VenueOutcome:
+        # The client order id makes a resend idempotent; still, only requests that did
+        # not reach the venue (rate limited, unavailable) are retried.
+        return await self._call(lambda: venue.place_order(request), request.client_order_id,
+                                request.size, placing=True, deadline=deadline)
+
+    async def query(self, venue: Venue, ref: OrderRef) -> VenueOutcome:
+        cid = ref.request.client_order_id
+        return await self._call(lambda: venue.get_order(cid), cid, ref.request.size)
+
+    async def cancel(self, venue: Venue, ref: OrderRef) -> VenueOutcome:
+        cid = ref.request.client_order_id
+        return await self._call(lambda: venue.cancel_order(cid), cid, ref.request.size)
+
+    async def _call(self, call: Callable[[], Awaitable[OrderAck]], cid: str, size: Decimal,
+                    *, placing: bool = False, deadline: float | None = None) -> VenueOutcome:
+        span = trace.get_current_span()
+        for attempt in range(RETRY_ATTEMPTS + 1):
+            try:
+                ack = check_ack(await asyncio.wait_for(call(), self.timeout_s), cid, size)
+            except BaseException as exc:
+                if not isinstance(exc, Exception):
+                    raise  # cancellation, a crash: not an answer
+                span.record_exception(exc)
+                outcome = self._classify(exc, cid, attempt, placing, deadline)
+                if outcome is None:
+                    span.add_event("retry", {tm.ERROR_TYPE: type(exc).__name__})
+                    await asyncio.sleep(backoff(attempt, self.rng))
+                    continue
+                return outcome
+            return VenueOutcome(Trigger.ACKED, cid, ack)
+        raise AssertionError("unreachable")
+
+    def _classify(self, exc: Exception, cid: str, attempt: int, placing: bool,
+                  deadline: float | None) -> VenueOutcome | None:
+        """The outcome an exception means, or None to retry (only what did not reach the
+        venue, within the attempts and the deadline)."""
+        if isinstance(exc, UnknownOrder):
+            return _outcome(Trigger.NOT_FOUND, cid, exc)
+        if isinstance(exc, OrderRejected):
+            return _outcome(Trigger.REFUSED, cid, exc,
+                            auth=isinstance(exc, AuthenticationFailed))
+        if isinstance(exc, VenueError) and exc.retryable:
+            if attempt < RETRY_ATTEMPTS and (deadline is None
+                                             or self.clock() + RETRY_MAX_S < deadline):
+                return None
+            # A placement that never reached the venue is refused; a query or cancel that
+            # could not be made leaves the order's fate unknown.
+            return _outcome(Trigger.REFUSED if placing else Trigger.LOST, cid, exc)
+        # A timeout after sending, a 5xx, a malformed reply, a connector bug: unknown.
+        return _outcome(Trigger.LOST, cid, exc)
+
+
+def _outcome(trigger: Trigger, cid: str, exc: BaseException, *, auth: bool = False
+             ) -> VenueOutcome:
+    text = str(exc) or type(exc).__name__
+    return VenueOutcome(trigger, cid, error=f"{type(exc).__name__}: {text}",
+                        error_type=type(exc).__name__, auth=auth)
+
+
+def _record_outcome(span: trace.Span, outcome: VenueOutcome, leg: Leg) -> None:
+    if outcome.ack is not None:
+        span.set_attribute(tm.ORDER_STATUS, outcome.ack.status.value)
+    if outcome.error_type:
+        span.set_attribute(tm.ERROR_TYPE, outcome.error_type)
+        span.set_status(Status(StatusCode.ERROR, outcome.error))
+    span.set_attribute(tm.LEG_FILLED, str(leg.filled))
+    span.set_attribute(tm.LEG_STATE, leg.state.value)
 
 
 class LegRun:
-    """What a strategy gets for one leg: submit / cancel / wait, with journal, spans, states."""
+    """What a strategy gets for one leg (a ``LegContext``): it says what to send; the
+    engine allocates ids, builds, journals, sends, and applies the answer."""
 
     def __init__(self, executor: TradeExecutor, leg: Leg, venue: Venue, deadline: float,
                  max_slippage_ticks: int):
@@ -106,11 +191,11 @@ class LegRun:
         self.venue = venue
         self.deadline = deadline
         self.max_slippage_ticks = max_slippage_ticks
-        self.resting = False  # an order of this leg may be resting at the venue
         self.changed = asyncio.Event()
-        # Entry legs end REJECTED when their order is refused; unwind and completion legs
-        # try again with a new order until their deadline instead.
-        self.final_on_reject = leg.purpose == "entry"
+
+    @property
+    def resting(self) -> bool:
+        return self.leg.resting
 
     def book(self) -> Book | None:
         return self.venue.book(self.leg.instrument)
@@ -119,130 +204,92 @@ class LegRun:
     def residual(self) -> Decimal:
         return self.executor.residual(self.leg)
 
-    def on_ack(self, ack: OrderAck) -> None:
-        """An order update for this leg (pushed by the venue, or the answer to a query)."""
-        self.resting = apply_ack(self.leg, ack, self.residual)
-        self.changed.set()
-
-    async def submit(self, leg: Leg, request: OrderRequest) -> OrderAck | None:
-        """Send one order for ``leg``; never raises a venue error (it lands on the leg)."""
-        ex = self.executor
+    async def submit(self, price: Decimal, size: Decimal,
+                     time_in_force: TimeInForce) -> OrderAck | None:
+        """Send one order for the leg; a venue error lands on the leg, it is not raised."""
+        ex, leg = self.executor, self.leg
+        request = OrderRequest(leg.next_client_order_id(), leg.venue, leg.instrument, leg.side,
+                               price, size, time_in_force)
+        cid = request.client_order_id
         with ex.tracer.start_as_current_span(tm.SPAN_SUBMIT, attributes={
             tm.TRADE_ID: leg.trade_id, tm.LEG_INDEX: leg.index, tm.LEG_VENUE: leg.venue,
             tm.LEG_INSTRUMENT: leg.instrument, tm.LEG_SIDE: leg.side.value,
-            tm.LEG_PURPOSE: leg.purpose, tm.ORDER_CLIENT_ID: request.client_order_id,
-            tm.ORDER_PRICE: str(request.price), tm.ORDER_SIZE: str(request.size),
-            tm.ORDER_TIF: request.time_in_force.value,
+            tm.LEG_PURPOSE: leg.purpose, tm.ORDER_CLIENT_ID: cid,
+            tm.ORDER_PRICE: str(price), tm.ORDER_SIZE: str(size),
+            tm.ORDER_TIF: time_in_force.value,
         }, record_exception=False, set_status_on_exception=False) as span:
-            if leg.state is LegState.PENDING:
-                leg.transition(LegState.SUBMITTED)
+            venue_order_id = ""
+            prepare = getattr(self.venue, "prepare_order", None)
+            if prepare is not None:
+                try:
+                    venue_order_id = prepare(request)  # build and sign before the intent
+                except VenueError as exc:  # the venue's rules refuse it: never sent
+                    outcome = _outcome(Trigger.REFUSED, cid, exc)
+                    ex.apply(leg, outcome)
+                    _record_outcome(span, outcome, leg)
+                    return None
+            leg.orders[cid] = OrderRef(request, venue_order_id)
+            ex.apply(leg, VenueOutcome(Trigger.SENT, cid))
+            ex.track(cid, self)
             if ex.journal is not None:
-                await ex.journal.order_intent(leg, request)  # durable before the wire
-            ex.track(request.client_order_id, self)
-            for attempt in range(RETRY_ATTEMPTS + 1):
-                if leg.submitted_at is None:
-                    leg.submitted_at = time.perf_counter()
                 try:
-                    ack = check_ack(await asyncio.wait_for(self.venue.place_order(request),
-                                                           ex.order_timeout_s),
-                                    request.client_order_id, request.size)
-                except VenueError as exc:
-                    # Retried only when nothing happened at the venue; the client order id
-                    # makes the resend idempotent anyway.
-                    if exc.retryable and attempt < RETRY_ATTEMPTS:
-                        delay = backoff(attempt, ex.rng)
-                        if time.perf_counter() + delay < self.deadline:
-                            span.add_event("retry", {tm.ERROR_TYPE: type(exc).__name__})
-                            await asyncio.sleep(delay)
-                            continue
-                    self._fail(span, leg, exc)
+                    await ex.journal.order_intent(leg, request, venue_order_id)
+                except JournalError as exc:  # not durable: it must not go out
+                    outcome = _outcome(Trigger.REFUSED, cid, exc)
+                    ex.apply(leg, outcome)
+                    ex.on_journal_error(exc)
+                    _record_outcome(span, outcome, leg)
                     return None
-                except Exception as exc:  # timeout, malformed reply, connector bug: unknown
-                    self._fail(span, leg, exc)
-                    return None
-                break
-            self.on_ack(ack)
-            span.set_attribute(tm.ORDER_STATUS, ack.status.value)
-            span.set_attribute(tm.LEG_FILLED, str(leg.filled))
-            span.set_attribute(tm.LEG_STATE, leg.state.value)
-            return ack
+            if leg.submitted_at is None:
+                leg.submitted_at = ex.clock()
+            outcome = await ex.calls.place(self.venue, request, self.deadline)
+            ex.apply(leg, outcome)
+            _record_outcome(span, outcome, leg)
+            return outcome.ack
 
-    def _fail(self, span: trace.Span, leg: Leg, exc: BaseException) -> None:
-        span.record_exception(exc)
-        span.set_attribute(tm.ERROR_TYPE, type(exc).__name__)
-        span.set_status(Status(StatusCode.ERROR, str(exc)))
-        leg.error = f"{type(exc).__name__}: {exc}"
-        if isinstance(exc, OrderRejected) or (isinstance(exc, VenueError) and exc.retryable):
-            # Definitive: this order is not at the venue. Earlier attempts' fills stay.
-            self.resting = False
-            if leg.state is LegState.UNRESOLVED:
-                leg.transition(LegState.PARTIALLY_FILLED if leg.filled else LegState.SUBMITTED)
-            if leg.filled == ZERO and not leg.state.is_final and self.final_on_reject:
-                leg.transition(LegState.REJECTED)
-        else:
-            # Timeout after send, 5xx, dropped connection, malformed reply: we do not know.
-            self.resting = True
-            if leg.state is not LegState.UNRESOLVED and not leg.state.is_final:
-                leg.transition(LegState.UNRESOLVED)
-        span.set_attribute(tm.LEG_STATE, leg.state.value)
-
-    async def cancel(self, leg: Leg) -> OrderAck | None:
-        """Cancel what rests of the leg's current order and fold in its final fills."""
-        ex = self.executor
-        cid = leg.current_client_order_id()
-        with ex.tracer.start_as_current_span(tm.SPAN_CANCEL, attributes={
-            tm.TRADE_ID: leg.trade_id, tm.LEG_INDEX: leg.index, tm.ORDER_CLIENT_ID: cid,
-        }, record_exception=False, set_status_on_exception=False) as span:
-            for attempt in range(RETRY_ATTEMPTS + 1):  # a cancel is idempotent: retry
-                try:
-                    ack = check_ack(await asyncio.wait_for(self.venue.cancel_order(cid),
-                                                           ex.order_timeout_s), cid)
-                    break
-                except UnknownOrder:
-                    self.resting = False
-                    return None
-                except Exception as exc:
-                    if attempt < RETRY_ATTEMPTS:
-                        span.add_event("retry", {tm.ERROR_TYPE: type(exc).__name__})
-                        await asyncio.sleep(backoff(attempt, ex.rng))
-                        continue
-                    span.record_exception(exc)
-                    span.set_attribute(tm.ERROR_TYPE, type(exc).__name__)
-                    span.set_status(Status(StatusCode.ERROR, str(exc)))
-                    if not leg.state.is_final and leg.state is not LegState.UNRESOLVED:
-                        leg.transition(LegState.UNRESOLVED)
-                    return None
-            self.on_ack(ack)
-            self.resting = False if ack.status is not OrderStatus.OPEN else self.resting
-            span.set_attribute(tm.ORDER_STATUS, ack.status.value)
-            return ack
-
-    async def refresh(self, leg: Leg) -> OrderAck | None:
-        """Ask the venue for the leg's current order (fills that came while it rested)."""
-        cid = leg.current_client_order_id()
-        try:
-            ack = check_ack(await asyncio.wait_for(self.venue.get_order(cid),
-                                                   self.executor.order_timeout_s), cid)
-        except Exception:
+    async def cancel(self) -> OrderAck | None:
+        """Cancel what rests of the leg's latest order and apply its final view."""
+        ref = self._latest()
+        if ref is None or ref.done:
             return None
-        self.on_ack(ack)
-        return ack
+        with self.executor.tracer.start_as_current_span(tm.SPAN_CANCEL, attributes={
+            tm.TRADE_ID: self.leg.trade_id, tm.LEG_INDEX: self.leg.index,
+            tm.ORDER_CLIENT_ID: ref.request.client_order_id,
+        }, record_exception=False, set_status_on_exception=False) as span:
+            outcome = await self.executor.calls.cancel(self.venue, ref)
+            self.executor.apply(self.leg, outcome)
+            _record_outcome(span, outcome, self.leg)
+            return outcome.ack
+
+    async def refresh(self) -> OrderAck | None:
+        """Ask the venue for the leg's latest order (fills that came while it rested)."""
+        ref = self._latest()
+        if ref is None:
+            return None
+        outcome = await self.executor.calls.query(self.venue, ref)
+        if outcome.trigger is Trigger.ACKED:  # a failed poll changes nothing: ask again later
+            self.executor.apply(self.leg, outcome)
+        return outcome.ack
+
+    def _latest(self) -> OrderRef | None:
+        return self.leg.orders.get(self.leg.current_client_order_id())
 
     async def wait(self, until: float) -> None:
-        """Wait for the leg to change or until ``until`` (perf_counter); polls venues that
-        do not push order updates every ``poll_interval_ms``."""
-        pushes = self.executor.pushes.get(self.leg.venue, False)
-        while not self.leg.state.is_final and time.perf_counter() < until:
+        """Wait for the leg to change or until ``until``; polls venues that do not push
+        order updates every ``poll_interval_ms``."""
+        ex = self.executor
+        pushes = ex.pushes.get(self.leg.venue, False)
+        while not self.leg.state.is_final and ex.clock() < until:
             self.changed.clear()
-            step = until - time.perf_counter()
+            step = until - ex.clock()
             if not pushes:
-                step = min(step, self.executor.poll_interval_s)
+                step = min(step, ex.poll_interval_s)
             try:
                 await asyncio.wait_for(self.changed.wait(), max(step, 0))
                 return
             except TimeoutError:
                 if not pushes and self.resting:
-                    await self.refresh(self.leg)
+                    await self.refresh()
                     if self.changed.is_set():
                         return
 
@@ -252,18 +299,31 @@ class TradeExecutor:
 
     def __init__(self, venues: Mapping[str, Venue], strategy: ExecutionStrategy,
                  execution: ExecutionSection, tracer: trace.Tracer, *,
-                 journal: Journal | None = None, seed: int | None = None):
+                 journal: Journal | None = None, seed: int | None = None,
+                 clock: Clock = time.perf_counter,
+                 on_auth_failure: Callable[[str, str], None] | None = None,
+                 on_journal_error: Callable[[BaseException], None] | None = None,
+                 on_late_change: Callable[[Trade], None] | None = None):
         self.venues = venues
         self.strategy = strategy
         self.execution = execution
         self.tracer = tracer
         self.journal = journal
-        self.order_timeout_s = execution.order_timeout_ms / 1000
+        self.clock = clock
         self.poll_interval_s = execution.poll_interval_ms / 1000
         self.rng = random.Random(seed)
+        self.calls = VenueCalls(execution.order_timeout_ms / 1000, self.rng, clock)
+        self._on_auth_failure = on_auth_failure
+        self._on_journal_error = on_journal_error
+        self._on_late_change = on_late_change
         self._steps: dict[tuple[str, str], tuple[Decimal, Decimal]] = {}
-        self._runs: dict[str, LegRun] = {}  # client order id -> run, for pushed updates
+        self._runs: dict[str, LegRun] = {}  # client order id -> run, while the trade runs
+        # Orders of finished trades, for late pushes: client order id -> (trade, leg).
+        self._finished: collections.OrderedDict[str, tuple[Trade, Leg]] = \
+            collections.OrderedDict()
         self.pushes: dict[str, bool] = {}
+        # Venues that refused our credentials: nothing is completed or unwound into them.
+        self.blocked: set[str] = set()
         for vid, venue in venues.items():
             for m in venue.markets():
                 for inst in (m.yes, m.no):
@@ -277,25 +337,55 @@ class TradeExecutor:
 
     def residual(self, leg: Leg) -> Decimal:
         """Below one size step a remainder cannot be traded: it snaps the leg to final."""
-        return self._steps.get((leg.venue, leg.instrument), (Decimal("0.01"), ZERO))[0]
+        return self.residual_for(leg.venue, leg.instrument)
+
+    def residual_for(self, venue: str, instrument: str) -> Decimal:
+        return self._steps.get((venue, instrument), (Decimal("0.01"), ZERO))[0]
 
     def min_size(self, venue: str, instrument: str) -> Decimal:
         return self._steps.get((venue, instrument), (ZERO, ZERO))[1]
+
+    def apply(self, leg: Leg, outcome: VenueOutcome) -> Decimal:
+        """Apply an outcome to a leg (the one call site of ``Leg.apply``)."""
+        delta = leg.apply(outcome, self.residual(leg))
+        if outcome.auth:
+            self.blocked.add(leg.venue)
+            if self._on_auth_failure is not None:
+                self._on_auth_failure(leg.venue, outcome.error)
+        run = self._runs.get(outcome.client_order_id)
+        if run is not None:
+            run.changed.set()
+        return delta
+
+    def on_journal_error(self, exc: BaseException) -> None:
+        if self._on_journal_error is not None:
+            self._on_journal_error(exc)
 
     def track(self, client_order_id: str, run: LegRun) -> None:
         self._runs[client_order_id] = run
 
     def on_order_update(self, ack: OrderAck) -> None:
-        """A pushed order update: routed to its leg by client order id. A malformed push is
-        dropped (the next query or push tells the truth); it never reaches the leg."""
-        run = self._runs.get(getattr(ack, "client_order_id", ""))
-        if run is None:
+        """A pushed order update, routed to its leg by client order id. A malformed push is
+        dropped (the next query or push tells the truth); it never reaches the leg. A push
+        that changes the fills of a finished trade (a reversed or late fill) reopens it."""
+        cid = getattr(ack, "client_order_id", "")
+        run = self._runs.get(cid)
+        found = (None, run.leg) if run is not None else self._finished.get(cid)
+        if found is None:
             return
+        trade, leg = found
+        ref = leg.orders.get(cid)
         try:
-            run.on_ack(check_ack(ack, ack.client_order_id))
+            outcome = VenueOutcome(Trigger.ACKED, cid, check_ack(
+                ack, cid, ref.request.size if ref is not None else None))
         except MalformedReply as exc:
             trace.get_current_span().add_event("malformed order update", {
                 tm.ERROR_TYPE: type(exc).__name__})
+            return
+        delta = self.apply(leg, outcome)
+        if delta and trade is not None and trade.state.is_final \
+                and self._on_late_change is not None:
+            self._on_late_change(trade)
 
     def observe(self, leg: Leg) -> Leg:
         if self.journal is not None:
@@ -303,13 +393,40 @@ class TradeExecutor:
             self.journal.leg_created(leg)
         return leg
 
-    def resting_runs(self) -> list[LegRun]:
-        return [run for run in self._runs.values() if run.resting]
+    def remember(self, trade: Trade) -> None:
+        """Keep a finished trade's orders routable for late pushes (bounded)."""
+        for leg in trade.all_legs:
+            for cid in leg.orders:
+                self._runs.pop(cid, None)
+                self._finished[cid] = (trade, leg)
+        while len(self._finished) > KEEP_FINISHED_ORDERS:
+            self._finished.popitem(last=False)
+
+    def resting_legs(self) -> list[Leg]:
+        legs = {id(run.leg): run.leg for run in self._runs.values() if run.leg.resting}
+        return list(legs.values())
 
     async def cancel_resting(self) -> None:
         """The kill switch: cancel every order of ours that may rest, whatever its trade."""
-        runs = self.resting_runs()
-        await asyncio.gather(*(run.cancel(run.leg) for run in runs), return_exceptions=True)
+        await asyncio.gather(*(self.reconcile(leg) for leg in self.resting_legs()),
+                             return_exceptions=True)
+
+    def worst_case_cost(self, trade: Trade) -> Decimal:
+        """What the trade can spend at most: every BUY leg at its limit plus the slippage
+        the strategy may chase, fees included. Completion only buys what a leg did not, at
+        most the same bound; this is what the capital gate reserves."""
+        ticks = int(getattr(self.strategy, "max_slippage_ticks", 0))
+        ticks = max(ticks, self.execution.unwind_slippage_ticks)
+        opp = trade.opportunity
+        total = ZERO
+        for spec in opp.legs:
+            if spec.side is not Side.BUY:
+                continue
+            price = min(spec.price + spec.tick_size * ticks, ONE)
+            venue = self.venues.get(spec.venue)
+            fee = venue.fee(spec.instrument, price, opp.size) if venue is not None else ZERO
+            total += price * opp.size + fee
+        return max(total, opp.cost)
 
     # ------------------------------------------------------------------ entry
 
@@ -325,7 +442,7 @@ class TradeExecutor:
                 tick_size=spec.tick_size))
             for i, spec in enumerate(opp.legs)
         ]
-        deadline = time.perf_counter() + self.execution.deadline_ms / 1000
+        deadline = self.clock() + self.execution.deadline_ms / 1000
         slippage = int(getattr(self.strategy, "max_slippage_ticks", 0))
         with self.tracer.start_as_current_span(tm.SPAN_EXECUTE, attributes={
             tm.TRADE_ID: trade.id, tm.STRATEGY: trade.strategy,
@@ -337,25 +454,10 @@ class TradeExecutor:
                     tg.create_task(self._run_leg(run))
             sent = [leg.submitted_at for leg in trade.legs if leg.submitted_at is not None]
             trade.on_wire_at = max(sent) if sent else None
-        await self.settle(trade)
-        trade.finished_at = time.perf_counter()
-        self._forget(trade)
+        await self.conclude(trade)
+        trade.finished_at = self.clock()
+        self.remember(trade)
         return trade
-
-    async def settle(self, trade: Trade) -> None:
-        """Entry legs are final (or unresolved): commit, or roll back."""
-        if all(leg.state is LegState.FILLED for leg in trade.legs):
-            with self.tracer.start_as_current_span(tm.SPAN_FINALIZE, attributes={
-                    tm.TRADE_ID: trade.id}) as span:
-                trade.transition(TradeState.COMMITTED)
-                span.set_attribute(tm.TRADE_HEDGED, str(trade.hedged_size))
-        else:
-            await self.rollback(trade)
-
-    def _forget(self, trade: Trade) -> None:
-        for cid in [c for c, run in self._runs.items() if run.leg.trade_id == trade.id
-                    and not run.resting]:
-            del self._runs[cid]
 
     async def _run_leg(self, run: LegRun) -> None:
         """Let the strategy work the leg, then leave it final or UNRESOLVED, nothing resting."""
@@ -364,62 +466,100 @@ class TradeExecutor:
             await self.strategy.execute_leg(leg, run)  # type: ignore[arg-type]
         except Exception as exc:  # a plugin bug must not take the trade's other legs down
             trace.get_current_span().record_exception(exc)
-            leg.error = f"{type(exc).__name__}: {exc}"
-            if leg.state is LegState.PENDING:
-                leg.transition(LegState.REJECTED)
-        await self.finish_leg(run)
+            self.apply(leg, VenueOutcome(Trigger.ABANDONED, error=f"{type(exc).__name__}: "
+                                                                  f"{exc}"))
+        await self.reconcile(leg)
+        leg.finished_at = self.clock()
 
-    async def finish_leg(self, run: LegRun) -> None:
-        leg = run.leg
-        if run.resting and leg.state is not LegState.UNRESOLVED and not leg.state.is_final:
-            await run.cancel(leg)
-        if leg.state is LegState.UNRESOLVED:
-            await self.reconcile(run)
-        self._close_leg(leg)
-        leg.finished_at = time.perf_counter()
+    # ------------------------------------------------------------------ the reconciler
 
-    def _close_leg(self, leg: Leg) -> None:
-        """Nothing rests any more: whatever is not FILLED ends CANCELLED (or stays UNRESOLVED)."""
-        if leg.state in (LegState.SUBMITTED, LegState.PARTIALLY_FILLED):
-            if leg.filled > ZERO and leg.size - leg.filled < self.residual(leg):
-                leg.transition(LegState.FILLED)
-            else:
-                leg.transition(LegState.CANCELLED)
-
-    async def reconcile(self, run: LegRun, timeout_s: float | None = None) -> None:
-        """Query the venue by client order id with backoff until the leg's outcome is known."""
-        leg = run.leg
-        timeout_s = self.execution.reconcile_timeout_ms / 1000 if timeout_s is None else timeout_s
-        give_up = time.perf_counter() + timeout_s
+    async def reconcile(self, leg: Leg, give_up: float | None = None, *,
+                        close: bool = True) -> None:
+        """Ask the venue about every order of the leg that may rest or whose outcome is
+        unknown, by the ids the journal holds; cancel what rests; then (with ``close``)
+        close the leg, since nothing of it rests. Retries with backoff until ``give_up``;
+        what is still unknown then leaves the leg UNRESOLVED."""
+        if leg.state.is_final:
+            return
+        venue = self.venues.get(leg.venue)
+        if venue is None:  # that venue is not in this pipeline: the leg stays as it is
+            return
+        if give_up is None:
+            give_up = self.clock() + self.execution.reconcile_timeout_ms / 1000
+        adopt = getattr(venue, "adopt_order", None)
         attempt = 0
-        with self.tracer.start_as_current_span(tm.SPAN_QUERY, attributes={
+        span_cm = self.tracer.start_as_current_span(tm.SPAN_QUERY, attributes={
             tm.TRADE_ID: leg.trade_id, tm.LEG_INDEX: leg.index,
-            tm.ORDER_CLIENT_ID: leg.current_client_order_id(),
-        }) as span:
-            while leg.state is LegState.UNRESOLVED:
-                cid = leg.current_client_order_id()
-                try:
-                    ack = check_ack(await asyncio.wait_for(run.venue.get_order(cid),
-                                                           self.order_timeout_s), cid)
-                except UnknownOrder:
-                    # The venue never saw it: nothing rests, nothing filled on this attempt.
-                    run.resting = False
-                    leg.transition(LegState.PARTIALLY_FILLED if leg.filled > ZERO
-                                   else LegState.REJECTED)
+            tm.ORDER_CLIENT_ID: leg.current_client_order_id()}) if leg.unknown else None
+        span = span_cm.__enter__() if span_cm is not None else None
+        try:
+            while leg.resting:
+                for ref in [r for r in leg.orders.values() if not r.done]:
+                    if adopt is not None:
+                        adopt(ref.request, ref.venue_order_id)
+                    if ref.lost:
+                        self.apply(leg, await self.calls.query(venue, ref))
+                    if not ref.done and not ref.lost:  # known to rest: cancel it
+                        self.apply(leg, await self.calls.cancel(venue, ref))
+                if not leg.resting or self.clock() >= give_up:
                     break
-                except Exception as exc:
-                    span.add_event("query failed", {tm.ERROR_TYPE: type(exc).__name__})
-                    if time.perf_counter() >= give_up:
-                        break
-                    await asyncio.sleep(backoff(attempt, self.rng))
-                    attempt += 1
-                    continue
-                run.on_ack(ack)
-                if run.resting:
-                    await run.cancel(leg)
-            span.set_attribute(tm.LEG_STATE, leg.state.value)
+                if span is not None:
+                    span.add_event("query failed")
+                await asyncio.sleep(backoff(attempt, self.rng))
+                attempt += 1
+            if close and not leg.resting:
+                self.apply(leg, VenueOutcome(Trigger.CLOSED))
+            if span is not None:
+                span.set_attribute(tm.LEG_STATE, leg.state.value)
+        finally:
+            if span_cm is not None:
+                span_cm.__exit__(None, None, None)
 
-    # ------------------------------------------------------------------ rollback
+    async def reconcile_trade(self, trade: Trade, give_up: float) -> None:
+        """Reconcile every leg of a trade in parallel, then commit, roll back, or leave it
+        UNRESOLVED (recovery and background resolution)."""
+        await asyncio.gather(*(self.reconcile(leg, give_up) for leg in trade.all_legs))
+        await self.conclude(trade)
+
+    async def recheck(self, trade: Trade) -> bool:
+        """Ask the venue again about every order of a finished trade (a fill can be
+        reversed on chain after the trade ended, even while no process ran). True if what
+        the trade holds changed: the caller breaks and re-hedges it."""
+        changed = False
+        for leg in trade.all_legs:
+            venue = self.venues.get(leg.venue)
+            if venue is None:
+                continue
+            adopt = getattr(venue, "adopt_order", None)
+            for ref in leg.orders.values():
+                if adopt is not None:
+                    adopt(ref.request, ref.venue_order_id)
+                outcome = await self.calls.query(venue, ref)
+                if outcome.trigger is Trigger.ACKED:
+                    changed |= bool(self.apply(leg, outcome))
+        return changed
+
+    # ------------------------------------------------------------------ finalize / rollback
+
+    async def conclude(self, trade: Trade) -> None:
+        """The entry legs are final or unresolved: commit, roll back, or wait (UNRESOLVED)."""
+        if any(leg.state is LegState.UNRESOLVED for leg in trade.all_legs):
+            self._unresolved(trade, "leg outcome unknown after reconcile timeout")
+            return
+        if trade.state is TradeState.DETECTED:  # interrupted before preflight finished
+            trade.reject_reason = "interrupted before preflight finished"
+            trade.transition(TradeState.REJECTED)
+            return
+        if trade.state is TradeState.APPROVED:
+            trade.transition(TradeState.EXECUTING)
+        if all(leg.state is LegState.FILLED for leg in trade.legs) and not trade.unwind_legs \
+                and not self.unhedged(trade) and trade.state is not TradeState.ROLLING_BACK:
+            with self.tracer.start_as_current_span(tm.SPAN_FINALIZE, attributes={
+                    tm.TRADE_ID: trade.id}) as span:
+                trade.transition(TradeState.COMMITTED)
+                span.set_attribute(tm.TRADE_HEDGED, str(trade.hedged_size))
+            return
+        await self.rollback(trade)
 
     async def rollback(self, trade: Trade) -> None:
         """Cancel what rests (done per leg), then complete or unwind the unhedged part."""
@@ -428,37 +568,48 @@ class TradeExecutor:
         with self.tracer.start_as_current_span(tm.SPAN_ROLLBACK, attributes={
             tm.TRADE_ID: trade.id,
         }) as span:
+            await self.rehedge(trade)
             if any(leg.state is LegState.UNRESOLVED for leg in trade.all_legs):
-                self._unresolved(trade, span, "leg outcome unknown after reconcile timeout")
-                return
-            if self.execution.rollback == "complete_or_unwind":
-                await self.complete_if_cheaper(trade)
-            await self.unwind_excess(trade)
-            if any(leg.state is LegState.UNRESOLVED for leg in trade.all_legs):
-                self._unresolved(trade, span, "rollback leg outcome unknown")
+                self._unresolved(trade, "rollback leg outcome unknown", span)
                 return
             remaining = self.unhedged(trade)
+            trade.error = self.exposure_text(remaining)
             completed = any(leg.purpose == "complete" and leg.filled for leg in trade.unwind_legs)
-            if completed and not remaining and not self._shortfalls(trade) \
-                    and not any(leg.purpose == "unwind" and leg.filled
-                                for leg in trade.unwind_legs):
-                trade.transition(TradeState.COMMITTED)  # completion hedged everything
+            unwound = any(leg.purpose == "unwind" and leg.filled for leg in trade.unwind_legs)
+            if not remaining and not self._shortfalls(trade) and not unwound and (
+                    completed or all(leg.state is LegState.FILLED for leg in trade.legs)):
+                trade.transition(TradeState.COMMITTED)  # hedged after all
             else:
                 trade.transition(TradeState.ROLLED_BACK)
             if remaining:
-                dust = all(qty < self.min_size(*key) for key, qty in remaining.items())
-                trade.error = ("dust below the minimum order size, still held: " if dust
-                               else "unwind incomplete, still held: ") + ", ".join(
-                    f"{inst} {qty}" for (_, inst), qty in sorted(remaining.items()))
                 span.set_status(Status(StatusCode.ERROR, trade.error))
             span.set_attribute(tm.TRADE_STATE, trade.state.value)
             span.set_attribute(tm.TRADE_HEDGED, str(trade.hedged_size))
 
-    def _unresolved(self, trade: Trade, span: trace.Span, reason: str) -> None:
-        trade.error = reason
-        trade.transition(TradeState.UNRESOLVED)
-        span.set_status(Status(StatusCode.ERROR, reason))
-        span.set_attribute(tm.TRADE_STATE, trade.state.value)
+    async def rehedge(self, trade: Trade) -> None:
+        """Complete (when the policy allows and it is cheaper) or unwind what is unhedged.
+        Also what the background exposure worker runs, without touching the trade's state."""
+        if self.execution.rollback == "complete_or_unwind":
+            await self.complete_if_cheaper(trade)
+        await self.unwind_excess(trade)
+
+    def exposure_text(self, remaining: Mapping[tuple[str, str], Decimal]) -> str:
+        if not remaining:
+            return ""
+        dust = all(qty < self.min_size(*key) for key, qty in remaining.items())
+        return ("dust below the minimum order size, still held: " if dust
+                else "unwind incomplete, still held: ") + ", ".join(
+            f"{inst} {qty}" for (_, inst), qty in sorted(remaining.items()))
+
+    def _unresolved(self, trade: Trade, reason: str, span: trace.Span | None = None) -> None:
+        trade.error = reason  # before the transition: the journal writes it with the state
+        if trade.state is TradeState.EXECUTING:
+            trade.transition(TradeState.ROLLING_BACK)
+        if trade.state is not TradeState.UNRESOLVED:
+            trade.transition(TradeState.UNRESOLVED)
+        if span is not None:
+            span.set_status(Status(StatusCode.ERROR, reason))
+            span.set_attribute(tm.TRADE_STATE, trade.state.value)
 
     def unhedged(self, trade: Trade) -> dict[tuple[str, str], Decimal]:
         """Shares per entry instrument above the hedged size, ignoring sub-step dust."""
@@ -470,6 +621,10 @@ class TradeExecutor:
             if excess >= self.residual(leg):
                 out[(leg.venue, leg.instrument)] = excess
         return out
+
+    def exposed(self, trade: Trade) -> bool:
+        """Unhedged shares at or above the minimum order size: exposure to work off."""
+        return any(qty >= self.min_size(*key) for key, qty in self.unhedged(trade).items())
 
     def unwind_plan(self, trade: Trade) -> dict[tuple[str, str], Decimal]:
         """Shares to sell per entry instrument so every leg ends at one hedged level.
@@ -493,9 +648,6 @@ class TradeExecutor:
         return {k: q - level for k, q in held.items()
                 if q - level >= self.residual_for(*k)}
 
-    def residual_for(self, venue: str, instrument: str) -> Decimal:
-        return self._steps.get((venue, instrument), (Decimal("0.01"), ZERO))[0]
-
     def _shortfalls(self, trade: Trade) -> dict[int, Decimal]:
         """Per entry leg: shares missing to match the most-filled leg."""
         positions = trade.net_position()
@@ -514,9 +666,10 @@ class TradeExecutor:
         slip = self.execution.unwind_slippage_ticks
         for index, qty in shortfalls.items():
             entry = trade.legs[index]
-            venue = self.venues[entry.venue]
-            book = venue.book(entry.instrument)
-            if book is None or not book.asks or qty < self.min_size(entry.venue, entry.instrument):
+            venue = self.venues.get(entry.venue) if entry.venue not in self.blocked else None
+            book = venue.book(entry.instrument) if venue is not None else None
+            if venue is None or book is None or not book.asks \
+                    or qty < self.min_size(entry.venue, entry.instrument):
                 return
             price = min(book.asks[0].price + entry.tick_size * slip, ONE - entry.tick_size)
             available = sum((lv.size for lv in book.asks if lv.price <= price), ZERO)
@@ -530,46 +683,48 @@ class TradeExecutor:
         complete_value = excess * trade.opportunity.payout - complete_cost
         unwind_value = ZERO
         for (vid, inst), qty in self.unhedged(trade).items():
-            book = self.venues[vid].book(inst)
-            if book is None or not book.bids:
+            venue = self.venues.get(vid)
+            book = venue.book(inst) if venue is not None else None
+            if venue is None or book is None or not book.bids:
                 unwind_value = Decimal(-10**9)  # no bid: unwinding is not possible now
                 break
             bid = book.bids[0].price
-            unwind_value += bid * qty - self.venues[vid].fee(inst, bid, qty)
+            unwind_value += bid * qty - venue.fee(inst, bid, qty)
         if complete_value <= unwind_value:
             return
-        deadline = time.perf_counter() + self.execution.unwind_deadline_ms / 1000
-        legs = []
-        for entry, qty, price in plans:
-            leg = self.observe(Leg(
-                trade_id=trade.id, index=len(trade.legs) + len(trade.unwind_legs),
-                venue=entry.venue, instrument=entry.instrument, side=Side.BUY, size=qty,
-                limit_price=price, target_price=entry.target_price, tick_size=entry.tick_size,
-                purpose="complete"))
-            trade.unwind_legs.append(leg)
-            legs.append(leg)
+        deadline = self.clock() + self.execution.unwind_deadline_ms / 1000
+        legs = [self._extra_leg(trade, entry, Side.BUY, qty, price, entry.target_price,
+                                "complete") for entry, qty, price in plans]
         async with asyncio.TaskGroup() as tg:
             for leg in legs:
                 tg.create_task(self._take(leg, deadline, floor=None))
 
     async def unwind_excess(self, trade: Trade) -> None:
         """Sell each leg's shares above the hedged size, chasing the bid within the loss cap."""
-        deadline = time.perf_counter() + self.execution.unwind_deadline_ms / 1000
+        deadline = self.clock() + self.execution.unwind_deadline_ms / 1000
         legs = []
         for (venue_id, instrument), excess in sorted(self.unwind_plan(trade).items()):
+            if venue_id not in self.venues or venue_id in self.blocked:
+                continue
             entry = next(leg for leg in trade.legs if leg.instrument == instrument
                          and leg.venue == venue_id)
             cost = entry.average_price or entry.target_price
-            leg = self.observe(Leg(
-                trade_id=trade.id, index=len(trade.legs) + len(trade.unwind_legs),
-                venue=venue_id, instrument=instrument, side=Side.SELL, size=excess,
-                limit_price=max(cost - self.execution.max_unwind_loss, ZERO),
-                target_price=cost, tick_size=entry.tick_size, purpose="unwind"))
-            trade.unwind_legs.append(leg)
-            legs.append(leg)
+            legs.append(self._extra_leg(trade, entry, Side.SELL, excess,
+                                        max(cost - self.execution.max_unwind_loss, ZERO),
+                                        cost, "unwind"))
         async with asyncio.TaskGroup() as tg:
             for leg in legs:
                 tg.create_task(self._take(leg, deadline, floor=leg.limit_price))
+
+    def _extra_leg(self, trade: Trade, entry: Leg, side: Side, size: Decimal, limit: Decimal,
+                   target: Decimal, purpose: str) -> Leg:
+        leg = self.observe(Leg(
+            trade_id=trade.id, index=len(trade.legs) + len(trade.unwind_legs),
+            venue=entry.venue, instrument=entry.instrument, side=side, size=size,
+            limit_price=limit, target_price=target, tick_size=entry.tick_size,
+            purpose=purpose))
+        trade.unwind_legs.append(leg)
+        return leg
 
     async def _take(self, leg: Leg, deadline: float, floor: Decimal | None) -> None:
         """Cross the spread for ``leg`` (FAK), chasing the book until filled or the deadline;
@@ -581,32 +736,36 @@ class TradeExecutor:
         with self.tracer.start_as_current_span(tm.SPAN_WORK, attributes={
                 tm.TRADE_ID: leg.trade_id, tm.LEG_INDEX: leg.index, tm.LEG_PURPOSE: leg.purpose}):
             while not leg.state.is_final and leg.state is not LegState.UNRESOLVED \
-                    and time.perf_counter() < deadline and leg.remaining >= min_size:
+                    and self.clock() < deadline and leg.remaining >= min_size:
                 book = venue.book(leg.instrument)
                 if leg.side is Side.SELL:
                     if book is None or not book.bids:
                         break
+                    if floor is not None and book.bids[0].price < floor:
+                        break  # the loss cap: hold rather than dump
                     price = max(book.bids[0].price - slip, leg.tick_size)
                     if floor is not None:
                         price = max(price, quantize_up(floor, leg.tick_size))
-                    if floor is not None and book.bids[0].price < floor:
-                        break  # the loss cap: hold rather than dump
                 else:
                     if book is None or not book.asks:
                         break
                     price = min(book.asks[0].price + slip, leg.limit_price)
                 size = quantize_down(leg.remaining, self.residual(leg))
-                request = OrderRequest(leg.next_client_order_id(), leg.venue, leg.instrument,
-                                       leg.side, price, size, TimeInForce.FAK)
                 before = leg.filled
-                await run.submit(leg, request)
+                await run.submit(price, size, TimeInForce.FAK)
                 if leg.state is LegState.UNRESOLVED:
-                    await self.reconcile(run)
+                    await self.reconcile(leg, close=False)  # learn what it did, go on
                 if leg.filled == before and not leg.state.is_final:
                     await asyncio.sleep(self.poll_interval_s)  # let the book move
-            await self.finish_leg(run)
+            await self.reconcile(leg)
+            self._forget_run(leg)
+
+    def _forget_run(self, leg: Leg) -> None:
+        for cid in leg.orders:
+            self._runs.pop(cid, None)
 
 
 def quantize_up(value: Decimal, step: Decimal) -> Decimal:
     down = quantize_down(value, step)
     return down if down == value else down + step
+

@@ -25,9 +25,11 @@ from .model import (
     LegSpec,
     LegState,
     Opportunity,
+    OrderRef,
     OrderRequest,
     Pr3dictError,
     Side,
+    TimeInForce,
     Trade,
     TradeState,
 )
@@ -71,7 +73,8 @@ CREATE TABLE IF NOT EXISTS orders (
     price TEXT NOT NULL,
     size TEXT NOT NULL,
     time_in_force TEXT NOT NULL,
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    venue_order_id TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS fills (
     fill_id TEXT NOT NULL,
@@ -83,6 +86,15 @@ CREATE TABLE IF NOT EXISTS fills (
     fee TEXT NOT NULL,
     PRIMARY KEY (trade_id, idx, fill_id)
 );
+CREATE TABLE IF NOT EXISTS halts (
+    cause TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    lifted_at REAL,
+    PRIMARY KEY (cause, subject)
+);
 CREATE TABLE IF NOT EXISTS transitions (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     trade_id TEXT NOT NULL,
@@ -92,6 +104,13 @@ CREATE TABLE IF NOT EXISTS transitions (
     at REAL NOT NULL
 );
 """
+
+SCHEMA_VERSION = 2
+# Applied in order to a journal whose user_version is below the key.
+MIGRATIONS = {
+    2: ["ALTER TABLE orders ADD COLUMN venue_order_id TEXT NOT NULL DEFAULT ''"],
+}
+
 
 class JournalError(Pr3dictError):
     """The journal could not be written: no order may go out."""
@@ -136,11 +155,24 @@ class Journal:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self._durable = True
-        self.db.executescript(SCHEMA)
+        self._migrate()
         self._pending: list[tuple[str, tuple[Any, ...]]] = []
         self._flushed: asyncio.Future[None] | None = None  # a durable flush is scheduled
         self._scheduled = False  # a NORMAL flush is scheduled
         self._error: BaseException | None = None
+
+    def _migrate(self) -> None:
+        """Create the schema, or bring an older journal up to SCHEMA_VERSION."""
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        existing = self.db.execute(
+            "SELECT 1 FROM sqlite_master WHERE name = 'trades'").fetchone() is not None
+        if existing and version < SCHEMA_VERSION:
+            for target in sorted(MIGRATIONS):
+                if target > max(version, 1):
+                    for sql in MIGRATIONS[target]:
+                        self.db.execute(sql)
+        self.db.executescript(SCHEMA)
+        self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def close(self) -> None:
         self.flush()
@@ -234,10 +266,14 @@ class Journal:
                  str(leg.size), str(leg.limit_price), str(leg.target_price), str(leg.tick_size),
                  leg.purpose, leg.state.value, leg.attempts, leg.error))
 
-    async def order_intent(self, leg: Leg, request: OrderRequest) -> None:
-        """Durable before the order goes on the wire. Group commit: the intents of every leg
-        that reaches this point in the same loop iteration share one fsync."""
-        self._pending.extend(self._intent_rows(leg, request))
+    async def order_intent(self, leg: Leg, request: OrderRequest,
+                           venue_order_id: str = "") -> None:
+        """Durable before the order goes on the wire, with the venue's id for it when that
+        is known before sending. Group commit: the intents of every leg that reaches this
+        point in the same loop iteration share one fsync."""
+        if self._error is not None:
+            self.flush()  # raises the earlier failure: no order goes out
+        self._pending.extend(self._intent_rows(leg, request, venue_order_id))
         if self._flushed is None:
             self._flushed = asyncio.get_running_loop().create_future()
             asyncio.get_running_loop().call_soon(self._flush)
@@ -253,23 +289,33 @@ class Journal:
         else:
             done.set_result(None)
 
-    def _intent_rows(self, leg: Leg, request: OrderRequest) -> list[tuple[str, tuple[Any, ...]]]:
+    def _intent_rows(self, leg: Leg, request: OrderRequest,
+                     venue_order_id: str) -> list[tuple[str, tuple[Any, ...]]]:
         return [
             self._leg_row(leg),
             ("INSERT OR IGNORE INTO orders (client_order_id, trade_id, idx, venue, instrument, "
-             "side, price, size, time_in_force, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             "side, price, size, time_in_force, created_at, venue_order_id) "
+             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
              (request.client_order_id, leg.trade_id, leg.index, request.venue,
               request.instrument, request.side.value, str(request.price), str(request.size),
-              request.time_in_force.value, time.time())),
+              request.time_in_force.value, time.time(), venue_order_id)),
         ]
 
     def leg_transition(self, leg: Leg, old: LegState) -> None:
+        """A leg changed (its state, or the venue's view of its fills): the row, the
+        transition, the venue's order ids, and its fills as the venue now reports them."""
         now = time.time()
-        statements = [
-            self._leg_row(leg),
-            ("INSERT INTO transitions (trade_id, idx, from_state, to_state, at) "
-             "VALUES (?, ?, ?, ?, ?)", (leg.trade_id, leg.index, old.value, leg.state.value, now)),
-        ]
+        statements = [self._leg_row(leg)]
+        if old is not leg.state:
+            statements.append((
+                "INSERT INTO transitions (trade_id, idx, from_state, to_state, at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (leg.trade_id, leg.index, old.value, leg.state.value, now)))
+        statements += [("UPDATE orders SET venue_order_id = ? WHERE client_order_id = ? "
+                        "AND venue_order_id = ''", (ref.venue_order_id, cid))
+                       for cid, ref in leg.orders.items() if ref.venue_order_id]
+        statements.append(("DELETE FROM fills WHERE trade_id = ? AND idx = ?",
+                           (leg.trade_id, leg.index)))
         statements += [self._fill_row(leg, f) for f in leg.fills.values()]
         # NORMAL survives a process crash; the trade's outcome, written FULL right after,
         # syncs the WAL and with it these frames (WAL is one sequential file).
@@ -320,17 +366,67 @@ class Journal:
                       side=Side(r[3]), size=Decimal(r[4]), limit_price=Decimal(r[5]),
                       target_price=Decimal(r[6]), tick_size=Decimal(r[7]), purpose=r[8],
                       state=LegState(r[9]), attempts=r[10], error=r[11])
-            leg.add_fills(Fill(f[0], f[1], f[2], f[3], f[4]) for f in self.db.execute(
-                "SELECT fill_id, client_order_id, price, size, fee FROM fills "
-                "WHERE trade_id = ? AND idx = ?", (trade_id, leg.index)))
+            for f in self.db.execute(
+                    "SELECT fill_id, client_order_id, price, size, fee FROM fills "
+                    "WHERE trade_id = ? AND idx = ?", (trade_id, leg.index)):
+                leg.fills[f[0]] = Fill(f[0], f[1], f[2], f[3], f[4])
+            for o in self.db.execute(
+                    "SELECT client_order_id, venue, instrument, side, price, size, "
+                    "time_in_force, venue_order_id FROM orders WHERE trade_id = ? AND idx = ? "
+                    "ORDER BY created_at, client_order_id", (trade_id, leg.index)):
+                request = OrderRequest(o[0], o[1], o[2], Side(o[3]), Decimal(o[4]),
+                                       Decimal(o[5]), TimeInForce(o[6]))
+                # After a restart the fate of every order of an open leg is unknown until
+                # the venue says: the reconciler asks it by these ids.
+                final = leg.state.is_final
+                leg.orders[o[0]] = OrderRef(request, o[7], done=final, lost=not final,
+                                            final=final)
             yield leg
 
-    def client_order_ids(self, trade_id: str, index: int) -> list[str]:
-        """Every order id ever intended for a leg, oldest first."""
+    def recent_final_trades(self, since: float) -> list[Trade]:
+        """Committed or rolled-back trades whose last change was at or after ``since``
+        (wall time), oldest first."""
         self.flush()
-        return [r[0] for r in self.db.execute(
-            "SELECT client_order_id FROM orders WHERE trade_id = ? AND idx = ? "
-            "ORDER BY created_at, client_order_id", (trade_id, index))]
+        rows = self.db.execute(
+            "SELECT id FROM trades WHERE state IN (?, ?) AND updated_at >= ? "
+            "ORDER BY created_at", (TradeState.COMMITTED.value, TradeState.ROLLED_BACK.value,
+                                    since)).fetchall()
+        return [self.load_trade(r[0]) for r in rows]
+
+    def executed_trades(self) -> list[Trade]:
+        """Every trade that got past preflight, oldest first, with ``ended_at`` (wall time
+        of its last change): what the risk gates rebuild their state from at start."""
+        self.flush()
+        rows = self.db.execute(
+            "SELECT id, updated_at FROM trades WHERE state NOT IN (?, ?, ?) "
+            "ORDER BY created_at", (TradeState.REJECTED.value, TradeState.DETECTED.value,
+                                    TradeState.APPROVED.value)).fetchall()
+        out = []
+        for trade_id, updated in rows:
+            trade = self.load_trade(trade_id)
+            trade.ended_at = updated
+            out.append(trade)
+        return out
+
+    # ------------------------------------------------------------------ halts
+
+    def set_halt(self, cause: str, subject: str, reason: str) -> None:
+        """A reason entries stop; durable at once (it must survive a crash)."""
+        self._write(True, [(
+            "INSERT OR REPLACE INTO halts (cause, subject, reason, run_id, created_at, "
+            "lifted_at) VALUES (?, ?, ?, ?, ?, NULL)",
+            (cause, subject, reason, self.run_id, time.time()))])
+
+    def lift_halt(self, cause: str, subject: str) -> None:
+        self._write(True, [("UPDATE halts SET lifted_at = ? WHERE cause = ? AND subject = ? "
+                            "AND lifted_at IS NULL", (time.time(), cause, subject))])
+
+    def active_halts(self) -> list[tuple[str, str, str]]:
+        """(cause, subject, reason) of every halt not lifted, oldest first."""
+        self.flush()
+        return [tuple(r) for r in self.db.execute(  # type: ignore[misc]
+            "SELECT cause, subject, reason FROM halts WHERE lifted_at IS NULL "
+            "ORDER BY created_at")]
 
     def trades(self, limit: int = 50, state: str | None = None) -> list[dict[str, Any]]:
         self.flush()

@@ -200,26 +200,6 @@ class LegState(enum.StrEnum):
 
 _FINAL_LEG_STATES = frozenset({LegState.FILLED, LegState.CANCELLED, LegState.REJECTED})
 
-LEG_TRANSITIONS: dict[LegState, frozenset[LegState]] = {
-    LegState.PENDING: frozenset({LegState.SUBMITTED, LegState.REJECTED, LegState.UNRESOLVED}),
-    LegState.SUBMITTED: frozenset(
-        {LegState.PARTIALLY_FILLED, LegState.FILLED, LegState.CANCELLED, LegState.REJECTED,
-         LegState.UNRESOLVED}
-    ),
-    LegState.PARTIALLY_FILLED: frozenset(
-        {LegState.PARTIALLY_FILLED, LegState.FILLED, LegState.CANCELLED, LegState.UNRESOLVED}
-    ),
-    # An unresolved leg leaves only when the venue says what happened.
-    LegState.UNRESOLVED: frozenset(
-        {LegState.SUBMITTED, LegState.PARTIALLY_FILLED, LegState.FILLED, LegState.CANCELLED,
-         LegState.REJECTED}
-    ),
-    LegState.FILLED: frozenset(),
-    LegState.CANCELLED: frozenset(),
-    LegState.REJECTED: frozenset(),
-}
-
-
 class TradeState(enum.StrEnum):
     DETECTED = "detected"
     APPROVED = "approved"
@@ -245,8 +225,10 @@ TRADE_TRANSITIONS: dict[TradeState, frozenset[TradeState]] = {
     TradeState.UNRESOLVED: frozenset({TradeState.ROLLING_BACK, TradeState.ROLLED_BACK,
                                       TradeState.COMMITTED}),
     TradeState.REJECTED: frozenset(),
-    TradeState.COMMITTED: frozenset(),
-    TradeState.ROLLED_BACK: frozenset(),
+    # A "break": the venue reversed a fill (Polymarket MATCHED -> FAILED) or reported a late
+    # one after the trade was final; the trade is reopened and re-hedged like a short leg.
+    TradeState.COMMITTED: frozenset({TradeState.ROLLING_BACK}),
+    TradeState.ROLLED_BACK: frozenset({TradeState.ROLLING_BACK}),
 }
 
 
@@ -303,12 +285,69 @@ def client_order_id(trade_id: str, leg_index: int, attempt: int) -> str:
     return f"{trade_id}-{leg_index}-{attempt}"
 
 
+REVERSAL_PREFIX = "reversal:"
+
+
+def is_reversal(fill: Fill) -> bool:
+    """A venue-reported undoing of earlier shares (a trade that failed on chain): its size is
+    negative and its id starts with ``reversal:``."""
+    return fill.fill_id.startswith(REVERSAL_PREFIX)
+
+
+# --------------------------------------------------------------------------- venue outcomes
+
+
+class Trigger(enum.StrEnum):
+    """What happened to one order of a leg; the only input that changes a leg's state."""
+
+    SENT = "sent"  # the intent is journaled and the order goes on the wire
+    ACKED = "acked"  # the venue's checked view of the order (reply, query or push)
+    REFUSED = "refused"  # definitively not at the venue (rejected, or never sent)
+    LOST = "lost"  # unknown: timeout after send, 5xx, malformed reply
+    NOT_FOUND = "not_found"  # the venue has no such order: it never arrived
+    CLOSED = "closed"  # the engine is done with the leg and nothing of it rests
+    ABANDONED = "abandoned"  # the strategy failed before anything was sent
+
+
+@frozen
+class VenueOutcome:
+    """A typed answer about one order, produced by the one venue-call helper."""
+
+    trigger: Trigger
+    client_order_id: str = ""
+    ack: OrderAck | None = None
+    error: str = ""
+    error_type: str = ""
+    auth: bool = False  # refused because the venue refused our credentials
+
+    @property
+    def rests(self) -> bool:
+        return self.ack is not None and self.ack.status is OrderStatus.OPEN
+
+
+@attrs.define(eq=False)
+class OrderRef:
+    """One order of a leg as the journal holds it: what was sent, the venue's id for it
+    (known before sending for Polymarket: the signed order's hash), and whether the venue
+    has said it no longer rests."""
+
+    request: OrderRequest
+    venue_order_id: str = ""
+    done: bool = False
+    lost: bool = False  # the last word about it was LOST: its outcome is unknown
+    final: bool = False  # the venue said it is filled or cancelled: that never changes
+
+
 # --------------------------------------------------------------------------- legs and trades
 
 
 @attrs.define(eq=False)
 class Leg:
-    """One leg being executed: its state machine and everything filled on it so far."""
+    """One leg being executed: its orders, every fill on them, and its state machine.
+
+    The state changes only in ``apply``, by a ``VenueOutcome`` looked up in ``LEG_TABLE``
+    (the (state, trigger) table), the way NautilusTrader's ``Order.apply`` works.
+    """
 
     trade_id: str
     index: int
@@ -322,6 +361,7 @@ class Leg:
     purpose: str = "entry"  # entry | unwind | complete
     state: LegState = LegState.PENDING
     fills: dict[str, Fill] = field(factory=dict)  # by fill id: duplicates never double-count
+    orders: dict[str, OrderRef] = field(factory=dict)  # by client order id, oldest first
     attempts: int = 0
     error: str = ""
     submitted_at: float | None = None
@@ -329,23 +369,24 @@ class Leg:
     unresolved_at: float | None = None  # perf_counter when the outcome became unknown
     unresolved_s: float = 0.0  # total time spent UNRESOLVED
     history: list[LegState] = field(factory=list)
-    # Called as observer(leg, old_state) after every transition (the journal listens).
+    # Called as observer(leg, old_state) after every change (the journal listens).
     observer: Callable[[Leg, LegState], None] | None = field(default=None, repr=False)
 
-    def transition(self, new: LegState) -> None:
-        if new not in LEG_TRANSITIONS[self.state]:
-            raise IllegalTransition(f"leg {self.trade_id}/{self.index}: {self.state} -> {new}")
-        old = self.state
-        self.history.append(old)
-        self.state = new
-        now = time.perf_counter()
-        if new is LegState.UNRESOLVED:
-            self.unresolved_at = now
-        elif old is LegState.UNRESOLVED and self.unresolved_at is not None:
-            self.unresolved_s += now - self.unresolved_at
-            self.unresolved_at = None
-        if self.observer is not None:
-            self.observer(self, old)
+    @property
+    def final_on_reject(self) -> bool:
+        """Entry legs end REJECTED when their only order is refused; unwind and completion
+        legs try again with a new order until their deadline instead."""
+        return self.purpose == "entry"
+
+    @property
+    def unknown(self) -> bool:
+        """Some order's outcome is unknown: the leg is UNRESOLVED until the venue says."""
+        return any(ref.lost for ref in self.orders.values())
+
+    @property
+    def resting(self) -> bool:
+        """An order of this leg may still rest at the venue (or its outcome is unknown)."""
+        return any(not ref.done for ref in self.orders.values())
 
     def next_client_order_id(self) -> str:
         self.attempts += 1
@@ -354,14 +395,71 @@ class Leg:
     def current_client_order_id(self) -> str:
         return client_order_id(self.trade_id, self.index, self.attempts)
 
-    def add_fills(self, fills: Iterable[Fill]) -> bool:
-        """Record fills by id; a fill seen before is ignored. True if anything was new."""
-        new = False
-        for fill in fills:
-            if fill.fill_id not in self.fills:
-                self.fills[fill.fill_id] = fill
-                new = True
-        return new
+    # ------------------------------------------------------------------ the one way in
+
+    def apply(self, outcome: VenueOutcome, residual: Decimal = Decimal("0.01")) -> Decimal:
+        """Apply one venue outcome; returns the change in filled shares (negative when the
+        venue reversed fills). Raises IllegalTransition for a pair the table lacks."""
+        handler = LEG_TABLE.get((self.state, outcome.trigger))
+        if handler is None:
+            raise IllegalTransition(f"leg {self.trade_id}/{self.index}: {self.state} "
+                                    f"on {outcome.trigger}")
+        before = self.filled
+        ref = self.orders.get(outcome.client_order_id)
+        if ref is not None and not self.state.is_final:
+            if outcome.trigger is Trigger.ACKED:
+                # An order's status only moves forward: an older push saying OPEN after a
+                # final answer is stale.
+                ref.final = ref.final or not outcome.rests
+                ref.done, ref.lost = ref.final, False
+                if outcome.ack is not None and outcome.ack.venue_order_id:
+                    ref.venue_order_id = outcome.ack.venue_order_id
+            elif outcome.trigger in (Trigger.REFUSED, Trigger.NOT_FOUND):
+                ref.done, ref.lost = True, False
+            elif outcome.trigger is Trigger.LOST:
+                ref.done, ref.lost = False, True
+        fills_changed = False
+        if outcome.ack is not None:
+            fills_changed = self._take_fills(outcome.ack)
+        if outcome.error and outcome.trigger is not Trigger.ACKED:
+            self.error = outcome.error
+        new = handler(self, outcome, residual)
+        if new is not self.state or fills_changed:
+            self._to(new)
+        return self.filled - before
+
+    def _take_fills(self, ack: OrderAck) -> bool:
+        """The ack is the venue's whole view of one order: it replaces what we knew of that
+        order, unless it is older (fewer shares and no new reversal): pushes arrive out of
+        order. True if anything changed."""
+        cid = ack.client_order_id
+        mine = {fid: f for fid, f in self.fills.items() if f.client_order_id == cid}
+        known = sum((f.size for f in mine.values() if not is_reversal(f)), ZERO)
+        told = sum((f.size for f in ack.fills if not is_reversal(f)), ZERO)
+        new_reversal = any(is_reversal(f) and f.fill_id not in mine for f in ack.fills)
+        if told < known and not new_reversal:
+            return False  # stale
+        theirs = {f.fill_id: f for f in ack.fills}
+        if theirs == mine:
+            return False
+        for fid in mine:
+            del self.fills[fid]
+        self.fills.update(theirs)
+        return True
+
+    def _to(self, new: LegState) -> None:
+        old = self.state
+        if new is not old:
+            self.history.append(old)
+            self.state = new
+            now = time.perf_counter()
+            if new is LegState.UNRESOLVED:
+                self.unresolved_at = now
+            elif old is LegState.UNRESOLVED and self.unresolved_at is not None:
+                self.unresolved_s += now - self.unresolved_at
+                self.unresolved_at = None
+        if self.observer is not None:
+            self.observer(self, old)
 
     @property
     def filled(self) -> Decimal:
@@ -408,6 +506,105 @@ class Leg:
         return per_share / self.tick_size
 
 
+# --------------------------------------------------------------------------- the leg table
+# Each handler returns the leg's next state; the fills and the order's `done` flag are
+# already folded in. A (state, trigger) pair missing from the table is illegal.
+
+
+def _working(leg: Leg) -> LegState:
+    return LegState.PARTIALLY_FILLED if leg.filled > ZERO else LegState.SUBMITTED
+
+
+def _complete(leg: Leg, residual: Decimal) -> bool:
+    return leg.filled > ZERO and leg.size - leg.filled < residual
+
+
+def _on_ack(leg: Leg, o: VenueOutcome, residual: Decimal) -> LegState:
+    if _complete(leg, residual):
+        return LegState.FILLED
+    assert o.ack is not None
+    if o.ack.status is OrderStatus.REJECTED and leg.filled == ZERO and not leg.resting:
+        leg.error = leg.error or o.ack.reason or "rejected"
+        return LegState.REJECTED if leg.final_on_reject else LegState.SUBMITTED
+    if leg.unknown:
+        return LegState.UNRESOLVED
+    return _working(leg)
+
+
+def _on_refused(leg: Leg, o: VenueOutcome, residual: Decimal) -> LegState:
+    if leg.unknown:
+        return LegState.UNRESOLVED
+    if _complete(leg, residual):
+        return LegState.FILLED
+    if leg.filled == ZERO and leg.final_on_reject and not leg.resting:
+        return LegState.REJECTED
+    return _working(leg)
+
+
+def _on_lost(leg: Leg, o: VenueOutcome, residual: Decimal) -> LegState:
+    return LegState.UNRESOLVED
+
+
+def _on_closed(leg: Leg, o: VenueOutcome, residual: Decimal) -> LegState:
+    if leg.resting:
+        raise IllegalTransition(f"leg {leg.trade_id}/{leg.index}: closed while an order "
+                                "may rest")
+    if _complete(leg, residual):
+        return LegState.FILLED
+    if leg.state is LegState.PENDING or (leg.filled == ZERO and not leg.orders):
+        return LegState.REJECTED  # nothing of it ever reached the venue
+    return LegState.CANCELLED
+
+
+def _same(leg: Leg, o: VenueOutcome, residual: Decimal) -> LegState:
+    return leg.state
+
+
+def _sent(leg: Leg, o: VenueOutcome, residual: Decimal) -> LegState:
+    return _working(leg)
+
+
+def _abandoned(leg: Leg, o: VenueOutcome, residual: Decimal) -> LegState:
+    return LegState.REJECTED
+
+
+def _final_ack(leg: Leg, o: VenueOutcome, residual: Decimal) -> LegState:
+    """A final leg learns late truth (a fill after the cancel, a reversed fill): its state
+    follows what it now holds; the trade decides whether that breaks the hedge."""
+    if _complete(leg, residual):
+        return LegState.FILLED
+    if leg.filled > ZERO or leg.state is LegState.FILLED:
+        return LegState.CANCELLED
+    return leg.state
+
+
+_T = Trigger
+_S = LegState
+LEG_TABLE: dict[tuple[LegState, Trigger], Callable[[Leg, VenueOutcome, Decimal], LegState]] = {
+    (_S.PENDING, _T.SENT): _sent,
+    (_S.PENDING, _T.ABANDONED): _abandoned,
+    (_S.PENDING, _T.CLOSED): _on_closed,
+    (_S.PENDING, _T.REFUSED): _on_refused,
+    (_S.PENDING, _T.NOT_FOUND): _on_refused,
+    **{(state, trigger): handler
+       for state in (_S.SUBMITTED, _S.PARTIALLY_FILLED)
+       for trigger, handler in ((_T.SENT, _sent), (_T.ACKED, _on_ack), (_T.REFUSED, _on_refused),
+                                (_T.NOT_FOUND, _on_refused), (_T.LOST, _on_lost),
+                                (_T.CLOSED, _on_closed), (_T.ABANDONED, _same))},
+    # Unknown until the venue answers about every lost order; only the venue lifts it.
+    (_S.UNRESOLVED, _T.ACKED): _on_ack,
+    (_S.UNRESOLVED, _T.REFUSED): _on_refused,
+    (_S.UNRESOLVED, _T.NOT_FOUND): _on_refused,
+    (_S.UNRESOLVED, _T.LOST): _on_lost,
+    (_S.UNRESOLVED, _T.ABANDONED): _same,
+    **{(state, trigger): handler
+       for state in (_S.FILLED, _S.CANCELLED, _S.REJECTED)
+       for trigger, handler in ((_T.ACKED, _final_ack), (_T.REFUSED, _same),
+                                (_T.NOT_FOUND, _same), (_T.LOST, _same), (_T.CLOSED, _same),
+                                (_T.ABANDONED, _same))},
+}
+
+
 @attrs.define(eq=False)
 class Trade:
     """An opportunity taken through preflight, execution and finalize or rollback."""
@@ -422,10 +619,12 @@ class Trade:
     gate: str = ""
     error: str = ""
     deadline_ms: int | None = None  # the execution deadline it ran under
+    reserve: Decimal = ZERO  # the most it can spend (the capital gate reserves this)
     gas_spent: Decimal = ZERO  # native token (POL) settlers spent on it
     decided_at: float | None = None  # perf_counter when preflight approved
     on_wire_at: float | None = None  # perf_counter when the last entry leg was sent
     finished_at: float | None = None
+    ended_at: float | None = None  # wall time of the last change, for a trade read back
     history: list[TradeState] = field(factory=list)
     observer: Callable[[Trade, TradeState], None] | None = field(default=None, repr=False)
     recorded: bool = field(default=False, repr=False)  # handed to statistics and sinks

@@ -20,6 +20,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pluggy
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
@@ -35,7 +36,6 @@ from .components import (
     MetricsSink,
     RiskGate,
     Settler,
-    UnknownOrder,
     Venue,
 )
 from .config import (
@@ -47,7 +47,7 @@ from .config import (
     load_pipeline,
 )
 from .defaults import SecretNotFound
-from .execution import LegRun, TradeExecutor, check_ack
+from .execution import TradeExecutor
 from .journal import Journal
 from .metrics import RunStatistics, RunSummary, TradeRecord
 from .model import (
@@ -55,7 +55,6 @@ from .model import (
     LegSpec,
     LegState,
     Opportunity,
-    OrderStatus,
     Pr3dictError,
     Trade,
     TradeState,
@@ -113,6 +112,21 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
 
 
+@attrs.frozen
+class Halt:
+    """Why new entries are refused: a cause (``unresolved``, ``exposure``, ``kill``,
+    ``auth``, ``journal``, ``recovery``), what it is about (a trade id, a venue id), and
+    a sentence for people. Each halt is lifted only by what set it."""
+
+    cause: str
+    subject: str
+    reason: str
+
+
+# Halts that outlive the process: restored from the journal before any entry.
+PERSISTENT_HALTS = frozenset({"exposure"})
+
+
 class Engine:
     """A built pipeline: venues, detectors, gates (in file order), one strategy, sinks."""
 
@@ -136,6 +150,7 @@ class Engine:
         journal: Journal | None = None,
         concurrent_cycles: bool = False,
         keep_trades: int = 1_000,
+        clock: Callable[[], float] = time.perf_counter,
     ):
         self.venues = dict(venues)
         self.detectors = list(detectors)
@@ -153,22 +168,25 @@ class Engine:
         self.kill_switch_file = kill_switch_file
         self.journal = journal
         self.concurrent_cycles = concurrent_cycles
+        self.clock = clock
         self.recovered: list[Trade] = []
-        self._resolvers: set[asyncio.Task[None]] = set()
-        self._settling: set[asyncio.Task[None]] = set()
         self.stats = RunStatistics()
         # The most recent trades, for the Python API and tests; totals live in `stats`.
         self.trades: collections.deque[Trade] = collections.deque(maxlen=keep_trades)
         self._unresolved: dict[str, Trade] = {}
-        # Why new entries are refused (fail closed), by cause; trading while empty. Each
-        # cause is lifted only by what set it (a resolved trade lifts its own halt only).
-        self.halts: dict[str, str] = {}
+        self._exposed: dict[str, Trade] = {}  # trades whose unhedged shares are being worked
+        # Why new entries are refused (fail closed), by (cause, subject); trading while empty.
+        self.halts: dict[tuple[str, str], Halt] = {}
+        self.fatal = ""  # set when the run must end non-zero (refused credentials)
         self._executor: TradeExecutor | None = None
         self._in_flight: set[tuple[str, str]] = set()
         self._tasks: set[asyncio.Task[Trade]] = set()
+        self._background: set[asyncio.Task[Any]] = set()  # resolvers, workers, settlement
+        self._stack: contextlib.AsyncExitStack | None = None
         self._semaphore = asyncio.Semaphore(self.execution.max_concurrent_trades)
         self._trade_seq = itertools.count(1)
         self._started = False
+        self._stopping = False
 
     # ------------------------------------------------------------------ construction
 
@@ -212,51 +230,77 @@ class Engine:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
+        """Start every component through one exit stack (a start that fails half way
+        closes what started, last in first out), restore halts and gate state from the
+        journal, recover open trades, and only then allow entries."""
         if self._started:
             return
         if self.journal is not None and self.journal.has_run(self.run_id):
             # Trade and order ids derive from the run id: reusing one would collide.
             raise Pr3dictError(f"run id {self.run_id} is already in the journal "
                                f"{self.journal.path}; use a new run id")
-        for provider in self.rpc.values():
-            await provider.start()
-        await asyncio.gather(*(v.start() for v in self.venues.values()))
-        for detector in self.detectors:
-            detector.bind({vid: self.venues[vid] for vid in detector.venue_ids})
-        for settler in self.settlers:
-            await settler.start()
-        self._executor = TradeExecutor(self.venues, self.strategy, self.execution, self.tracer,
-                                       journal=self.journal)
+        stack = contextlib.AsyncExitStack()
+        try:
+            for provider in self.rpc.values():
+                await provider.start()
+                stack.push_async_callback(provider.close)
+            for venue in self.venues.values():  # started one by one: each close registered
+                await venue.start()
+                stack.push_async_callback(venue.close)
+            for detector in self.detectors:
+                detector.bind({vid: self.venues[vid] for vid in detector.venue_ids})
+            for settler in self.settlers:
+                await settler.start()
+                stack.push_async_callback(settler.close)
+        except BaseException:
+            await stack.aclose()
+            raise
+        self._stack = stack
+        self._executor = TradeExecutor(
+            self.venues, self.strategy, self.execution, self.tracer, journal=self.journal,
+            clock=self.clock, on_auth_failure=self._auth_failed,
+            on_journal_error=self._journal_failed, on_late_change=self._late_change)
         self._started = True
-        if self.journal is not None:
-            await self.recover()
         if self.pm is not None and self.config is not None:
             self.pm.hook.pr3dict_run_start(config=self.config, run_id=self.run_id)
+        if self.journal is not None:
+            self._restore_halts()
+            await self.recover()
+            self._restore_gates()
 
-    async def close(self) -> None:
-        """Wait for trades in flight, then close sinks, settlers, venues and RPC in reverse."""
+    async def close(self, exit_code: int | None = None) -> None:
+        """Wait for trades in flight, stop background work, then close sinks, settlers,
+        venues and RPC in reverse order of starting; ``run_finish`` fires last."""
+        self._stopping = True
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._settling:
-            await asyncio.gather(*list(self._settling), return_exceptions=True)
-        for task in list(self._resolvers):  # unresolved trades stay in the journal
-            task.cancel()
-        if self._resolvers:
-            await asyncio.gather(*self._resolvers, return_exceptions=True)
+        for task in list(self._background):  # open trades and halts stay in the journal
+            if not getattr(task, "pr3dict_wait", False):
+                task.cancel()
+        if self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
         summary = self.statistics()
         errors: list[BaseException] = []
-        for closer in [*(s.close() for s in self.settlers),
-                       *(s.close(summary.to_json()) for s in self.sinks),
-                       *(v.close() for v in self.venues.values()),
-                       *(r.close() for r in self.rpc.values())]:
+        for sink in self.sinks:
             try:
-                await closer
+                await sink.close(summary.to_json())
             except Exception as exc:  # close the rest; report after
                 errors.append(exc)
+        if self._stack is not None:
+            try:
+                await self._stack.aclose()
+            except Exception as exc:
+                errors.append(exc)
+            self._stack = None
         self._started = False
         if self.journal is not None:
             self.journal.close()
             self.journal = None
+        if self.pm is not None and self.config is not None:
+            code = exit_code if exit_code is not None else (
+                1 if self.fatal or summary.unresolved else 0)
+            self.pm.hook.pr3dict_run_finish(config=self.config, run_id=self.run_id,
+                                            summary=summary, exit_code=code)
         if errors:
             raise Pr3dictError(f"{len(errors)} component(s) failed to close: {errors[0]!r}")
 
@@ -266,6 +310,15 @@ class Engine:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+    def _spawn(self, coro: Any, *, wait: bool = False) -> asyncio.Task[Any]:
+        """Background work under the engine: ``close()`` cancels it, or waits for it when
+        ``wait`` (settlement that is under way)."""
+        task = asyncio.ensure_future(coro)
+        task.pr3dict_wait = wait  # type: ignore[attr-defined]
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
 
     # ------------------------------------------------------------------ one cycle
 
@@ -382,12 +435,17 @@ class Engine:
         self._record(trade)
         return trade
 
+    def _reject(self, trade: Trade, gate: str, reason: str) -> None:
+        trade.reject_reason, trade.gate = reason, gate  # before: the journal writes them
+        trade.transition(TradeState.REJECTED)
+
     async def _preflight_and_execute(self, trade: Trade) -> None:
         reason = self.halted or self._kill_switch_reason()
         if reason:
-            trade.transition(TradeState.REJECTED)
-            trade.reject_reason, trade.gate = reason, "engine"
+            self._reject(trade, "engine", reason)
             return
+        assert self._executor is not None, "engine not started"
+        trade.reserve = self._executor.worst_case_cost(trade)
         approved: list[RiskGate] = []
         for gate in self.gates:
             with self.tracer.start_as_current_span(tm.SPAN_GATE, attributes={
@@ -403,28 +461,29 @@ class Engine:
                 span.set_attribute(tm.GATE_APPROVED, decision.approved)
                 if not decision.approved:
                     span.set_attribute(tm.GATE_REASON, decision.reason)
-                    trade.transition(TradeState.REJECTED)
-                    trade.reject_reason, trade.gate = decision.reason, gate.id
+                    self._reject(trade, gate.id, decision.reason)
                     self._notify_gates(approved, trade)
                     return
                 approved.append(gate)
         trade.transition(TradeState.APPROVED)
-        trade.decided_at = time.perf_counter()
-        assert self._executor is not None, "engine not started"
+        trade.decided_at = self.clock()
         try:
             await self._executor.execute(trade)
         finally:
-            if trade.state is TradeState.UNRESOLVED:
-                self._resolve_later(trade, approved)
-            else:
-                self._notify_gates(approved, trade)
+            self._after(trade, approved)
+
+    def _after(self, trade: Trade, gates: Sequence[RiskGate]) -> None:
+        """A trade came out of execution or reconciliation: resolve it later, work its
+        exposure, tell the gates, settle it."""
+        if trade.state is TradeState.UNRESOLVED:
+            self._resolve_later(trade, gates)
+            return
+        self._notify_gates(gates, trade)
         self._check_exposure(trade)
         if trade.state is TradeState.COMMITTED and self.settlers:
             # Settlement (an on-chain merge takes seconds) runs after the trade's slot and
             # markets are released; close() waits for it.
-            task = asyncio.ensure_future(self._settle(trade))
-            self._settling.add(task)
-            task.add_done_callback(self._settling.discard)
+            self._spawn(self._settle(trade), wait=True)
 
     async def _settle(self, trade: Trade) -> None:
         for settler in self.settlers:
@@ -438,16 +497,6 @@ class Engine:
         if trade.gas_spent:
             self._record(trade)  # again, now with the gas it cost (sinks add the difference)
 
-    def _check_exposure(self, trade: Trade) -> None:
-        """Known but unhedged exposure (an unwind hit its loss cap or found no bids) stops
-        new entries until an operator looks; dust below the minimum order size does not."""
-        executor = self._executor
-        assert executor is not None
-        if trade.state is TradeState.ROLLED_BACK and any(
-                qty >= executor.min_size(*key) for key, qty in executor.unhedged(trade).items()):
-            self.halts[f"exposure:{trade.id}"] = \
-                f"trade {trade.id} left unhedged exposure: {trade.error}"
-
     def _notify_gates(self, gates: Iterable[RiskGate], trade: Trade) -> None:
         for gate in gates:
             try:
@@ -455,34 +504,83 @@ class Engine:
             except Exception as exc:
                 trace.get_current_span().record_exception(exc)
 
+    # ------------------------------------------------------------------ halts
+
+    def halt(self, cause: str, subject: str, reason: str) -> None:
+        """Stop new entries for ``reason`` until ``lift(cause, subject)``; journaled."""
+        if (cause, subject) in self.halts:
+            return
+        self.halts[(cause, subject)] = Halt(cause, subject, reason)
+        if self.journal is not None:
+            self.journal.set_halt(cause, subject, reason)
+
+    def lift(self, cause: str, subject: str) -> None:
+        if self.halts.pop((cause, subject), None) is not None and self.journal is not None:
+            self.journal.lift_halt(cause, subject)
+
     @property
     def halted(self) -> str:
         """Every reason new entries are refused, or "" while trading."""
-        return "; ".join(self.halts.values())
+        return "; ".join(h.reason for h in self.halts.values())
 
     def _kill_switch_reason(self) -> str:
         if self.kill_switch_file is not None and self.kill_switch_file.exists():
             return f"kill switch file {self.kill_switch_file} exists"
         return ""
 
+    def _auth_failed(self, venue_id: str, error: str) -> None:
+        """Refused credentials: no entry anywhere, and the run ends non-zero."""
+        reason = f"venue {venue_id} refused our credentials: {error}"
+        if self._executor is not None:
+            self._executor.blocked.add(venue_id)
+        self.halt("auth", venue_id, reason)
+        self.fatal = self.fatal or reason
+
+    def _journal_failed(self, exc: BaseException) -> None:
+        self.halt("journal", "", f"the journal cannot be written: {exc}")
+        self.fatal = self.fatal or f"journal write failed: {exc}"
+
+    def _restore_halts(self) -> None:
+        """Halts that outlive a process (exposure) come back before any entry."""
+        assert self.journal is not None
+        for cause, subject, reason in self.journal.active_halts():
+            if cause in PERSISTENT_HALTS:
+                self.halts[(cause, subject)] = Halt(cause, subject, reason)
+            else:  # belonged to a process that is gone; its trades are recovered anyway
+                self.journal.lift_halt(cause, subject)
+
+    def _restore_gates(self) -> None:
+        """Rebuild every gate's state (capital, daily loss, streaks, heat) from the
+        journal's executed trades, before any entry."""
+        assert self.journal is not None
+        trades = self.journal.executed_trades()
+        for gate in self.gates:
+            restore = getattr(gate, "restore", None)
+            try:
+                if restore is not None:
+                    restore(trades)
+                else:
+                    for trade in trades:
+                        if trade.state.is_final:
+                            gate.on_trade_finished(trade)
+            except Exception as exc:  # a gate that cannot restore blocks: fail closed
+                self.halt("gate", gate.id, f"gate {gate.id} could not restore its state: "
+                                           f"{type(exc).__name__}: {exc}")
+
     # ------------------------------------------------------------------ fail closed
 
     def kill(self, reason: str) -> asyncio.Task[None]:
         """Stop new entries and cancel every resting order; queries and cancels go on."""
-        self.halts["kill"] = f"kill switch: {reason}"
-        assert self._executor is not None, "engine not started"
+        self.halt("kill", "", f"kill switch: {reason}")
+        if self._executor is None:  # not started yet: nothing can rest
+            return asyncio.ensure_future(asyncio.sleep(0))
         return asyncio.ensure_future(self._executor.cancel_resting())
-
-    def _unresolved_trades(self) -> list[Trade]:
-        return list(self._unresolved.values())
 
     def _resolve_later(self, trade: Trade, gates: Sequence[RiskGate]) -> None:
         """Keep reconciling an unresolved trade in the background; entries stop until then."""
-        self.halts[f"unresolved:{trade.id}"] = f"trade {trade.id} is unresolved: new entries stop"
+        self.halt("unresolved", trade.id, f"trade {trade.id} is unresolved: new entries stop")
         self._unresolved[trade.id] = trade
-        task = asyncio.ensure_future(self._resolve(trade, gates))
-        self._resolvers.add(task)
-        task.add_done_callback(self._resolvers.discard)
+        self._spawn(self._resolve(trade, gates))
 
     async def _resolve(self, trade: Trade, gates: Sequence[RiskGate]) -> None:
         executor = self._executor
@@ -493,79 +591,81 @@ class Engine:
             attempt += 1
             with self.tracer.start_as_current_span(tm.SPAN_RECONCILE, attributes={
                     tm.TRADE_ID: trade.id}):
-                await self._settle_recovered(trade, timeout_s=1.0)
-        self._check_exposure(trade)
-        self._notify_gates(gates, trade)
-        self._record(trade)
-        self.halts.pop(f"unresolved:{trade.id}", None)  # resolved: this halt lifts
+                await executor.reconcile_trade(trade, give_up=self.clock() + 1.0)
+        trade.finished_at = self.clock()
+        executor.remember(trade)
         self._unresolved.pop(trade.id, None)
-        if not self._unresolved_trades():
-            self.halts.pop("recovery", None)
+        self.lift("unresolved", trade.id)  # resolved: this halt lifts
+        if not self._unresolved:
+            self.lift("recovery", "")
+        self._after(trade, gates)
+        self._record(trade)
 
-    async def _settle_recovered(self, trade: Trade, timeout_s: float) -> None:
-        """Ask the venues about every non-final leg of ``trade``, then commit or roll back."""
+    def _check_exposure(self, trade: Trade) -> None:
+        """Known but unhedged exposure (an unwind hit its loss cap or found no bids) stops
+        new entries and is worked in the background until hedged or flat; dust below the
+        minimum order size does not count."""
         executor = self._executor
         assert executor is not None
-        for leg in trade.all_legs:
-            if leg.state.is_final:
-                continue
-            venue = self.venues.get(leg.venue)
-            if venue is None:
-                continue  # that venue is not in this pipeline: stays unresolved
-            run = LegRun(executor, leg, venue, time.perf_counter(), 0)
-            known = True
-            cids = self.journal.client_order_ids(trade.id, leg.index) if self.journal \
-                else [leg.current_client_order_id()]
-            for cid in cids:
-                try:
-                    ack = check_ack(await asyncio.wait_for(venue.get_order(cid),
-                                                           executor.order_timeout_s), cid)
-                except UnknownOrder:
-                    continue  # never reached the venue
-                except Exception:
-                    known = False
-                    continue
-                executor.track(cid, run)
-                run.on_ack(ack)
-                if ack.status is OrderStatus.OPEN and not leg.state.is_final:
-                    try:
-                        run.on_ack(check_ack(await venue.cancel_order(cid), cid))
-                    except Exception:
-                        known = False
-            if not known:
-                if not leg.state.is_final and leg.state is not LegState.UNRESOLVED:
-                    leg.transition(LegState.UNRESOLVED)
-                continue
-            if leg.state is LegState.UNRESOLVED:
-                leg.transition(LegState.PARTIALLY_FILLED if leg.filled else LegState.SUBMITTED)
-            if leg.state is LegState.PENDING:
-                leg.transition(LegState.REJECTED)  # no order of it ever reached the venue
-            executor._close_leg(leg)
-        if any(leg.state is LegState.UNRESOLVED for leg in trade.all_legs):
-            if trade.state is not TradeState.UNRESOLVED:
-                if trade.state is TradeState.EXECUTING:
-                    trade.transition(TradeState.ROLLING_BACK)
-                trade.transition(TradeState.UNRESOLVED)
+        if trade.state.is_final and executor.exposed(trade) and trade.id not in self._exposed:
+            self.halt("exposure", trade.id,
+                      f"trade {trade.id} left unhedged exposure: {trade.error}")
+            self._exposed[trade.id] = trade
+            self._spawn(self._work_exposure(trade))
+
+    async def _work_exposure(self, trade: Trade) -> None:
+        """Keep completing or unwinding what a rollback left unhedged, within
+        ``max_unwind_loss``, until hedged or flat; then entries resume."""
+        executor = self._executor
+        assert executor is not None
+        attempt = 0
+        try:
+            while executor.exposed(trade):
+                with self.tracer.start_as_current_span(tm.SPAN_WORK_EXPOSURE, attributes={
+                        tm.TRADE_ID: trade.id}):
+                    await executor.rehedge(trade)
+                if any(leg.state is LegState.UNRESOLVED for leg in trade.all_legs):
+                    await executor.reconcile_trade(trade, give_up=self.clock() + 1.0)
+                if not executor.exposed(trade):
+                    break
+                await asyncio.sleep(min(0.05 * 2**attempt, 2.0)
+                                    + self.execution.unwind_deadline_ms / 1000)
+                attempt += 1
+        finally:
+            if not executor.exposed(trade):
+                trade.error = executor.exposure_text(executor.unhedged(trade))
+                if self.journal is not None and trade.observer is not None:
+                    trade.observer(trade, trade.state)
+                self._exposed.pop(trade.id, None)
+                self.lift("exposure", trade.id)
+
+    def _late_change(self, trade: Trade) -> None:
+        """A finished trade's fills changed (a fill reversed on chain, or a late fill): a
+        journaled break reopens it, and it is completed or unwound like a short leg."""
+        if trade.id in self._unresolved or self._stopping:
             return
-        if trade.state is TradeState.DETECTED:
-            trade.transition(TradeState.REJECTED)
-            trade.reject_reason = "interrupted before preflight finished"
+        self._spawn(self._break(trade))
+
+    async def _break(self, trade: Trade) -> None:
+        executor = self._executor
+        assert executor is not None
+        if not trade.state.is_final:
             return
-        if trade.state is TradeState.APPROVED:
-            trade.transition(TradeState.EXECUTING)
-        if trade.state is TradeState.EXECUTING and trade.legs and not trade.unwind_legs:
-            await executor.settle(trade)
-        elif trade.state is TradeState.UNRESOLVED and trade.legs and not trade.unwind_legs \
-                and all(leg.state is LegState.FILLED for leg in trade.legs):
-            trade.transition(TradeState.COMMITTED)
-        else:
+        hedged = not executor.unhedged(trade) and not executor._shortfalls(trade)
+        if hedged:
+            return
+        with self.tracer.start_as_current_span(tm.SPAN_BREAK, attributes={
+                tm.TRADE_ID: trade.id, tm.TRADE_RECOVERED_FROM: trade.state.value}):
+            trade.error = "a fill changed after the trade was final"
             await executor.rollback(trade)
-        trade.finished_at = time.perf_counter()
+        self._after(trade, [])
+        self._record(trade)
 
     async def recover(self) -> list[Trade]:
         """Before any trading: read non-final trades back from the journal, ask the venues
-        what happened to every order, adopt fills, then commit, complete or unwind."""
-        assert self.journal is not None
+        what happened to every order (by the ids the journal holds), adopt fills, then
+        commit, complete or unwind; trades with exposure are worked again."""
+        assert self.journal is not None and self._executor is not None
         recovered = self.journal.open_trades()
         for trade in recovered:
             trade.observer = self.journal.trade_transition
@@ -573,16 +673,44 @@ class Engine:
                 leg.observer = self.journal.leg_transition
             with self.tracer.start_as_current_span(tm.SPAN_RECOVER, attributes={
                     tm.TRADE_ID: trade.id, tm.TRADE_RECOVERED_FROM: trade.state.value}) as span:
-                await self._settle_recovered(trade, timeout_s=1.0)
+                await self._executor.reconcile_trade(trade, give_up=self.clock() + 1.0)
                 span.set_attribute(tm.TRADE_STATE, trade.state.value)
-            self._check_exposure(trade)
+            trade.finished_at = self.clock()
+            if trade.state is TradeState.UNRESOLVED:
+                self.halt("recovery", "", "recovery left trades unresolved: new entries stop")
+                # The gates restore it as reserved; they are told when it resolves.
+                self._resolve_later(trade, self.gates)
+            else:
+                self._executor.remember(trade)
+                self._check_exposure(trade)
             self._record(trade)
+        window = self.execution.recheck_window_ms / 1000
+        if window:
+            for trade in self.journal.recent_final_trades(time.time() - window):
+                trade.observer = self.journal.trade_transition
+                for leg in trade.all_legs:
+                    leg.observer = self.journal.leg_transition
+                with self.tracer.start_as_current_span(tm.SPAN_RECHECK, attributes={
+                        tm.TRADE_ID: trade.id}):
+                    changed = await self._executor.recheck(trade)
+                self._executor.remember(trade)
+                if changed:
+                    await self._break(trade)
+        for (cause, subject), _ in list(self.halts.items()):
+            if cause == "exposure" and subject not in self._exposed:
+                try:
+                    trade = self.journal.load_trade(subject)
+                except KeyError:
+                    self.lift(cause, subject)
+                    continue
+                trade.observer = self.journal.trade_transition
+                for leg in trade.all_legs:
+                    leg.observer = self.journal.leg_transition
+                self.halts.pop((cause, subject))  # set again (or not) from what it holds
+                self._check_exposure(trade)
+                if trade.id not in self._exposed:
+                    self.journal.lift_halt(cause, subject)
         self.recovered = recovered
-        unresolved = [t for t in recovered if t.state is TradeState.UNRESOLVED]
-        if unresolved:
-            self.halts["recovery"] = "recovery left trades unresolved: new entries stop"
-            for trade in unresolved:
-                self._resolve_later(trade, [])
         return recovered
 
     def _record(self, trade: Trade) -> None:
@@ -611,14 +739,15 @@ class Engine:
         stop = stop or asyncio.Event()
         end = time.monotonic() + duration if duration is not None else None
         cycle = 0
-        while not stop.is_set():
+        while not stop.is_set() and not self.fatal:
             if cycles is not None and cycle >= cycles:
                 break
             if end is not None and time.monotonic() >= end:
                 break
             cycle += 1
-            if "kill" not in self.halts and self._kill_switch_reason():
+            if ("kill", "") not in self.halts and self._kill_switch_reason():
                 await self.kill(self._kill_switch_reason())
+            self._check_venue_auth()
             for opp in await self.scan():
                 self.submit_opportunity(opp)
             # Unless cycles run concurrently, a cycle's trades finish before the next
@@ -635,6 +764,13 @@ class Engine:
         if self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
         return self.statistics()
+
+    def _check_venue_auth(self) -> None:
+        """A venue whose credentials were refused outside an order (a heartbeat, a feed)."""
+        for vid, venue in self.venues.items():
+            failure = getattr(venue, "auth_failure", "")
+            if failure and ("auth", vid) not in self.halts:
+                self._auth_failed(vid, failure)
 
     def statistics(self) -> RunSummary:
         return self.stats.summary()

@@ -5,8 +5,9 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from importlib import metadata
+from typing import Any, TextIO
 
 import pluggy
 
@@ -86,9 +87,40 @@ def make_plugin_manager(
             pm.register(plugin, name=module)
     pm.check_pending()
     if os.environ.get("PR3DICT_TRACE_PLUGINS"):
-        pm.trace.root.setwriter(lambda msg: print(msg, end="", file=sys.stderr))
-        pm.enable_tracing()
+        trace_hook_calls(pm, sys.stderr)
     return pm
+
+
+# Hooks whose result is a secret: the trace shows the reference asked for, never the value.
+SECRET_HOOKS = frozenset({"pr3dict_resolve_secret"})
+
+
+def trace_hook_calls(pm: pluggy.PluginManager, stream: TextIO) -> None:
+    """Print every hook call and its result (``PR3DICT_TRACE_PLUGINS=1``). Arguments are
+    printed as they are (secrets appear only as references, never resolved); the result of
+    a secret-resolving hook is withheld."""
+
+    def before(hook_name: str, impls: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
+        args = ", ".join(f"{k}={_short(v)}" for k, v in kwargs.items())
+        plugins = ", ".join(impl.plugin_name for impl in impls)
+        print(f"pr3dict: hook {hook_name}({args}) [{plugins}]", file=stream)
+
+    def after(outcome: Any, hook_name: str, impls: Sequence[Any],
+              kwargs: Mapping[str, Any]) -> None:
+        if outcome.exception is not None:
+            result = f"raised {type(outcome.exception).__name__}"
+        elif hook_name in SECRET_HOOKS:
+            result = "<secret withheld>" if outcome.get_result() is not None else "None"
+        else:
+            result = _short(outcome.get_result())
+        print(f"pr3dict: hook {hook_name} -> {result}", file=stream)
+
+    pm.add_hookcall_monitoring(before, after)
+
+
+def _short(value: object, limit: int = 160) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def collect_components(pm: pluggy.PluginManager) -> ComponentRegistry:

@@ -44,6 +44,9 @@ SPAN_POLL: Final = "poll venue"  # only recorded when a venue fails to deliver b
 SPAN_WORK: Final = "work order"  # an unwind or completion leg being chased
 SPAN_RECONCILE: Final = "reconcile trade"  # background resolution of an unresolved trade
 SPAN_RECOVER: Final = "recover trade"  # recovery at start
+SPAN_WORK_EXPOSURE: Final = "work exposure"  # unhedged shares worked in the background
+SPAN_RECHECK: Final = "recheck trade"  # a recently finished trade asked about at start
+SPAN_BREAK: Final = "break trade"  # a final trade reopened: a fill was reversed or came late
 
 # Attributes.
 PIPELINE_NAME: Final = "pr3dict.pipeline.name"

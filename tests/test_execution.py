@@ -178,7 +178,8 @@ async def test_gate_rejection_sends_no_order(tracer_provider, span_exporter):
     trade = await engine.execute_opportunity(opp)
     await engine.close()
     assert trade.state is TradeState.REJECTED and trade.gate == "cap"
-    assert "trade cost 9.5000 exceeds per-trade limit 5.0000" in trade.reject_reason
+    # 9.50 at the detected prices; the reserve is the worst case: 5 unwind ticks on both legs.
+    assert "trade cost 10.5000 (worst case) exceeds per-trade limit 5.0000" in trade.reject_reason
     assert venue.engine.open_orders("pr3dict") == [] and venue.positions() == {}
     assert gates[0].reserved == {}  # the earlier gate's reservation was released
     evals = [s for s in span_exporter.get_finished_spans() if s.name == tm.SPAN_GATE]

@@ -77,12 +77,22 @@ async def test_malformed_pushes_are_dropped():
     arb_books(venue)
     (opp,) = await engine.scan()
     trade = await engine.execute_opportunity(opp)
-    run = type("R", (), {"on_ack": lambda self, ack: (_ for _ in ()).throw(AssertionError)})()
-    executor.track("x-1-1", run)
-    executor.on_order_update(OrderAck("x-1-1", OrderStatus.OPEN,
-                                      (Fill("f", "x-1-1", "7", "1"),)))  # price 7: malformed
+    leg = trade.legs[0]
+    cid = leg.current_client_order_id()
+    before = dict(leg.fills)
+    lies = [
+        (Fill("f", cid, "7", "1"),),  # price outside [0, 1]
+        (Fill("f", cid, "0.5", "1E+400"),),  # not within the order
+        (Fill("f", cid, "0.5", "NaN"),),  # not finite
+        (Fill("f", cid, "0.5", "-3"),),  # negative without being a reversal
+        (Fill("f", "someone-else", "0.5", "1"),),  # another order's fill
+        (Fill("f", cid, "0.5", "6"), Fill("g", cid, "0.5", "6")),  # more than the order
+    ]
+    for fills in lies:
+        executor.on_order_update(OrderAck(cid, OrderStatus.OPEN, fills))
+    executor.on_order_update(OrderAck("not-ours", OrderStatus.FILLED, ()))
     await engine.close()
-    assert trade.state is TradeState.COMMITTED
+    assert trade.state is TradeState.COMMITTED and leg.fills == before
 
 
 class ThrottledVenue:

@@ -8,7 +8,7 @@ still UNRESOLVED counts as a loss: its outcome is unknown, and pr3dict never ass
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import ClassVar
@@ -151,6 +151,17 @@ class DailyLossGate:
                 f"daily loss {loss:.4f} reached max_loss {self.config.max_loss} (day started "
                 f"{self.day:%Y-%m-%d %H:%M} UTC)")
         return GateDecision.approve()
+
+    def restore(self, trades: Sequence[Trade]) -> None:
+        """Rebuild the day's PnL from the journal: trades that ended since the day began
+        (an open one counts as the loss of its legs' cost, as when it is live)."""
+        self.day, self.pnl = None, ZERO
+        self._roll()
+        assert self.day is not None
+        since = self.day.timestamp()
+        for trade in trades:
+            if trade.ended_at is None or trade.ended_at >= since:
+                self.on_trade_finished(trade)
 
     def on_trade_finished(self, trade: Trade) -> None:
         if not _is_executed(trade):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import ClassVar
 
@@ -15,10 +16,13 @@ from pr3dict_core.model import ZERO, Trade
 class CapitalGate:
     """Available = bankroll - reserved - deployed.
 
-    A trade's full cost (all legs, fees) is reserved when approved and released when it is
-    final; what it actually spent then counts as deployed. With ``hedged_sets_are_cash``
-    (the default) a fully hedged set counts at its payout, since it can be merged back into
-    collateral at once (YES + NO = 1); only unhedged shares tie capital up.
+    A trade's worst case (every BUY leg at its limit plus the slippage it may chase, fees
+    included: ``Trade.reserve``) is reserved when approved and released when it is final;
+    what it actually spent then counts as deployed. At start the state is rebuilt from the
+    journal (``restore``), so a crash-looping process cannot spend its bankroll twice.
+    With ``hedged_sets_are_cash`` (the default) a fully hedged set counts at its payout,
+    since it can be merged back into collateral at once (YES + NO = 1); only unhedged
+    shares tie capital up.
     """
 
     type: ClassVar[str] = "capital"
@@ -46,19 +50,36 @@ class CapitalGate:
         return self.config.bankroll - sum(self.reserved.values(), ZERO) - self.deployed
 
     def evaluate(self, trade: Trade) -> GateDecision:
-        cost = trade.opportunity.cost
+        cost = max(trade.reserve, trade.opportunity.cost)
         limit = self.config.bankroll * self.config.max_trade_fraction
         if cost > limit:
-            return GateDecision.reject(f"trade cost {cost:.4f} exceeds per-trade limit {limit:.4f}")
+            return GateDecision.reject(
+                f"trade cost {cost:.4f} (worst case) exceeds per-trade limit {limit:.4f}")
         if cost > self.available:
             return GateDecision.reject(
-                f"insufficient capital: trade needs {cost:.4f}, available {self.available:.4f}")
+                f"insufficient capital: trade needs up to {cost:.4f}, available "
+                f"{self.available:.4f}")
         self.reserved[trade.id] = cost
         return GateDecision.approve()
 
     def on_trade_finished(self, trade: Trade) -> None:
         self.reserved.pop(trade.id, None)
+        self.deployed += self.spent(trade)
+
+    def spent(self, trade: Trade) -> Decimal:
         spent = -trade.cash_flow
         if self.config.hedged_sets_are_cash:
             spent -= trade.hedged_size * trade.opportunity.payout
-        self.deployed += spent
+        return spent
+
+    def restore(self, trades: Sequence[Trade]) -> None:
+        """Rebuild from the journal: what finished trades spent is deployed; a trade still
+        open (unresolved) stays reserved at its full cost until it resolves."""
+        self.reserved.clear()
+        self.deployed = ZERO
+        for trade in trades:
+            if trade.state.is_final:
+                self.deployed += self.spent(trade)
+            else:
+                cost = max(trade.reserve, trade.opportunity.cost)
+                self.reserved[trade.id] = cost

@@ -31,6 +31,7 @@ from attrs import frozen
 
 from pr3dict_core.components import (
     AmbiguousOutcome,
+    AuthenticationFailed,
     BuildContext,
     InsufficientBalance,
     OrderRejected,
@@ -51,7 +52,7 @@ from pr3dict_core.model import (
 )
 from pr3dict_venuekit.base import ConnectorBase, now_ms
 from pr3dict_venuekit.http import Reply, TokenBucket, check_mode, secret
-from pr3dict_venuekit.orders import OrderRecord
+from pr3dict_venuekit.orders import OrderRecord, amount
 
 from . import protocol as kp
 
@@ -78,6 +79,8 @@ def error_of(reply: Reply) -> tuple[str, str]:
 def map_error(reply: Reply, what: str) -> VenueError:
     code, message = error_of(reply)
     text = f"{what}: HTTP {reply.status}: {code}: {message}"
+    if reply.status in (401, 403):
+        return AuthenticationFailed(text)
     if reply.status == 429:
         return RateLimited(text)
     if reply.status >= 500 or reply.status < 400:
@@ -388,6 +391,18 @@ class KalshiVenue(ConnectorBase):
             self.records[request.client_order_id] = rec
         return rec
 
+    def adopt_order(self, request: OrderRequest, venue_order_id: str) -> None:
+        """Know an order the journal holds (an earlier process's, or a lost reply's):
+        found at the venue by its venue id, or by client_order_id when that is unknown."""
+        if request.client_order_id in self.records:
+            return
+        market = self.market_of(request.instrument)
+        rec = OrderRecord(request.client_order_id, "", request.instrument, request.side,
+                          request.price, request.size, market.market_id if market else "")
+        self.records[request.client_order_id] = rec
+        if venue_order_id:
+            self._bind(rec, venue_order_id)
+
     @property
     def _orders_path(self) -> str:
         return "/portfolio/events/orders" if self.config.api == "v2" else "/portfolio/orders"
@@ -415,32 +430,43 @@ class KalshiVenue(ConnectorBase):
                 self._bind(rec, str(order["order_id"]))
                 self._apply_order(rec, order)
             else:
+                if body.get("client_order_id") not in (None, rec.client_order_id):
+                    raise AmbiguousOutcome(f"venue {self.id}: reply is about order "
+                                           f"{body.get('client_order_id')!r}")
                 self._bind(rec, str(body["order_id"]))
-                filled = Decimal(body.get("fill_count") or 0)
-                remaining = Decimal(body.get("remaining_count") or 0)
+                filled = amount(body.get("fill_count") or "0", "fill_count", rec.size)
+                remaining = amount(body.get("remaining_count") or "0", "remaining_count",
+                                   rec.size)
                 if filled:
-                    avg = Decimal(body.get("average_fill_price") or 0)
-                    fee = Decimal(body.get("average_fee_paid") or 0) * filled
+                    avg = amount(body.get("average_fill_price") or "0", "average_fill_price",
+                                 ONE)
+                    fee = amount(body.get("average_fee_paid") or "0", "average_fee_paid",
+                                 ONE) * filled
                     yes_notional = filled * avg
                     notional = yes_notional if rec.instrument.endswith(":yes") \
                         else filled - yes_notional
                     self.observe(rec, filled=filled, notional=notional, fees=fee)
                 if remaining == 0:
                     rec.finish(OrderStatus.CANCELLED, "remainder cancelled")
-        except (KeyError, TypeError, ArithmeticError):
-            raise AmbiguousOutcome(f"venue {self.id}: malformed order reply {body!r:.120}"
-                                   ) from None
+        except (KeyError, TypeError, ArithmeticError, VenueError) as exc:
+            raise AmbiguousOutcome(f"venue {self.id}: malformed order reply {body!r:.120}: "
+                                   f"{exc}") from None
         return rec.ack()
 
     def _apply_order(self, rec: OrderRecord, order: Mapping[str, Any]) -> bool:
         """Fold a full Order object (REST or websocket) into a record."""
         before = (rec.status, rec.filled)
-        filled = Decimal(order.get("fill_count_fp") or order.get("fill_count") or 0)
+        if (rec.venue_order_id and str(order.get("order_id")) != rec.venue_order_id) or \
+                order.get("client_order_id") not in (None, "", rec.client_order_id):
+            raise AmbiguousOutcome(f"venue {self.id}: the venue answered about order "
+                                   f"{order.get('order_id')!r}, not {rec.venue_order_id!r}")
+        filled = amount(order.get("fill_count_fp") or order.get("fill_count") or "0",
+                        "fill_count", rec.size)
         side = order.get("side") or order.get("outcome_side") or "yes"
-        cost = Decimal(order.get("taker_fill_cost_dollars") or 0) + Decimal(
-            order.get("maker_fill_cost_dollars") or 0)
-        fees = Decimal(order.get("taker_fees_dollars") or 0) + Decimal(
-            order.get("maker_fees_dollars") or 0)
+        cost = amount(order.get("taker_fill_cost_dollars") or "0", "fill_cost") + amount(
+            order.get("maker_fill_cost_dollars") or "0", "fill_cost")
+        fees = amount(order.get("taker_fees_dollars") or "0", "fees") + amount(
+            order.get("maker_fees_dollars") or "0", "fees")
         mine_yes = rec.instrument.endswith(":yes")
         if (side == "yes") != mine_yes:  # the venue priced it in the other outcome
             cost = filled - cost

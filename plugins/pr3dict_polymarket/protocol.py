@@ -119,3 +119,6 @@ def dec(value: Decimal) -> str:
     """A Decimal as the CLOB writes it: plain notation, no exponent, no trailing zeros."""
     text = format(value.normalize(), "f")
     return text if text != "-0" else "0"
+
+# Statuses of an accepted placement (docs: create-order, "insert statuses").
+INSERT_STATUSES = frozenset({"matched", "live", "delayed", "unmatched"})

@@ -33,8 +33,10 @@ from attrs import frozen
 
 from pr3dict_core.components import (
     AmbiguousOutcome,
+    AuthenticationFailed,
     BuildContext,
     InsufficientBalance,
+    MalformedReply,
     OrderRejected,
     RateLimited,
     UnknownOrder,
@@ -56,7 +58,7 @@ from pr3dict_core.model import (
 )
 from pr3dict_venuekit.base import ConnectorBase
 from pr3dict_venuekit.http import Reply, check_mode, secret, strip_comments
-from pr3dict_venuekit.orders import OrderRecord
+from pr3dict_venuekit.orders import OrderRecord, amount
 
 from . import protocol as pm
 from .signing import ZERO_BYTES32, OrderDomain, Signer, l1_headers, l2_headers
@@ -76,6 +78,8 @@ def map_error(reply: Reply, what: str) -> VenueError:
         message = None
     message = str(message or reply.text[:200] or f"HTTP {reply.status}")
     text = f"{what}: HTTP {reply.status}: {message}"
+    if reply.status in (401, 403):
+        return AuthenticationFailed(text)
     if reply.status == 429:
         return RateLimited(text)
     if reply.status == 425:
@@ -139,6 +143,7 @@ class PolymarketVenue(ConnectorBase):
         self._signed: dict[str, tuple[str, dict[str, Any]]] = {}  # cid -> (order id, body)
         self._acked: set[str] = set()  # client ids the venue has confirmed receiving
         self._trades: dict[str, dict[str, tuple[Decimal, Decimal, str]]] = {}  # order -> trades
+        self._final_trades: set[str] = set()  # trade ids CONFIRMED or FAILED on chain
         self._market_ws: aiohttp.ClientWebSocketResponse | None = None
         self._user_ws: aiohttp.ClientWebSocketResponse | None = None
         self._heartbeat_id = ""
@@ -360,15 +365,17 @@ class PolymarketVenue(ConnectorBase):
         status = str(trade.get("status", ""))
         taker = self.by_venue_id.get(str(trade.get("taker_order_id", "")))
         if taker is not None:
-            size = Decimal(trade["size"])
-            if self._add_trade(taker, str(trade["id"]), size, size * Decimal(trade["price"]),
+            size = amount(trade.get("size"), "size")
+            if self._add_trade(taker, str(trade["id"]), size,
+                               size * amount(trade.get("price"), "price", ONE),
                                status, taker_side=True):
                 changed.append(taker)
         for entry in trade.get("maker_orders") or []:
             rec = self.by_venue_id.get(str(entry.get("order_id", "")))
             if rec is not None:
-                size = Decimal(entry["matched_amount"])
-                if self._add_trade(rec, str(trade["id"]), size, size * Decimal(entry["price"]),
+                size = amount(entry.get("matched_amount"), "matched_amount")
+                if self._add_trade(rec, str(trade["id"]), size,
+                                   size * amount(entry.get("price"), "price", ONE),
                                    status, taker_side=False):
                     changed.append(rec)
         for rec in changed:
@@ -376,24 +383,47 @@ class PolymarketVenue(ConnectorBase):
 
     def _add_trade(self, rec: OrderRecord, trade_id: str, size: Decimal, notional: Decimal,
                    status: str, *, taker_side: bool) -> bool:
+        """Fold one trade into its order's record. A trade that FAILED on chain after it
+        was counted is reversed: a ``reversal:`` fill takes its shares back out."""
+        if not (size.is_finite() and notional.is_finite()) or size <= 0 or notional < 0:
+            raise MalformedReply(f"venue {self.id}: trade {trade_id}: bad size or price")
         trades = self._trades.setdefault(rec.venue_order_id, {})
+        known = trades.get(trade_id)
+        if status in ("CONFIRMED", "FAILED"):
+            self._final_trades.add(trade_id)
         if status == "FAILED":
+            if known is not None and known[2] == "FAILED":
+                return False
+            if known is None:
+                # Never seen live (an earlier process's order, or a query after the fact):
+                # count it, then reverse it, so the view says what happened to the shares.
+                self._count(rec, trades, trade_id, size, notional, taker_side)
+            trades[trade_id] = (size, notional, "FAILED")
             if trade_id not in self.failed_trades:
                 self.failed_trades.append(trade_id)
-                log.warning("venue %s: trade %s of order %s FAILED on chain; its %s shares "
-                            "were returned", self.id, trade_id, rec.client_order_id, size)
-                self.add_position(rec.instrument, rec.side.opposite, size)
-            trades[trade_id] = (size, notional, status)
+            log.warning("venue %s: trade %s of order %s FAILED on chain; its %s shares "
+                        "are reversed", self.id, trade_id, rec.client_order_id, size)
+            self.add_position(rec.instrument, rec.side.opposite, size)
+            rec.reverse(f"reversal:{rec.venue_order_id}:{trade_id}", size, notional)
+            return True
+        if known is not None:
             return False
-        if trade_id in trades:
-            return False
+        return self._count(rec, trades, trade_id, size, notional, taker_side)
+
+    def _count(self, rec: OrderRecord, trades: dict[str, tuple[Decimal, Decimal, str]],
+               trade_id: str, size: Decimal, notional: Decimal, taker_side: bool) -> bool:
         trades[trade_id] = (size, notional, "taker" if taker_side else "maker")
-        filled = sum((s for s, _, _ in trades.values()), ZERO)
-        total = sum((n for _, n, _ in trades.values()), ZERO)
+        live = [(s_, n) for s_, n, st in trades.values() if st != "FAILED"]
+        filled = sum((s_ for s_, _ in live), ZERO)
+        total = sum((n for _, n in live), ZERO)
         if filled <= rec.filled:
             return False
         fee_model = self._fee_model(rec.instrument) if taker_side else None
         return self.observe(rec, filled=filled, notional=total, fee_model=fee_model)
+
+    def _failed_shares(self, rec: OrderRecord) -> Decimal:
+        return sum((s_ for s_, _, st in self._trades.get(rec.venue_order_id, {}).values()
+                    if st == "FAILED"), ZERO)
 
     # ------------------------------------------------------------------ heartbeats
 
@@ -405,6 +435,8 @@ class PolymarketVenue(ConnectorBase):
         else:
             log.warning("venue %s: heartbeat refused: HTTP %s %s", self.id, reply.status,
                         reply.text[:120])
+            if reply.status in (401, 403):  # refused credentials: the engine stops
+                self.auth_failure = f"heartbeat refused: HTTP {reply.status}"
             self._heartbeat_id = ""
 
     async def _heartbeat_loop(self) -> None:
@@ -499,6 +531,24 @@ class PolymarketVenue(ConnectorBase):
             self.by_venue_id[order_id] = rec
         return order_id, body
 
+    def prepare_order(self, request: OrderRequest) -> str:
+        """Build and sign the order before its intent is journaled: its id (the EIP-712
+        hash) goes into the journal, so the order can be found after a crash or a lost
+        reply (the V2 order carries a timestamp: it could not be rebuilt)."""
+        order_id, _ = self.build_order(request)
+        return order_id
+
+    def adopt_order(self, request: OrderRequest, venue_order_id: str) -> None:
+        """Know an order the journal holds (an earlier process's, or a lost reply's)."""
+        if request.client_order_id in self.records or not venue_order_id:
+            return
+        market = self.market_of(request.instrument)
+        rec = OrderRecord(request.client_order_id, venue_order_id, request.instrument,
+                          request.side, request.price, request.size,
+                          market.market_id if market else "")
+        self.records[request.client_order_id] = rec
+        self.by_venue_id[venue_order_id] = rec
+
     async def place_order(self, request: OrderRequest) -> OrderAck:
         _order_id, body = self.build_order(request)
         rec = self.records[request.client_order_id]
@@ -513,33 +563,50 @@ class PolymarketVenue(ConnectorBase):
         return self._placed(rec, request.time_in_force, reply.json())
 
     def _placed(self, rec: OrderRecord, tif: TimeInForce, result: Any) -> OrderAck:
-        if not isinstance(result, dict) or "success" not in result:
+        """Fold a placement reply into the record, trusting nothing unchecked: anything
+        that is not a clear refusal or a coherent acceptance is ambiguous (reconciled)."""
+        if not isinstance(result, dict) or not isinstance(result.get("success"), bool):
             raise AmbiguousOutcome(f"venue {self.id}: malformed order reply {result!r:.120}")
-        if not result.get("success"):
-            message = str(result.get("errorMsg") or "rejected")
+        message = result.get("errorMsg") or ""
+        if not result["success"]:
+            message = str(message or "rejected")
             rec.finish(OrderStatus.REJECTED, message)
             if pm.ERR_BALANCE in message:
                 raise InsufficientBalance(f"venue {self.id}: {message}")
             raise OrderRejected(f"venue {self.id}: {message}")
-        self._acked.add(rec.client_order_id)
+        if message:  # accepted and an error at once: we cannot tell which is true
+            raise AmbiguousOutcome(f"venue {self.id}: success with error {message!r:.120}")
+        order_id = result.get("orderID")
+        if order_id not in (None, "", rec.venue_order_id):
+            raise AmbiguousOutcome(f"venue {self.id}: reply is about order {order_id!r}")
         status = str(result.get("status", "")).lower()
+        if status not in pm.INSERT_STATUSES:
+            raise AmbiguousOutcome(f"venue {self.id}: unknown order status {status!r}")
+        self._acked.add(rec.client_order_id)
         if status == "delayed":
             raise AmbiguousOutcome(f"venue {self.id}: order {rec.venue_order_id} is delayed "
                                    "(matching later)")
         try:
-            taking = Decimal(result.get("takingAmount") or 0)
-            making = Decimal(result.get("makingAmount") or 0)
-        except ArithmeticError:
-            raise AmbiguousOutcome(f"venue {self.id}: malformed amounts in {result!r:.120}"
-                                   ) from None
+            taking = amount(result.get("takingAmount") or "0", "takingAmount")
+            making = amount(result.get("makingAmount") or "0", "makingAmount")
+        except MalformedReply as exc:
+            raise AmbiguousOutcome(f"venue {self.id}: {exc}") from None
         shares, notional = (taking, making) if rec.side is Side.BUY else (making, taking)
+        if shares > rec.size or (shares and not ZERO <= notional <= shares):
+            raise AmbiguousOutcome(f"venue {self.id}: amounts {taking}/{making} do not fit "
+                                   f"an order of {rec.size} at {rec.price}")
+        trade_ids = result.get("tradeIDs") or []
+        if status == "matched" and not shares and trade_ids:
+            # Trades without amounts: the shares arrive with the trade messages (or the
+            # query); closing the order now would book 0.
+            raise AmbiguousOutcome(f"venue {self.id}: matched without amounts")
         if shares > rec.filled:
             self.observe(rec, filled=shares, notional=notional,
                          fee_model=self._fee_model(rec.instrument))
             # These trades are now counted: their websocket copies must not add them again.
             trades = self._trades.setdefault(rec.venue_order_id, {})
-            counted = sum((s for s, _, _ in trades.values()), ZERO)
-            for tid in result.get("tradeIDs") or []:
+            counted = sum((s_ for s_, _, _ in trades.values()), ZERO)
+            for tid in trade_ids:
                 if str(tid) not in trades:
                     trades[str(tid)] = (shares - counted, notional - sum(
                         (n for _, n, _ in trades.values()), ZERO), "reply")
@@ -620,28 +687,37 @@ class PolymarketVenue(ConnectorBase):
         return ids
 
     async def get_order(self, client_order_id: str) -> OrderAck:
+        """The venue's view of an order, by its id (journaled before it was sent)."""
         rec = self.record(client_order_id)
         reply = await self._call("GET", f"/data/order/{rec.venue_order_id}")
         if reply.status == 404:
             if client_order_id in self._acked or rec.filled:
                 return rec.ack()  # known to have arrived: the venue forgot a final order
             raise UnknownOrder(f"venue {self.id}: the venue has no order {client_order_id!r}")
+        if reply.status in (401, 403):
+            raise map_error(reply, f"venue {self.id}: query {client_order_id}")
         if reply.status != 200:
             raise AmbiguousOutcome(f"venue {self.id}: query {client_order_id}: HTTP "
                                    f"{reply.status} {reply.text[:120]}")
         order = reply.json()
         if not isinstance(order, dict) or "status" not in order:
             raise AmbiguousOutcome(f"venue {self.id}: malformed order {order!r:.120}")
+        if str(order.get("id")) != rec.venue_order_id or \
+                str(order.get("asset_id", rec.instrument)) != rec.instrument:
+            raise AmbiguousOutcome(f"venue {self.id}: the venue answered about order "
+                                   f"{order.get('id')!r}, not {rec.venue_order_id!r}")
+        matched = amount(order.get("size_matched") or "0", "size_matched", rec.size)
         self._acked.add(client_order_id)
-        known = self._trades.get(rec.venue_order_id, {})
         for tid in order.get("associate_trades") or []:
-            if str(tid) in known:
-                continue
+            if str(tid) in self._final_trades:
+                continue  # CONFIRMED or FAILED: nothing about it changes any more
             trades = await self._get_json("/data/trades", {"id": str(tid)}, auth=True)
-            for trade in trades.get("data", []):
+            for trade in trades.get("data", []) if isinstance(trades, dict) else []:
                 self._on_trade(trade)
-        matched = Decimal(order.get("size_matched") or 0)
-        if matched > rec.filled:  # trades not listed yet: at the limit price
+        # Shares matched but not listed as trades yet: at the limit price. Shares of trades
+        # that failed on chain are not held.
+        matched -= self._failed_shares(rec)
+        if matched > rec.filled:
             self.observe(rec, filled=matched)
         self._apply_status(rec, str(order["status"]))
         return rec.ack()

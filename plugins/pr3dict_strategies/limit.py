@@ -10,7 +10,7 @@ import attrs
 from attrs import frozen
 
 from pr3dict_core.components import BuildContext, LegContext
-from pr3dict_core.model import ONE, Leg, LegState, OrderRequest, Side, TimeInForce, quantize_down
+from pr3dict_core.model import ONE, Leg, LegState, Side, TimeInForce, quantize_down
 
 
 def _chase_price(leg: Leg, ticks: int) -> Decimal:
@@ -26,13 +26,11 @@ async def rest_until(leg: Leg, ctx: LegContext, until: float) -> None:
     size = quantize_down(leg.remaining, ctx.residual)
     if size <= 0:
         return
-    request = OrderRequest(leg.next_client_order_id(), leg.venue, leg.instrument, leg.side,
-                           leg.target_price, size, TimeInForce.GTC)
-    await ctx.submit(leg, request)
+    await ctx.submit(leg.target_price, size, TimeInForce.GTC)
     while ctx.resting and not leg.state.is_final and time.perf_counter() < until:
         await ctx.wait(until)
     if ctx.resting and not leg.state.is_final:
-        await ctx.cancel(leg)
+        await ctx.cancel()
 
 
 class LimitStrategy:
@@ -94,8 +92,6 @@ class HybridStrategy:
                 await ctx.wait(ctx.deadline)
                 continue
             before = leg.filled
-            await ctx.submit(leg, OrderRequest(leg.next_client_order_id(), leg.venue,
-                                               leg.instrument, leg.side, price, size,
-                                               TimeInForce.FAK))
+            await ctx.submit(price, size, TimeInForce.FAK)
             if leg.filled == before:
                 return  # the book moved away under the bound: stop chasing

@@ -10,7 +10,7 @@ import attrs
 from attrs import frozen
 
 from pr3dict_core.components import BuildContext, LegContext
-from pr3dict_core.model import ONE, Leg, LegState, OrderRequest, Side, TimeInForce, quantize_down
+from pr3dict_core.model import ONE, Leg, LegState, Side, TimeInForce, quantize_down
 
 
 class MarketStrategy:
@@ -48,9 +48,7 @@ class MarketStrategy:
             size = quantize_down(leg.remaining, step)
             if size <= 0:
                 return
-            request = OrderRequest(leg.next_client_order_id(), leg.venue, leg.instrument,
-                                   leg.side, price, size, self.tif)
-            await ctx.submit(leg, request)
+            await ctx.submit(price, size, self.tif)
             if leg.state is LegState.FILLED or leg.state.is_final \
                     or leg.state is LegState.UNRESOLVED or self.tif is TimeInForce.FOK:
                 return

@@ -27,7 +27,8 @@ def committed_trade(trade_id: str, yes: str = "m:yes", no: str = "m:no",
         leg = Leg(trade_id, i, spec.venue, spec.instrument, spec.side, size_d, spec.price,
                   spec.price, state=LegState.FILLED)
         got = Decimal(filled[i]) if filled else size_d
-        leg.add_fills([Fill(f"{trade_id}-f{i}", f"{trade_id}-{i}-1", spec.price, got)])
+        fill = Fill(f"{trade_id}-f{i}", f"{trade_id}-{i}-1", spec.price, got)
+        leg.fills[fill.fill_id] = fill
         trade.legs.append(leg)
     return trade
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 from decimal import Decimal
 from pathlib import Path
 
@@ -99,3 +102,18 @@ def k_book(sim: SimServer, ticker: str, *, bids=(), asks=()) -> None:
         k.engine.set_liquidity("mm", ticker, side, [(D(p), D(s)) for p, s in levels])
         k._record_matches()
     k.publish_books()
+
+
+def sim_process(scenario_file: Path) -> tuple[subprocess.Popen[str], str]:
+    """`pr3dict sim` in its own process; returns it and its URL once it listens."""
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "pr3dict"), "sim",
+                             str(scenario_file), "--port", "0", "--duration", "900"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = proc.stdout.readline()  # readiness: the listening line
+    assert first.startswith("pr3dict sim: listening on "), first + proc.stderr.read()
+    return proc, first.split()[-1]
+
+
+def stop_process(proc: subprocess.Popen[str]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=20)
