@@ -175,6 +175,8 @@ class Engine:
         self.trades: collections.deque[Trade] = collections.deque(maxlen=keep_trades)
         self._unresolved: dict[str, Trade] = {}
         self._exposed: dict[str, Trade] = {}  # trades whose unhedged shares are being worked
+        self._dirty: set[str] = set()  # finished trades whose fills changed since
+        self._breaking: set[str] = set()  # finished trades being re-hedged
         # Why new entries are refused (fail closed), by (cause, subject); trading while empty.
         self.halts: dict[tuple[str, str], Halt] = {}
         self.fatal = ""  # set when the run must end non-zero (refused credentials)
@@ -644,22 +646,32 @@ class Engine:
         journaled break reopens it, and it is completed or unwound like a short leg."""
         if trade.id in self._unresolved or self._stopping:
             return
-        self._spawn(self._break(trade))
+        self._dirty.add(trade.id)
+        if trade.id not in self._breaking:
+            self._breaking.add(trade.id)
+            self._spawn(self._break(trade))
 
     async def _break(self, trade: Trade) -> None:
+        """Re-hedge a finished trade until what it holds matches its final state again
+        (changes that arrive during a break are taken in the next round)."""
         executor = self._executor
         assert executor is not None
-        if not trade.state.is_final:
-            return
-        hedged = not executor.unhedged(trade) and not executor._shortfalls(trade)
-        if hedged:
-            return
-        with self.tracer.start_as_current_span(tm.SPAN_BREAK, attributes={
-                tm.TRADE_ID: trade.id, tm.TRADE_RECOVERED_FROM: trade.state.value}):
-            trade.error = "a fill changed after the trade was final"
-            await executor.rollback(trade)
-        self._after(trade, [])
-        self._record(trade)
+        try:
+            while trade.id in self._dirty:
+                self._dirty.discard(trade.id)
+                hedged = not executor.unhedged(trade) and not executor._shortfalls(trade)
+                if not trade.state.is_final or (hedged and (
+                        trade.state is TradeState.ROLLED_BACK
+                        or all(leg.state is LegState.FILLED for leg in trade.legs))):
+                    continue  # its final state still says what it holds
+                with self.tracer.start_as_current_span(tm.SPAN_BREAK, attributes={
+                        tm.TRADE_ID: trade.id, tm.TRADE_RECOVERED_FROM: trade.state.value}):
+                    trade.error = "a fill changed after the trade was final"
+                    await executor.rollback(trade)
+                self._after(trade, [])
+                self._record(trade)
+        finally:
+            self._breaking.discard(trade.id)
 
     async def recover(self) -> list[Trade]:
         """Before any trading: read non-final trades back from the journal, ask the venues
@@ -695,6 +707,8 @@ class Engine:
                     changed = await self._executor.recheck(trade)
                 self._executor.remember(trade)
                 if changed:
+                    self._dirty.add(trade.id)
+                    self._breaking.add(trade.id)
                     await self._break(trade)
         for (cause, subject), _ in list(self.halts.items()):
             if cause == "exposure" and subject not in self._exposed:

@@ -189,6 +189,6 @@ def test_sigusr1_while_starting_is_the_kill_switch_not_death(tmp_path):
             and time.monotonic() < deadline:
         time.sleep(0.001)  # readiness: the handler is installed (before the heavy imports)
     os.kill(proc.pid, signal.SIGUSR1)
-    out, err = proc.communicate(timeout=120)
+    _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err[-2000:]
     assert "halted: kill switch: SIGUSR1" in err
