@@ -106,6 +106,11 @@ class Reply:
         return self._json
 
 
+# No venue reply we use comes near this (a 500-token /books is about 0.5 MB); a larger one
+# is refused unread rather than held in memory.
+MAX_REPLY_BYTES = 8 * 1024 * 1024
+
+
 class HttpClient:
     """A keep-alive ``ClientSession`` for one venue with a per-request timeout."""
 
@@ -144,7 +149,14 @@ class HttpClient:
             async with asyncio.timeout(timeout_s or self.timeout_s):
                 async with self.session.request(method, url, params=params, data=body,
                                                 headers=hdrs) as resp:
-                    text = await resp.text()
+                    chunks, size = [], 0
+                    async for chunk in resp.content.iter_chunked(1 << 16):
+                        size += len(chunk)
+                        if size > MAX_REPLY_BYTES:  # a hostile or broken venue: not parsed
+                            raise AmbiguousOutcome(f"{what}: reply larger than "
+                                                   f"{MAX_REPLY_BYTES} bytes")
+                        chunks.append(chunk)
+                    text = b"".join(chunks).decode(resp.get_encoding())
                     return Reply(resp.status, text, resp.headers)
         except aiohttp.ClientConnectorError as exc:
             raise VenueUnavailable(f"{what}: cannot connect: {exc}") from None
@@ -152,7 +164,8 @@ class HttpClient:
             raise AmbiguousOutcome(f"{what}: no reply within {timeout_s or self.timeout_s} s")\
                 from None
         except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError,
-                aiohttp.ClientOSError, aiohttp.ClientResponseError, UnicodeDecodeError) as exc:
+                aiohttp.ClientOSError, aiohttp.ClientResponseError, UnicodeDecodeError,
+                LookupError) as exc:
             raise AmbiguousOutcome(f"{what}: {type(exc).__name__}: {exc}") from None
         except aiohttp.ClientError as exc:
             raise AmbiguousOutcome(f"{what}: {type(exc).__name__}: {exc}") from None

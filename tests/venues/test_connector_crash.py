@@ -18,6 +18,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import tomllib
 from decimal import Decimal
 from pathlib import Path
 
@@ -46,18 +47,17 @@ trade_failed_rate = "{failed}"
 settle_ms = 30
 """
 
-VENUES = {
-    "polymarket": """
-[venues.v]
+POLY_TABLE = """
+[venues.poly]
 type = "polymarket"
 rest_url = "{url}"
 ws_url = "{ws}/ws"
 private_key = {{ file = "{keys}/TEST-ONLY-sim-polymarket.key" }}
 poll_wait_ms = 30
 heartbeat_interval_ms = 0
-""",
-    "kalshi": """
-[venues.v]
+"""
+KALSHI_TABLE = """
+[venues.kalshi]
 type = "kalshi"
 rest_url = "{url}/trade-api/v2"
 ws_url = "{ws}/trade-api/ws/v2"
@@ -66,6 +66,22 @@ private_key = {{ file = "{keys}/TEST-ONLY-sim-kalshi.pem" }}
 poll_wait_ms = 30
 read_per_s = 400
 write_per_s = 200
+"""
+DETECTORS = {
+    "polymarket": """
+[detectors.c]
+type = "binary_complement"
+venues = ["poly"]
+max_size = "10"
+""",
+    # Kalshi has one YES book per market (its NO asks are 1 - YES bids): a complement
+    # never crosses there, so Kalshi is traded cross-venue against Polymarket.
+    "cross": f"""
+[detectors.x]
+type = "cross_venue"
+venues = ["poly", "kalshi"]
+mapping = "{REPO / 'pipelines/mappings/sim-poly-kalshi.toml'}"
+max_size = "10"
 """,
 }
 
@@ -75,11 +91,7 @@ name = "crash-{venue}"
 journal = "journal.sqlite"
 kill_switch_file = "stop"
 {venue_table}
-[detectors.c]
-type = "binary_complement"
-venues = ["v"]
-max_size = "10"
-
+{detectors}
 [gates.capital]
 type = "capital"
 bankroll = "100000"
@@ -98,10 +110,9 @@ def start_sim(tmp_path: Path, venue: str) -> tuple[subprocess.Popen[str], str]:
     text = (REPO / "pipelines/scenarios/sim.toml").read_text().replace(
         '"../keys/', f'"{KEYS}/')
     text = text.replace("arb_probability = \"0.08\"", "arb_probability = \"0.25\"")
-    failed = "0.05" if venue == "polymarket" else "0"
-    delayed = "0.05" if venue == "polymarket" else "0"
+    failed = delayed = "0.05"
     scenario = tmp_path / "scenario.toml"
-    latency = 2 if venue == "polymarket" else 15  # Kalshi has no `delayed`: slower replies
+    latency = 2 if venue == "polymarket" else 10
     scenario.write_text(text + SCENARIO_FAULTS.format(failed=failed, delayed=delayed,
                                                       latency=latency))
     return sim_process(scenario)
@@ -120,7 +131,7 @@ def traded(journal: Path) -> int:
         return 0
 
 
-Truth = tuple[dict[str, Decimal], set[str], int, list[tuple[str, str]]]
+Truth = tuple[dict[str, Decimal], set[str], int, dict[str, tuple[str, str]]]
 
 
 async def polymarket_truth(url: str) -> Truth:
@@ -146,7 +157,8 @@ async def polymarket_truth(url: str) -> Truth:
                 if t.get("trader_side") == "TAKER":
                     ordered.add(str(t["taker_order_id"]))
             cursor = page.get("next_cursor") or pm.END_CURSOR
-        return positions, ordered, resting, [(m.yes, m.no) for m in venue.markets()]
+        return positions, ordered, resting, {m.market_id: (m.yes, m.no)
+                                             for m in venue.markets()}
     finally:
         await venue.close()
 
@@ -164,18 +176,51 @@ async def kalshi_truth(url: str) -> Truth:
         body = await venue._get("/portfolio/orders", {"status": "resting", "limit": "1000"})
         resting = len(body.get("orders", []))
         ordered = {str(f.client_order_id) for f in await venue.fills()}
-        return positions, ordered, resting, [(m.yes, m.no) for m in venue.markets()]
+        return positions, ordered, resting, {m.market_id: (m.yes, m.no)
+                                             for m in venue.markets()}
     finally:
         await venue.close()
 
 
-@pytest.mark.parametrize("venue", ["polymarket", "kalshi"])
+def net_kalshi(booked: dict[str, Decimal]) -> dict[str, Decimal]:
+    """Kalshi nets YES against NO: one signed position per market, as the venue reports."""
+    net: dict[str, Decimal] = {}
+    for inst, qty in booked.items():
+        ticker, side = inst.rsplit(":", 1)
+        net[ticker] = net.get(ticker, Decimal(0)) + (qty if side == "yes" else -qty)
+    return {f"{t}:yes" if q > 0 else f"{t}:no": abs(q) for t, q in net.items() if q}
+
+
+def held_sets(poly: Truth, kalshi: Truth | None) -> list[tuple[str, Decimal, Decimal]]:
+    """Per market: YES and NO shares held across the venues (cross-venue sets pair a
+    Polymarket token with the Kalshi market of the same event)."""
+    pairs = tomllib.loads((REPO / "pipelines/mappings/sim-poly-kalshi.toml").read_text())
+    ticker_of = {p["markets"]["poly"]: p["markets"]["kalshi"] for p in pairs["pairs"]}
+    out = []
+    for market_id, (yes, no) in poly[3].items():
+        y, n = poly[0].get(yes, Decimal(0)), poly[0].get(no, Decimal(0))
+        if kalshi is not None and market_id in ticker_of:
+            k_yes, k_no = kalshi[3][ticker_of[market_id]]
+            y += kalshi[0].get(k_yes, Decimal(0))
+            n += kalshi[0].get(k_no, Decimal(0))
+        out.append((market_id, y, n))
+    return out
+
+
+async def truths(url: str, cross: bool) -> tuple[Truth, Truth | None]:
+    return await polymarket_truth(url), (await kalshi_truth(url) if cross else None)
+
+
+@pytest.mark.parametrize("venue", ["polymarket", "cross"])
 def test_sigkill_the_connector_run_then_recover(tmp_path, venue):
     sim, url = start_sim(tmp_path, venue)
     try:
         ws = url.replace("http", "ws")
-        table = VENUES[venue].format(url=url, ws=ws, keys=KEYS, key_id=KALSHI_KEY_ID)
-        (tmp_path / "p.toml").write_text(PIPELINE.format(venue=venue, venue_table=table))
+        table = POLY_TABLE.format(url=url, ws=ws, keys=KEYS)
+        if venue == "cross":
+            table += KALSHI_TABLE.format(url=url, ws=ws, keys=KEYS, key_id=KALSHI_KEY_ID)
+        (tmp_path / "p.toml").write_text(PIPELINE.format(venue=venue, venue_table=table,
+                                                         detectors=DETECTORS[venue]))
         journal_path = tmp_path / "journal.sqlite"
         rng = random.Random(97 if venue == "polymarket" else 98)
         kills = interrupted = attempts = 0
@@ -190,7 +235,7 @@ def test_sigkill_the_connector_run_then_recover(tmp_path, venue):
                     and proc.poll() is None:
                 time.sleep(0.02)
             assert proc.poll() is None, proc.stderr.read()
-            time.sleep(rng.uniform(0.0, 0.8 if venue == "polymarket" else 0.15))  # mid-trade
+            time.sleep(rng.uniform(0.0, 0.8))  # then a kill somewhere in the middle
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait(10)
             kills += proc.returncode == -signal.SIGKILL
@@ -210,27 +255,30 @@ def test_sigkill_the_connector_run_then_recover(tmp_path, venue):
         journal = Journal(journal_path)
         try:
             assert journal.open_trades() == []  # nothing left unknown
-            booked = {inst: qty for (_, inst), qty in journal.positions().items() if qty}
+            booked: dict[str, dict[str, Decimal]] = {}
+            for (vid, inst), qty in journal.positions().items():
+                if qty:
+                    booked.setdefault(vid, {})[inst] = qty
             ours = {r[0] for r in journal.db.execute("SELECT venue_order_id FROM orders")} | \
                 {r[0] for r in journal.db.execute("SELECT client_order_id FROM orders")}
             exposed = [r[0] for r in journal.db.execute(
                 "SELECT subject FROM halts WHERE cause = 'exposure' AND lifted_at IS NULL")]
         finally:
             journal.close()
-        truth = polymarket_truth if venue == "polymarket" else kalshi_truth
-        positions, ordered, resting, pairs = asyncio.run(truth(url))
+        poly, kalshi = asyncio.run(truths(url, venue == "cross"))
         print(f"{venue}: {kills} kills, {interrupted} trades interrupted mid-trade")
-        assert resting == 0  # nothing of ours rests
-        assert ordered <= ours  # every order the venue matched is in the journal
-        if venue == "kalshi":  # Kalshi nets YES against NO: one signed position per market
-            net: dict[str, Decimal] = {}
-            for inst, qty in booked.items():
-                ticker, side = inst.rsplit(":", 1)
-                net[ticker] = net.get(ticker, Decimal(0)) + (qty if side == "yes" else -qty)
-            booked = {f"{t}:yes" if q > 0 else f"{t}:no": abs(q) for t, q in net.items() if q}
-        assert booked == {k: v for k, v in positions.items() if v}  # journal equals venue
+        for name, truth in (("poly", poly), ("kalshi", kalshi)):
+            if truth is None:
+                continue
+            positions, ordered, resting, _ = truth
+            assert resting == 0, name  # nothing of ours rests
+            assert ordered <= ours, name  # every order the venue matched is in the journal
+            mine = booked.get(name, {})
+            if name == "kalshi":
+                mine = net_kalshi(mine)
+            assert mine == {k: v for k, v in positions.items() if v}, name  # journal = venue
         if not exposed:  # every market hedged or flat, or journaled as halted
-            for yes, no in pairs:
-                assert positions.get(yes, 0) == positions.get(no, 0), (yes, no, positions)
+            for market, yes, no in held_sets(poly, kalshi):
+                assert yes == no, (market, yes, no)
     finally:
         stop_process(sim)
