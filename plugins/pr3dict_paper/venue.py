@@ -13,7 +13,7 @@ import pickle
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
-from decimal import ROUND_CEILING, Decimal
+from decimal import Decimal
 from pathlib import Path
 from typing import ClassVar
 
@@ -31,6 +31,8 @@ from pr3dict_core.model import (
     TimeInForce,
     quantize_down,
 )
+from pr3dict_kalshi import protocol as kalshi_protocol
+from pr3dict_polymarket import protocol as pm_protocol
 
 from .matching import MatchingEngine, MatchingError, UnknownOrderError
 from .scenario import MarketProcess, ScenarioSpec, load_scenario
@@ -38,22 +40,24 @@ from .scenario import MarketProcess, ScenarioSpec, load_scenario
 MARKET_MAKER = "mm"
 
 
+# One fee function per venue, shared with the connector and `pr3dict sim`: the paper venue
+# charges exactly what the connector expects and the simulator charges.
+
+
 def polymarket_fee(rate: Decimal):  # type: ignore[no-untyped-def]
-    """Polymarket's taker fee: C * rate * p * (1 - p), to 6 decimals (USDC units)."""
-    unit = Decimal("0.000001")
+    """Polymarket's taker fee (``pr3dict_polymarket.protocol.fee``)."""
 
     def fee(instrument: str, price: Decimal, size: Decimal) -> Decimal:
-        return (size * rate * price * (1 - price)).quantize(unit)
+        return pm_protocol.fee(rate, size, price)
 
     return fee
 
 
 def kalshi_fee(rate: Decimal):  # type: ignore[no-untyped-def]
-    """Kalshi's taker fee: ceil(rate * C * P * (1 - P)) to the cent, per fill (rate 0.07)."""
-    cent = Decimal("0.01")
+    """Kalshi's taker fee (``pr3dict_kalshi.protocol.fee``; ``rate`` is the coefficient)."""
 
     def fee(instrument: str, price: Decimal, size: Decimal) -> Decimal:
-        return (size * rate * price * (1 - price)).quantize(cent, rounding=ROUND_CEILING)
+        return kalshi_protocol.fee(size, price, coefficient=rate)
 
     return fee
 
