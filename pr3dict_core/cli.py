@@ -13,6 +13,7 @@ import time
 import traceback
 from collections.abc import Sequence
 from decimal import Decimal
+from importlib import metadata
 from pathlib import Path
 from typing import NoReturn, TextIO
 
@@ -63,6 +64,7 @@ def _plugin_options(argv: Sequence[str]) -> list[str]:
 
 def build_parser(pm: pluggy.PluginManager | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pr3dict", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     parser.add_argument("-p", dest="plugins", action="append", default=[], metavar="NAME",
                         help="load plugin module NAME, or block plugin NAME with no:NAME")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -95,6 +97,14 @@ def build_parser(pm: pluggy.PluginManager | None = None) -> argparse.ArgumentPar
     if pm is not None:
         pm.hook.pr3dict_add_commands(subparsers=sub)
     return parser
+
+
+def _version() -> str:
+    """The installed distribution's version (the one pip reports), not a constant in code."""
+    try:
+        return metadata.version("pr3dict")
+    except metadata.PackageNotFoundError:  # imported from a checkout that is not installed
+        return "unknown (not installed)"
 
 
 def _plugin_manager(options: Sequence[str]) -> pluggy.PluginManager:
