@@ -423,7 +423,9 @@ def _outputs(engine: Engine, config: PipelineConfig, run_id: str) -> list[str]:
     for sink in engine.sinks:
         path = getattr(sink, "path", None)
         if isinstance(path, Path) and path.exists():
-            lines.append(f"  metrics  {show(path)}   (pr3dict report {run_id})")
+            # `pr3dict report` reads the jsonl sink's format; other files are only named.
+            hint = f"   (pr3dict report {run_id})" if getattr(sink, "type", "") == "jsonl" else ""
+            lines.append(f"  {'metrics' if hint else 'output':<8} {show(path)}{hint}")
     if config.telemetry.exporter == "jsonl":
         spans = Path(config.telemetry.path.replace("{run_id}", run_id)).absolute()
         if spans.exists():

@@ -12,7 +12,8 @@ Enable it with ``pytest_plugins = ["pr3dict_core.testing"]`` in a ``conftest.py`
 Factories for unit tests of a detector, gate, sink or strategy (thin wrappers over the public
 constructors in :mod:`pr3dict_core.model`): :func:`make_book`, :func:`make_opportunity`,
 :func:`make_trade`, :func:`make_trade_record`, and :class:`StubVenue`, a venue whose order
-replies a test scripts. docs/plugin-authoring.md#testing-a-plugin shows them in use.
+replies a test scripts (docs/plugin-authoring.md#factories-and-a-stub-venue shows them in
+use; docs/objects.md lists the fields of what they build).
 """
 
 from __future__ import annotations
