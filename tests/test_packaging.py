@@ -244,3 +244,23 @@ def test_settlement_pipeline_from_the_wheel(installed, tmp_path):
     gas = json.loads((tmp_path / "runs" / "settle" / "gas.json").read_text())
     merges = gas["gas"]["by_action"]["merge"]["transactions"]
     assert committed > 0 and 0 < merges <= committed
+
+
+def test_python_api_examples_from_the_wheel(installed, tmp_path):
+    """docs/python-api.md's examples, run by the installed interpreter in a starter project."""
+    _, _, bindir, env = installed
+    _run(bindir, env, tmp_path, "pr3dict", "init")
+    text = (REPO / "docs" / "python-api.md").read_text()
+    blocks = re.findall(r"^```python\n(.*?)^```$", text, re.M | re.S)
+    assert len(blocks) >= 6
+    names = []
+    for index, code in enumerate(blocks):
+        names.append(f"example_{index}.py")
+        (tmp_path / names[-1]).write_text(code)
+    # One interpreter runs them all (imports once), each as its own __main__ script.
+    out = _run(bindir, env, tmp_path, "python", "-c",
+               "import runpy, sys\nfor n in sys.argv[1:]:\n"
+               "    print('==', n, flush=True); runpy.run_path(n, run_name='__main__')",
+               *names).stdout
+    assert [line for line in out.splitlines() if line.startswith("== ")] == \
+        [f"== {n}" for n in names]
