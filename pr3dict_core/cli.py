@@ -13,6 +13,7 @@ import time
 import traceback
 from collections.abc import Sequence
 from decimal import Decimal
+from importlib import metadata
 from pathlib import Path
 from typing import NoReturn, TextIO
 
@@ -63,6 +64,7 @@ def _plugin_options(argv: Sequence[str]) -> list[str]:
 
 def build_parser(pm: pluggy.PluginManager | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pr3dict", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     parser.add_argument("-p", dest="plugins", action="append", default=[], metavar="NAME",
                         help="load plugin module NAME, or block plugin NAME with no:NAME")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -95,6 +97,14 @@ def build_parser(pm: pluggy.PluginManager | None = None) -> argparse.ArgumentPar
     if pm is not None:
         pm.hook.pr3dict_add_commands(subparsers=sub)
     return parser
+
+
+def _version() -> str:
+    """The installed distribution's version (the one pip reports), not a constant in code."""
+    try:
+        return metadata.version("pr3dict")
+    except metadata.PackageNotFoundError:  # imported from a checkout that is not installed
+        return "unknown (not installed)"
 
 
 def _plugin_manager(options: Sequence[str]) -> pluggy.PluginManager:
@@ -417,7 +427,9 @@ def _outputs(engine: Engine, config: PipelineConfig, run_id: str) -> list[str]:
     for sink in engine.sinks:
         path = getattr(sink, "path", None)
         if isinstance(path, Path) and path.exists():
-            lines.append(f"  metrics  {show(path)}   (pr3dict report {run_id})")
+            # `pr3dict report` reads the jsonl sink's format; other files are only named.
+            hint = f"   (pr3dict report {run_id})" if getattr(sink, "type", "") == "jsonl" else ""
+            lines.append(f"  {'metrics' if hint else 'output':<8} {show(path)}{hint}")
     if config.telemetry.exporter == "jsonl":
         spans = Path(config.telemetry.path.replace("{run_id}", run_id)).absolute()
         if spans.exists():

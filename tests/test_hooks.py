@@ -360,6 +360,33 @@ def test_every_hook_has_a_test(hook):
     assert any(hook in name for name in tests), f"no test_hook_* test mentions {hook}"
 
 
+def _section(docs: str, hook: str) -> str:
+    start = docs.index(f"## `{_signature(hook)}`")
+    end = docs.find("\n## ", start + 1)
+    return docs[start:end if end != -1 else None]
+
+
+def _normal(text: str) -> str:
+    return " ".join(text.replace("``", "`").split())
+
+
+@pytest.mark.parametrize("hook", HOOKS)
+def test_hook_docs_quote_the_hookspec_docstring(hook):
+    """One source: each section of docs/hooks.md opens with its hook's docstring."""
+    section = _section((REPO / "docs" / "hooks.md").read_text(), hook)
+    doc = inspect.cleandoc(getattr(hookspecs, hook).__doc__)
+    assert _normal(doc) in _normal(section), (
+        f"docs/hooks.md's section on {hook} must contain its docstring:\n\n"
+        + doc.replace("``", "`"))
+
+
+def test_hook_pr3dict_run_start_is_not_called_by_validate(write_pipeline, run_pr3dict,
+                                                          register_plugin):
+    rec = register_plugin(Recorder(), name="recorder")
+    run_pr3dict("validate", str(write_pipeline(MINIMAL))).assert_success()
+    assert rec.calls == []
+
+
 def test_every_hookspec_has_a_docstring():
     for hook in HOOKS:
         assert getattr(hookspecs, hook).__doc__, hook

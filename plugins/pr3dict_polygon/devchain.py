@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -35,12 +36,20 @@ DEV_MNEMONIC = "test test test test test test test test test test test junk"
 
 
 def anvil_binary() -> Path:
-    """The anvil executable (``PR3DICT_ANVIL`` overrides); a clear error when it is missing."""
-    path = Path(os.environ.get("PR3DICT_ANVIL") or REPO / ANVIL_RELATIVE)
-    if not path.is_file() or not os.access(path, os.X_OK):
-        raise FileNotFoundError(f"anvil not found at {path}: run `npm ci` in {REPO} (it installs "
-                                "@foundry-rs/anvil) or set PR3DICT_ANVIL")
-    return path
+    """The anvil executable: ``PR3DICT_ANVIL``, else the checkout's or the current directory's
+    ``node_modules`` (an installed pr3dict has no checkout), else ``anvil`` on PATH."""
+    if os.environ.get("PR3DICT_ANVIL"):
+        candidates = [Path(os.environ["PR3DICT_ANVIL"])]
+    else:
+        on_path = shutil.which("anvil")
+        candidates = [REPO / ANVIL_RELATIVE, Path.cwd() / ANVIL_RELATIVE,
+                      *([Path(on_path)] if on_path else [])]
+    for path in candidates:
+        if path.is_file() and os.access(path, os.X_OK):
+            return path
+    raise FileNotFoundError(
+        f"anvil not found at {', '.join(map(str, candidates))}: run `npm ci` in a checkout "
+        "(it installs @foundry-rs/anvil), put anvil on PATH or set PR3DICT_ANVIL")
 
 
 def dev_account(index: int = 0) -> LocalAccount:

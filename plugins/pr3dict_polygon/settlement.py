@@ -20,7 +20,7 @@ import re
 from collections import OrderedDict
 from decimal import ROUND_DOWN, Decimal
 from functools import cache
-from pathlib import Path
+from importlib import resources
 from typing import Any, ClassVar, Self
 
 from attrs import field, frozen
@@ -38,7 +38,8 @@ from .rpc import RpcPool
 
 log = logging.getLogger("pr3dict.polygon.settlement")
 
-ARTIFACTS = Path(__file__).parent / "contracts" / "compiled.json"
+# Package data, read through importlib.resources so it works from a wheel as from a checkout.
+ARTIFACTS = resources.files(__package__) / "contracts" / "compiled.json"
 YES_INDEX_SET, NO_INDEX_SET = 1, 2  # outcome 0 (Yes) and outcome 1 (No) of a binary condition
 PARTITION = [YES_INDEX_SET, NO_INDEX_SET]
 TOP_LEVEL = b"\x00" * 32  # parentCollectionId of every binary market
@@ -52,7 +53,7 @@ class SettlementError(Pr3dictError):
 @cache
 def artifacts() -> dict[str, dict[str, Any]]:
     """ABI and bytecode of the project's own test contracts (contracts/compiled.json)."""
-    return json.loads(ARTIFACTS.read_text())["contracts"]
+    return json.loads(ARTIFACTS.read_text(encoding="utf-8"))["contracts"]
 
 
 def shares_to_units(shares: Decimal, decimals: int = 6) -> int:
