@@ -41,16 +41,19 @@ from .model import (
     Fill,
     Leg,
     LegSpec,
-    LegState,
     Level,
     Market,
     Opportunity,
     OrderAck,
+    OrderRef,
     OrderRequest,
     OrderStatus,
     Side,
+    TimeInForce,
     Trade,
     TradeState,
+    Trigger,
+    VenueOutcome,
     opportunity_id,
     to_decimal,
 )
@@ -237,10 +240,14 @@ def make_trade(opportunity: Opportunity | None = None, *,
                   limit_price=spec.price, target_price=spec.price, tick_size=spec.tick_size)
         shares = to_decimal(shares)
         cid = leg.next_client_order_id()
-        leg.transition(LegState.SUBMITTED)
-        if shares:
-            leg.add_fills([Fill(f"{cid}-f", cid, spec.price, shares)])
-        leg.transition(LegState.FILLED if shares >= leg.size else LegState.CANCELLED)
+        request = OrderRequest(cid, spec.venue, spec.instrument, spec.side, spec.price,
+                               opp.size, TimeInForce.FAK)
+        leg.orders[cid] = OrderRef(request)
+        leg.apply(VenueOutcome(Trigger.SENT, cid))  # the way the engine does: outcomes
+        fills = (Fill(f"{cid}-f", cid, spec.price, shares),) if shares else ()
+        status = OrderStatus.FILLED if shares >= leg.size else OrderStatus.CANCELLED
+        leg.apply(VenueOutcome(Trigger.ACKED, cid, OrderAck(cid, status, fills)))
+        leg.apply(VenueOutcome(Trigger.CLOSED))
         trade.legs.append(leg)
     for step in _ENTRY_PATH[state]:
         trade.transition(step)

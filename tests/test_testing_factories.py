@@ -53,7 +53,7 @@ def test_make_trade_reaches_each_state_legally():
 def test_a_gate_unit_test_with_factories():
     gate = CapitalGate("capital", CapitalGate.Config(bankroll=D(5)))
     decision = gate.evaluate(make_trade(state="detected"))
-    assert not decision.approved and "trade cost 9.5000 exceeds" in decision.reason
+    assert not decision.approved and "trade cost 9.5000 (worst case) exceeds" in decision.reason
     assert gate.evaluate(make_trade(make_opportunity(size="5"), state="detected")).approved
 
 
