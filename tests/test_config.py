@@ -147,11 +147,37 @@ def test_bad_scenario_file_is_a_config_error(write_pipeline, run_pr3dict, tmp_pa
     path = write_pipeline(MINIMAL.replace("{demo}", str(scenario)))
     outcome = run_pr3dict("run", str(path)).assert_failed(78)
     assert f"{scenario}: seed: expected an integer" in outcome.err
-    assert f"{scenario}: markets[0]: fair must be in [0, 1]" in outcome.err
+    assert f"{scenario}: markets[0].fair: must be in [0, 1]" in outcome.err
+
+
+# A live pipeline the loader accepts: a real (not simulated) venue and the live gates.
+LIVE = """
+[pipeline]
+name = "t"
+mode = "live"
+
+[venues.pm]
+type = "polymarket"
+rest_url = "http://127.0.0.1:9"
+ws_url = "ws://127.0.0.1:9"
+private_key = { env = "PR3DICT_TEST_NO_SUCH_KEY" }
+
+[detectors.c]
+type = "binary_complement"
+venues = ["pm"]
+
+[gates.capital]
+type = "capital"
+bankroll = "100"
+
+[gates.position]
+type = "max_position"
+max_position = "10"
+"""
 
 
 def test_live_mode_needs_flag_and_pipeline(write_pipeline, run_pr3dict):
-    live = write_pipeline(MINIMAL.replace('name = "t"', 'name = "t"\nmode = "live"'))
+    live = write_pipeline(LIVE)
     outcome = run_pr3dict("run", str(live)).assert_failed(78)
     assert "live trading also needs `pr3dict run --live`" in outcome.err
     paper = write_pipeline(MINIMAL, "paper.toml")

@@ -27,6 +27,7 @@ import attrs
 from attrs import frozen
 
 from pr3dict_core.components import BuildContext, Venue
+from pr3dict_core.config import ref
 from pr3dict_core.model import ONE, ZERO, Book, Market, Opportunity
 
 from .sizing import LegQuote, Sizer, SizingOptions, opportunity_from_plan, plan_equal_shares
@@ -71,7 +72,7 @@ class MultiOutcome:
 
     @frozen(kw_only=True)
     class Config(SizingOptions):
-        venues: tuple[str, ...] = attrs.field(validator=attrs.validators.min_len(1))
+        venues: tuple[str, ...] = ref("venues", validator=attrs.validators.min_len(1))
         events: tuple[str, ...] | None = None  # only these set ids (default: every set)
         max_outcomes: int = attrs.field(default=16, validator=attrs.validators.ge(2))
 

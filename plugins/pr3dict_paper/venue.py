@@ -21,6 +21,7 @@ import attrs
 from attrs import frozen
 
 from pr3dict_core.components import AmbiguousOutcome, BuildContext, OrderRejected, UnknownOrder
+from pr3dict_core.config import check_input_file
 from pr3dict_core.model import (
     Book,
     Fill,
@@ -79,6 +80,7 @@ class PaperVenue:
 
     @frozen(kw_only=True)
     class Config:
+        simulated: ClassVar[bool] = True  # never a real venue: refused in live mode
         scenario: str
         seed: int | None = None  # overrides the scenario's seed
         latency_ms: float | None = attrs.field(default=None, validator=attrs.validators.optional(
@@ -123,7 +125,9 @@ class PaperVenue:
 
     @classmethod
     def from_config(cls, id: str, config: Config, ctx: BuildContext) -> PaperVenue:
-        spec = load_scenario(ctx.path(config.scenario))
+        path = ctx.path(config.scenario)
+        check_input_file(path, "scenario", "scenario file")
+        spec = load_scenario(path)
         return cls(id, spec, seed=spec.seed if config.seed is None else config.seed,
                    latency_ms=spec.latency_ms if config.latency_ms is None else config.latency_ms,
                    faults=config.faults, account=config.account,

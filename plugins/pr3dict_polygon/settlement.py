@@ -29,7 +29,7 @@ from eth_account.signers.local import LocalAccount
 from eth_utils import is_address, to_checksum_address
 from opentelemetry import trace
 
-from pr3dict_core.config import SecretRef
+from pr3dict_core.config import OptionError, SecretRef, ref
 from pr3dict_core.model import Pr3dictError, Side, Trade
 
 from .batch import BatchConfig, BatchTxManager, TxOp, TxResult
@@ -103,7 +103,7 @@ class CtfMergeSettler:
 
     @frozen(kw_only=True)
     class Config:
-        rpc: str
+        rpc: str = ref("rpc")
         private_key: SecretRef
         conditional_tokens: str = field(validator=_address)
         collateral: str = field(validator=_address)
@@ -150,8 +150,8 @@ class CtfMergeSettler:
             account = Account.from_key(ctx.resolve_secret(config.private_key))
         except (ValueError, TypeError):
             # never echo the secret in the message
-            raise SettlementError(f"settlers.{id}.private_key: not a valid private key "
-                                  f"({config.private_key!r})") from None
+            raise OptionError("private_key", "not a valid hex private key (32 bytes) in "
+                              f"{config.private_key!r}") from None
         return cls(id, config, pool, account, mode=str(ctx.mode))
 
     # ------------------------------------------------------------------ lifecycle
