@@ -157,7 +157,14 @@ class CtfMergeSettler:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        """Check the contracts exist and every condition is a prepared binary one."""
+        await self.check()
+        await self.batch.start()
+        if self.config.mint_positions:
+            await self._ensure_allowance()
+
+    async def check(self) -> None:
+        """Check the contracts exist and every condition is a prepared binary one (read only:
+        ``pr3dict validate`` calls it too)."""
         for label, address in (("conditional_tokens", self.config.conditional_tokens),
                                ("collateral", self.config.collateral)):
             code = await self.pool.request("eth_getCode", [to_checksum_address(address),
@@ -176,9 +183,6 @@ class CtfMergeSettler:
             self.position_ids[market.condition_id] = (
                 await self._position_id(cid, YES_INDEX_SET),
                 await self._position_id(cid, NO_INDEX_SET))
-        await self.batch.start()
-        if self.config.mint_positions:
-            await self._ensure_allowance()
 
     async def close(self) -> None:
         try:
