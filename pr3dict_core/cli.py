@@ -462,13 +462,13 @@ def cmd_run(args: argparse.Namespace, config: PipelineConfig, registry, pm,  # t
     cycles = args.cycles if args.cycles is not None else config.pipeline.cycles
     duration = args.duration if args.duration is not None else config.pipeline.duration_s
     status = _StatusLine(err, enabled=not args.quiet and err.isatty())
-    print(f"pr3dict: run {run_id} of {config.pipeline.name} ({config.pipeline.mode})", file=err)
     code, interrupted = EX_OK, 0
     token = logs.RUN_ID.set(run_id)
     started = time.monotonic()
     try:
-        interrupted = asyncio.run(_run_engine(engine, cycles, duration,
-                                              config.pipeline.interval_ms / 1000, status, err))
+        interrupted = asyncio.run(_run_engine(
+            engine, cycles, duration, config.pipeline.interval_ms / 1000, status, err,
+            f"pr3dict: run {run_id} of {config.pipeline.name} ({config.pipeline.mode})"))
         summary = engine.statistics()
     except ConfigError as exc:  # found only once connected (a market a mapping names)
         for problem in exc.problems:
@@ -553,8 +553,12 @@ def _outputs(engine: Engine, config: PipelineConfig, run_id: str) -> list[str]:
 
 
 async def _run_engine(engine: Engine, cycles: int | None, duration: float | None,
-                      interval: float, status: _StatusLine, err: TextIO) -> int:
-    """Run until done or interrupted; returns the signal number that stopped it, or 0."""
+                      interval: float, status: _StatusLine, err: TextIO, banner: str) -> int:
+    """Run until done or interrupted; returns the signal number that stopped it, or 0.
+
+    ``banner`` is printed once the signal handlers are in place: a supervisor (or a test)
+    that waits for it knows SIGINT and SIGTERM now stop the run cleanly.
+    """
     stop = asyncio.Event()
     interrupted = 0
     loop = asyncio.get_running_loop()
@@ -585,6 +589,8 @@ async def _run_engine(engine: Engine, cycles: int | None, duration: float | None
             installed.append(sig)
         except (NotImplementedError, RuntimeError, ValueError):
             pass
+    print(banner, file=err, flush=True)
+    log.info("%s", banner.removeprefix("pr3dict: "))
     try:
         await engine.start()
         if cycles is None and duration is None:

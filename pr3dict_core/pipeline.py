@@ -35,6 +35,7 @@ from .components import (
     MetricsSink,
     RiskGate,
     Settler,
+    UndeclaredReference,
     UnknownOrder,
     Venue,
 )
@@ -115,6 +116,9 @@ def build_components(config: PipelineConfig, registry: ComponentRegistry,
         assert reg is not None
         try:
             built[kind][cid] = reg.cls.from_config(cid, spec.options, ctx)
+        except UndeclaredReference as exc:
+            raise ConfigError([ConfigProblem(str(config.file), f"{kind}.{cid}", str(exc))]) \
+                from None
         except (SecretNotFound, OptionError) as exc:
             key = exc.key if isinstance(exc, OptionError) else \
                 option_holding(spec.options, getattr(exc, "ref", None))
