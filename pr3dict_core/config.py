@@ -133,6 +133,15 @@ def ref(kind: str, *, types: Iterable[str] = (), **kwargs: Any) -> Any:
     return field(metadata=metadata, **kwargs)
 
 
+_OUTPUT = "pr3dict_output"
+
+
+def output(**kwargs: Any) -> Any:
+    """An attrs field naming a file the run writes (relative to the working directory,
+    ``{run_id}`` filled in): the loader refuses a path that cannot be created."""
+    return field(metadata={**kwargs.pop("metadata", {}), _OUTPUT: True}, **kwargs)
+
+
 def references(options: Any) -> Iterator[tuple[str, Ref, str]]:
     """(key, Ref, id) for every id a component's options refer to."""
     for a in attrs.fields(type(options)):
@@ -616,6 +625,14 @@ def load_pipeline(path: str | Path, registry: ComponentRegistry) -> PipelineConf
         _check_mode(pipeline, components, problem)
         _check_output(pipeline.journal.replace("{pipeline}", pipeline.name),
                       "pipeline.journal", problem)
+    if telemetry is not None and telemetry.exporter == "jsonl":
+        _check_output(telemetry.path, "telemetry.path", problem)
+    for kind, specs in components.items():
+        for cid, spec in specs.items():
+            for a in attrs.fields(type(spec.options)):
+                value = getattr(spec.options, a.name)
+                if a.metadata.get(_OUTPUT) and isinstance(value, str):
+                    _check_output(value, f"{kind}.{cid}.{a.name}", problem)
 
     if problems:
         raise ConfigError(problems)
@@ -722,7 +739,7 @@ def _check_output(value: str, where: str, problem: typing.Callable[[str, str], N
     """A file the run will write: no existing part of its path may be a file."""
     if not value:
         return
-    target = Path(value).absolute()
+    target = Path(value.replace("{run_id}", "run")).absolute()
     if target.is_dir():
         problem(where, f"{value} is a directory, not a file")
         return

@@ -132,6 +132,13 @@ CASES: list[Case] = [
          "pipeline.journal", setup=file_at("afile", "x")),
     case("journal-is-a-directory", {"pipeline": {"journal": '"adir"'}}, "pipeline.journal",
          setup=dir_at("adir")),
+    case("telemetry-path-under-a-file", {"telemetry": {
+        "exporter": '"jsonl"', "path": '"afile/{run_id}/spans.jsonl"'}}, "telemetry.path",
+        setup=file_at("afile", "x")),
+    case("sink-path-under-a-file", {"sinks.metrics": {"path": '"afile/m.jsonl"'}},
+         "sinks.metrics.path", setup=file_at("afile", "x")),
+    case("state-file-is-a-directory", {"venues.sim": {"state_file": '"adir"'}},
+         "venues.sim.state_file", setup=dir_at("adir")),
     case("pipeline-unknown-key", {"pipeline": {"colour": '"red"'}}, "pipeline.colour"),
     case("waive-unknown-gate", {"pipeline": {"waive_live_gates": '["heat"]'}},
          "pipeline.waive_live_gates[0]"),

@@ -195,3 +195,53 @@ def test_secrets_are_never_inline(registry):
     ref, errors = structure({"env": "POLY_KEY"}, SecretRef, "k")
     assert errors == [] and ref.env == "POLY_KEY"
     assert "hunter2" not in repr(SecretRef(file="/secret/path"))
+
+
+def test_references_set_the_build_order_and_a_cycle_is_refused(write_pipeline, pr3dict_pm,
+                                                               register_plugin):
+    import attrs as _attrs
+
+    from pr3dict_core import hookimpl
+    from pr3dict_core.config import ref
+    from pr3dict_core.plugins import collect_components
+
+    class Watcher:
+        """A gate that watches another gate (a test double)."""
+
+        type = "test_watcher"
+
+        @_attrs.frozen(kw_only=True)
+        class Config:
+            watches: str = ref("gates")
+
+        @classmethod
+        def from_config(cls, id, config, ctx):
+            return (id, ctx.lookup("gates", config.watches))
+
+    class Plugin:
+        @hookimpl
+        def pr3dict_register_risk_gates(self, registry):
+            registry.add(Watcher)
+
+    register_plugin(Plugin(), name="watcher")
+    registry = collect_components(pr3dict_pm)
+    text = MINIMAL + """
+[gates.a]
+type = "test_watcher"
+watches = "b"
+
+[gates.b]
+type = "capital"
+bankroll = "10"
+"""
+    config = load_pipeline(write_pipeline(text), registry)
+    order = list(config.build_order)
+    assert order.index(("gates", "b")) < order.index(("gates", "a"))
+    assert order[0] == ("venues", "sim")
+    cyclic = text.replace('type = "capital"\nbankroll = "10"',
+                          'type = "test_watcher"\nwatches = "a"')
+    found = problems(write_pipeline(cyclic, "cycle.toml"), registry)
+    assert found == ["gates.a: reference cycle between gates.a, gates.b"]
+    itself = text.replace('watches = "b"', 'watches = "a"')
+    assert problems(write_pipeline(itself, "self.toml"), registry) == [
+        "gates.a.watches: a component cannot refer to itself"]

@@ -21,7 +21,7 @@ import attrs
 from attrs import frozen
 
 from pr3dict_core.components import AmbiguousOutcome, BuildContext, OrderRejected, UnknownOrder
-from pr3dict_core.config import check_input_file
+from pr3dict_core.config import check_input_file, output
 from pr3dict_core.model import (
     Book,
     Fill,
@@ -89,7 +89,7 @@ class PaperVenue:
         account: str = "pr3dict"
         # Keep the venue's state (books, orders, positions) in this file across runs, so a
         # killed engine restarts against a venue that remembers, as a real one does.
-        state_file: str | None = None
+        state_file: str | None = output(default=None)
 
     def __init__(self, id: str, spec: ScenarioSpec, *, seed: int, latency_ms: float,
                  faults: bool = True, account: str = "pr3dict", process: bool = True,
