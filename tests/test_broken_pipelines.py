@@ -404,3 +404,32 @@ def test_the_unbroken_pipelines_are_valid(changes, tmp_path, listener):
     pipeline.write_text(render(changes).replace("{port}", str(listener.port)))
     code, text = refuse(["validate", "--no-environment", str(pipeline)], tmp_path)
     assert code == 0, text
+
+
+GARBAGE = ["nan", "[]", '"1e999999999"', '{ env = "PR3DICT_TEST_UNSET" }']
+
+
+@pytest.mark.parametrize("name", ["complement-paper.toml", "cross-venue-sim.toml"])
+def test_no_value_of_any_key_crashes_the_loader(name, tmp_path):
+    """Every key of a shipped pipeline, set to each kind of garbage: accepted or exit 78,
+    never a traceback, and nothing written."""
+    import shutil
+
+    shutil.copytree(REPO / "pipelines", tmp_path / "pipelines")
+    cwd = tmp_path / "work"
+    cwd.mkdir()
+    lines = (tmp_path / "pipelines" / name).read_text().splitlines()
+    pipeline = tmp_path / "pipelines" / "mutant.toml"
+    tried = 0
+    for i, line in enumerate(lines):
+        key, eq, _ = line.partition("=")
+        if not eq or line.lstrip().startswith(("#", "[")):
+            continue
+        for garbage in GARBAGE:
+            pipeline.write_text("\n".join([*lines[:i], f"{key.strip()} = {garbage}",
+                                           *lines[i + 1:]]))
+            code, text = refuse(["validate", "--no-environment", str(pipeline)], cwd)
+            assert code in (0, 78), f"{key} = {garbage}:\n{text}"
+            assert "Traceback" not in text
+            tried += 1
+    assert tried > 50 and list(cwd.iterdir()) == []
