@@ -87,6 +87,8 @@ def build_components(config: PipelineConfig, registry: ComponentRegistry,
     run_id = run_id or new_run_id()
     built: dict[str, dict[str, Any]] = {kind: {} for kind in KINDS}
 
+    building: list[Any] = [None]  # the options of the component being built
+
     def resolve_secret(ref: SecretRef) -> str:
         original = ref
         if ref.file is not None and not Path(ref.file).is_absolute():
@@ -94,13 +96,12 @@ def build_components(config: PipelineConfig, registry: ComponentRegistry,
             ref = SecretRef(file=str(config.base_dir / ref.file))
         try:
             value = pm.hook.pr3dict_resolve_secret(ref=ref)
-        except SecretNotFound as exc:
-            exc.ref = original  # type: ignore[attr-defined]
-            raise
-        if value is None:
-            exc = SecretNotFound(f"no plugin could resolve secret {ref!r}")
-            exc.ref = original  # type: ignore[attr-defined]
-            raise exc
+            if value is None:
+                raise SecretNotFound(f"no plugin could resolve secret {ref!r}")
+        except SecretNotFound as exc:  # reported at the option that holds the reference
+            if building[0] is None:
+                raise
+            raise OptionError(option_holding(building[0], original), str(exc)) from None
         return str(value)
 
     ctx = BuildContext(run_id=run_id, base_dir=config.base_dir,
@@ -114,17 +115,16 @@ def build_components(config: PipelineConfig, registry: ComponentRegistry,
         spec = config.section(kind)[cid]
         reg = registry.get(kind, spec.type)
         assert reg is not None
+        building[0] = spec.options
         try:
             built[kind][cid] = reg.cls.from_config(cid, spec.options, ctx)
-        except UndeclaredReference as exc:
-            raise ConfigError([ConfigProblem(str(config.file), f"{kind}.{cid}", str(exc))]) \
-                from None
-        except (SecretNotFound, OptionError) as exc:
-            key = exc.key if isinstance(exc, OptionError) else \
-                option_holding(spec.options, getattr(exc, "ref", None))
-            where = f"{kind}.{cid}.{key}" if key else f"{kind}.{cid}"
-            message = exc.message if isinstance(exc, OptionError) else str(exc)
-            raise ConfigError([ConfigProblem(str(config.file), where, message)]) from None
+        except (OptionError, UndeclaredReference) as exc:
+            key = getattr(exc, "key", "")
+            raise ConfigError([ConfigProblem(
+                str(config.file), f"{kind}.{cid}.{key}" if key else f"{kind}.{cid}",
+                exc.message if isinstance(exc, OptionError) else str(exc))]) from None
+        finally:
+            building[0] = None
     for kind in kinds:  # gates run, and everything is listed, in file order
         built[kind] = {cid: built[kind][cid] for cid in config.section(kind) if cid in built[kind]}
     return built, ctx
