@@ -213,6 +213,8 @@ CASES: list[Case] = [
     case("daily-loss-hour-24", {"gates.dl": {
         "type": '"daily_loss"', "max_loss": '"5"', "reset_hour_utc": "24"}},
         "gates.dl.reset_hour_utc"),
+    case("position-gate-without-limits", {"gates.position": {"type": '"max_position"'}},
+         "gates.position.max_position"),
     case("gate-type-unknown", {"gates.x": {"type": '"capitol"'}}, "gates.x.type"),
     # [execution]
     case("deadline-zero", {"execution": {"deadline_ms": "0"}}, "execution.deadline_ms"),
