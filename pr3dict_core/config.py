@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import enum
 import math
+import os
 import re
 import tomllib
 import typing
@@ -747,6 +748,8 @@ def _check_output(value: str, where: str, problem: typing.Callable[[str, str], N
         if parent.exists():
             if not parent.is_dir():
                 problem(where, f"{parent} is a file, so {value} cannot be created")
+            elif not os.access(parent, os.W_OK | os.X_OK):
+                problem(where, f"{parent} is not writable, so {value} cannot be created")
             return
 
 
