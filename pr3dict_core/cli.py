@@ -29,7 +29,6 @@ from . import telemetry as tm
 from .components import KINDS, ComponentRegistry, DuplicateComponent
 from .config import EX_CONFIG, ConfigError, ConfigProblem, Mode, PipelineConfig, load_pipelines
 from .journal import Journal
-from .metrics import net_exposure
 from .model import Pr3dictError, TradeState
 from .pipeline import Engine, build_components, new_run_id
 from .plugins import UsageError, collect_components, make_plugin_manager, plugin_distributions
@@ -504,6 +503,31 @@ def cmd_run(args: argparse.Namespace, config: PipelineConfig, registry, pm,  # t
     return code
 
 
+def hedge(held: dict[tuple[str, str], Decimal], sets: list[tuple[tuple[str, str], ...]]
+          ) -> tuple[Decimal, dict[tuple[str, str], Decimal]]:
+    """Hedged sets among the positions (each set pays 1 at resolution), and what is left.
+
+    Greedy in the order given: a market's own YES + NO first, then the detectors' sets.
+    """
+    left = dict(held)
+    hedged = Decimal(0)
+    for legs in sets:
+        if len(set(legs)) != len(legs):
+            continue
+        size = min((left.get(leg, Decimal(0)) for leg in legs), default=Decimal(0))
+        if size <= 0:
+            continue
+        hedged += size
+        for leg in legs:
+            left[leg] -= size
+    return hedged, {k: q for k, q in left.items() if q}
+
+
+def _number(value: Decimal) -> str:
+    """A share count without trailing zeros (200, not 200.00)."""
+    return f"{value.normalize():f}"
+
+
 def _with_duration(table: str, seconds: float) -> str:
     """The summary table with the run's wall-clock duration as its last row."""
     body, rule = table.rsplit("\n", 1)
@@ -527,15 +551,30 @@ def _outputs(engine: Engine, config: PipelineConfig, run_id: str) -> list[str]:
         return str(path.relative_to(cwd)) if path.is_relative_to(cwd) else str(path)
 
     lines = []
+    held: dict[tuple[str, str], Decimal] = {}
+    sets: list[tuple[tuple[str, str], ...]] = []
     for vid, venue in engine.venues.items():
         try:
-            held = venue.positions()
-            pairs = [(m.yes, m.no) for m in venue.markets()]
+            positions = {i: Decimal(q) for i, q in venue.positions().items() if q}
+            sets += [((vid, m.yes), (vid, m.no)) for m in venue.markets()]
         except Exception:  # a venue that cannot say (closed connection) is not reported
             continue
-        hedged = sum((min(held.get(y, 0), held.get(n, 0)) for y, n in pairs), Decimal(0))
-        lines.append(f"  venue    {vid}: {hedged} hedged sets held, "
-                     f"{net_exposure(held, pairs)} unhedged shares")
+        held.update({(vid, i): q for i, q in positions.items()})
+        total = sum(positions.values(), Decimal(0))
+        lines.append(f"  venue    {vid}: {_number(total)} shares held in {len(positions)} "
+                     f"instrument(s)")
+    for detector in engine.detectors:
+        extra = getattr(detector, "hedge_sets", None)
+        if extra is not None:
+            sets += extra()
+    if held:
+        hedged, rest = hedge(held, sets)
+        unhedged = sum((abs(q) for q in rest.values()), Decimal(0))
+        worst = ", ".join(f"{v} {i} {_number(q)}" for (v, i), q in sorted(
+            rest.items(), key=lambda kv: -abs(kv[1]))[:3])
+        lines.append(f"  hedged   {_number(hedged)} set(s), paying {_number(hedged)} USDC at "
+                     f"resolution; {_number(unhedged)} unhedged share(s)"
+                     + (f" ({worst}{', ...' if len(rest) > 3 else ''})" if rest else ""))
     for sink in engine.sinks:
         path = getattr(sink, "path", None)
         if isinstance(path, Path) and path.exists():

@@ -178,6 +178,11 @@ class Detector(Protocol):
     def detect(self, changed: Sequence[Book]) -> Iterable[Opportunity]:
         """Opportunities among the markets whose books are in ``changed``."""
 
+    # Optional: ``def hedge_sets(self) -> list[tuple[tuple[str, str], ...]]``, the sets of
+    # (venue id, instrument) this detector buys that together pay 1 at resolution beyond a
+    # market's own YES + NO (cross-venue pairs, outcome sets), so the end-of-run report
+    # counts them as hedged.
+
 
 @attrs.frozen
 class GateDecision:

@@ -216,3 +216,26 @@ def test_signals_stop_a_run_cleanly_with_their_exit_code(sig, code, tmp_path):
     assert f"pr3dict: {name}: stopping: no new trades; finishing" in err
     assert "trades committed" in out and "run duration" in out
     assert "Traceback" not in err
+
+
+def test_hedge_counts_sets_across_venues_and_leaves_the_rest():
+    from decimal import Decimal as D
+
+    from pr3dict_core.cli import hedge
+
+    held = {("a", "m:yes"): D(10), ("a", "m:no"): D(4), ("b", "n:no"): D(6),
+            ("a", "x:yes"): D(-2)}
+    sets = [(("a", "m:yes"), ("a", "m:no")), (("a", "m:yes"), ("b", "n:no"))]
+    hedged, rest = hedge(held, sets)
+    assert hedged == 10 and rest == {("a", "x:yes"): D(-2)}
+
+
+def test_end_of_run_lines_count_cross_venue_hedges_as_hedged(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = cli("run", str(REPO / "pipelines" / "cross-venue-paper.toml"),
+                       "--cycles", "60")
+    assert code == 0, err
+    venues = [line for line in err.splitlines() if line.startswith("  venue ")]
+    assert len(venues) == 2 and all("shares held in" in line for line in venues)
+    (summary,) = [line for line in err.splitlines() if line.startswith("  hedged ")]
+    assert "; 0 unhedged share(s)" in summary and not summary.startswith("  hedged   0 ")

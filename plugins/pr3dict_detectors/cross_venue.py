@@ -279,6 +279,12 @@ class CrossVenue:
                 for inst in (m.yes, m.no):
                     self._by_instrument.setdefault((vid, inst), []).append(state)
 
+    def hedge_sets(self) -> list[tuple[tuple[str, str], ...]]:
+        """(venue, instrument) sets that together pay 1 at resolution: both directions of
+        every traded pair (for the end-of-run positions report)."""
+        return [((s.pair.venue_a, a), (s.pair.venue_b, b)) for s in self.states
+                for a, b in s.directions]
+
     def detect(self, changed: Sequence[Book]) -> Iterable[Opportunity]:
         seen: set[int] = set()
         index = self._by_instrument

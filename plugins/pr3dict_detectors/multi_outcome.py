@@ -130,6 +130,11 @@ class MultiOutcome:
         for missing in sorted((wanted or set()) - found):
             log.warning("detectors.%s: no venue lists outcome set %s", self.id, missing)
 
+    def hedge_sets(self) -> list[tuple[tuple[str, str], ...]]:
+        """(venue, instrument) sets that together pay 1 at resolution: the YES of every
+        outcome of each exhaustive set (for the end-of-run positions report)."""
+        return [tuple((s.venue, m.yes) for m in s.markets) for s in self.sets.values()]
+
     def _refusal(self, ev: Any, markets: Mapping[str, Market]) -> str:
         if not getattr(ev, "exhaustive", False):
             return "outcomes are not exhaustive (augmented negative risk): an unlisted " \
