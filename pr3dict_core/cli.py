@@ -14,7 +14,6 @@ import os
 import signal
 import sys
 import time
-import traceback
 from collections.abc import Sequence
 from decimal import Decimal
 from pathlib import Path
@@ -478,9 +477,11 @@ def cmd_run(args: argparse.Namespace, config: PipelineConfig, registry, pm,  # t
         print(f"pr3dict: run failed: {exc}", file=err)
         code = EX_FAILED
         summary = engine.statistics()
-    except Exception:  # a bug: say so loudly, but still flush and summarise
-        print("pr3dict: run failed with an internal error:", file=err)
-        traceback.print_exc(file=err)
+    except Exception as exc:  # a bug: say so loudly, but still flush and summarise
+        print(f"pr3dict: run failed with an internal error: {type(exc).__name__}: {exc}",
+              file=err)
+        # The traceback is a log record (one JSON object with --log-format json).
+        log.error("run failed with an internal error", exc_info=True)
         code = EX_FAILED
         summary = engine.statistics()
     finally:

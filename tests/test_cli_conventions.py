@@ -239,3 +239,52 @@ def test_end_of_run_lines_count_cross_venue_hedges_as_hedged(tmp_path, monkeypat
     assert len(venues) == 2 and all("shares held in" in line for line in venues)
     (summary,) = [line for line in err.splitlines() if line.startswith("  hedged ")]
     assert "; 0 unhedged share(s)" in summary and not summary.startswith("  hedged   0 ")
+
+
+def test_an_internal_error_is_one_line_and_a_logged_traceback(pr3dict_pm, register_plugin,
+                                                              tmp_path, monkeypatch):
+    import attrs as _attrs
+
+    from pr3dict_core import hookimpl
+    from pr3dict_core.config import ref
+
+    class Boom:
+        type = "test_boom"
+        venue_ids = ("sim",)
+
+        @_attrs.frozen(kw_only=True)
+        class Config:
+            venues: tuple[str, ...] = ref("venues", default=("sim",))
+
+        def __init__(self, id):
+            self.id = id
+
+        @classmethod
+        def from_config(cls, id, config, ctx):
+            return cls(id)
+
+        def bind(self, venues):
+            raise RuntimeError("boom in bind")
+
+        def detect(self, changed):
+            return []
+
+    class Plugin:
+        @hookimpl
+        def pr3dict_register_detectors(self, registry):
+            registry.add(Boom)
+
+    register_plugin(Plugin(), name="boom")
+    monkeypatch.chdir(tmp_path)
+    pipeline = tmp_path / "p.toml"
+    pipeline.write_text(ENDLESS.replace('type = "binary_complement"', 'type = "test_boom"'))
+    out, err = io.StringIO(), io.StringIO()
+    code = main(["--log-format", "json", "run", str(pipeline), "--cycles", "1"], pm=pr3dict_pm,
+                stdout=out, stderr=err)
+    assert code == 1
+    text = err.getvalue()
+    assert "pr3dict: run failed with an internal error: RuntimeError: boom in bind" in text
+    (record,) = [json.loads(line) for line in text.splitlines() if line.startswith("{")
+                 and '"ERROR"' in line]
+    assert record["logger"] == "pr3dict.cli" and "Traceback" in record["exception"]
+    assert "trades committed" in out.getvalue()  # the summary is still printed
