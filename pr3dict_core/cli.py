@@ -96,9 +96,13 @@ def _seconds(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
+    if not math.isfinite(value) or not 0 < value <= _YEAR_S:
+        raise argparse.ArgumentTypeError(
+            f"must be a positive number of seconds up to {_YEAR_S} (366 days), got {text}")
     return value
+
+
+_YEAR_S = 366 * 86_400
 
 
 def _common_options(parser: argparse.ArgumentParser, *, top: bool) -> None:

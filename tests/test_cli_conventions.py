@@ -82,6 +82,7 @@ def test_top_level_help_says_what_the_tool_does(capsys):
     ["run", "p.toml", "--duration", "-1"],
     ["run", "p.toml", "--duration", "nan"],
     ["run", "p.toml", "--duration", "inf"],
+    ["run", "p.toml", "--duration", "1e300"],
     ["journal", "j.sqlite", "--state", "bogus"],
     ["journal", "j.sqlite", "--limit", "-1"],
     ["--log-level", "loud", "plugins"],
