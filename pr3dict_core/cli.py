@@ -26,7 +26,15 @@ from opentelemetry import trace
 from . import logs
 from . import telemetry as tm
 from .components import KINDS, ComponentRegistry, DuplicateComponent
-from .config import EX_CONFIG, ConfigError, ConfigProblem, Mode, PipelineConfig, load_pipelines
+from .config import (
+    EX_CONFIG,
+    ConfigError,
+    ConfigProblem,
+    Mode,
+    PipelineConfig,
+    load_pipelines,
+    references,
+)
 from .journal import Journal
 from .model import Pr3dictError, TradeState
 from .pipeline import Engine, build_components, new_run_id
@@ -424,11 +432,16 @@ def render_graph(config: PipelineConfig, fmt: str) -> str:
     for t in config.section("settlers").values():
         out.append(f'  "settlers.{t.id}" [label="{t.id}\\n{t.type}", shape=box];')
         out.append(f'  "execution" -> "settlers.{t.id}" [label="committed"];')
-        rpc = getattr(t.options, "rpc", None)
-        if isinstance(rpc, str):
-            out.append(f'  "settlers.{t.id}" -> "rpc.{rpc}" [style=dashed];')
     for r in config.section("rpc").values():
         out.append(f'  "rpc.{r.id}" [label="{r.id}\\n{r.type}", shape=cylinder];')
+    # Every other declared reference (a capital gate, an RPC provider, watched venues).
+    for kind, specs in config.components.items():
+        for spec in specs.values():
+            for key, target, rid in references(spec.options):
+                if kind == "detectors" and target.kind == "venues":
+                    continue  # drawn above as the books it reads
+                out.append(f'  "{kind}.{spec.id}" -> "{target.kind}.{rid}" '
+                           f'[label="{key.split("[")[0]}", style=dashed];')
     out.append("}")
     return "\n".join(out)
 

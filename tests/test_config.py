@@ -245,3 +245,19 @@ bankroll = "10"
     itself = text.replace('watches = "b"', 'watches = "a"')
     assert problems(write_pipeline(itself, "self.toml"), registry) == [
         "gates.a.watches: a component cannot refer to itself"]
+
+
+def test_graph_draws_every_declared_reference(write_pipeline, run_pr3dict):
+    path = write_pipeline(MINIMAL.replace('venues = ["sim"]', 'venues = ["sim"]\n'
+                                          'capital_gate = "cap"') + """
+[gates.cap]
+type = "capital"
+bankroll = "10"
+
+[gates.conn]
+type = "connectivity"
+venues = ["sim"]
+""")
+    dot = run_pr3dict("graph", str(path)).assert_success().out
+    assert '"detectors.c" -> "gates.cap" [label="capital_gate", style=dashed];' in dot
+    assert '"gates.conn" -> "venues.sim" [label="venues", style=dashed];' in dot
