@@ -364,6 +364,8 @@ def structure(data: Any, cls: type, path: str) -> tuple[Any, list[tuple[str, str
     of them, not only the first one ``__init__`` would raise.
     """
     try:
+        # attrs' switch is process-wide: files are structured while loading and building,
+        # before any component starts a thread.
         with attrs.validators.disabled():
             value = _CONVERTER.structure(data, cls)
     except Exception as exc:  # cattrs raises groups

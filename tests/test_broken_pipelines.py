@@ -256,6 +256,9 @@ CASES: list[Case] = [
         **POLY, "private_key": '{ env = "PR3DICT_TEST_UNSET_KEY" }'}}, "venues.pm.private_key"),
     case("polymarket-embedded-sim-missing", {"venues.pm": {
         **POLY, "embedded_sim": '"no-such-scenario.toml"'}}, "venues.pm.embedded_sim"),
+    case("bad-key-with-jsonl-spans", {"telemetry": {"exporter": '"jsonl"', "endpoint": DROP},
+                                      "venues.pm": {
+        **POLY, "private_key": f'{{ file = "{OUTSIDE}/short.key" }}'}}, "venues.pm.private_key"),
     case("kalshi-corrupt-pem", {"venues.k": {
         **KALSHI, "private_key": f'{{ file = "{OUTSIDE}/corrupt.pem" }}'}},
         "venues.k.private_key"),
