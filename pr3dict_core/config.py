@@ -369,7 +369,7 @@ def structure(data: Any, cls: type, path: str) -> tuple[Any, list[tuple[str, str
         with attrs.validators.disabled():
             value = _CONVERTER.structure(data, cls)
     except Exception as exc:  # cattrs raises groups
-        errors = list(_flatten(exc, path, cls))
+        errors = list(_flatten(exc, path))
         return None, errors + _validate_rest(data, cls, path, errors)
     errors = list(validate(value, path))
     return (None, errors) if errors else (value, [])
@@ -457,7 +457,7 @@ def _validator_message(exc: BaseException, name: str) -> str:
     return text
 
 
-def _flatten(exc: BaseException, path: str, cls: Any = None) -> typing.Iterator[tuple[str, str]]:
+def _flatten(exc: BaseException, path: str) -> Iterator[tuple[str, str]]:
     if isinstance(exc, ForbiddenExtraKeysError):
         known = [a.name for a in attrs.fields(exc.cl)] if attrs.has(exc.cl) else []
         for key in sorted(exc.extra_fields):
@@ -491,7 +491,8 @@ _LITERAL_MESSAGE = re.compile(r"^(.*) not in literal typing\.Literal\[(.*)\]$", 
 
 
 def _message(exc: BaseException) -> str:
-    text = str(exc)
+    # An exception with several arguments prints as a tuple: its message is the first.
+    text = exc.args[0] if len(exc.args) > 1 and isinstance(exc.args[0], str) else str(exc)
     literal = _LITERAL_MESSAGE.match(text)
     if literal:
         return f"expected one of {literal.group(2)}, got {literal.group(1)!r}"
