@@ -28,6 +28,7 @@ from . import telemetry as tm
 from .components import KINDS, ComponentRegistry, DuplicateComponent
 from .config import (
     EX_CONFIG,
+    ComponentSpec,
     ConfigError,
     ConfigProblem,
     Mode,
@@ -390,6 +391,11 @@ async def _check_components(config: PipelineConfig, registry, pm, *,  # type: ig
                 pass
 
 
+def _venue_refs(spec: ComponentSpec) -> list[str]:
+    """The venues a component's options refer to (for a detector: the books it reads)."""
+    return [rid for _, target, rid in references(spec.options) if target.kind == "venues"]
+
+
 def render_graph(config: PipelineConfig, fmt: str) -> str:
     venues = list(config.section("venues").values())
     detectors = list(config.section("detectors").values())
@@ -400,8 +406,7 @@ def render_graph(config: PipelineConfig, fmt: str) -> str:
         lines = [f"pipeline {config.pipeline.name} ({config.pipeline.mode})"]
         lines += [f"  venue    {v.id} [{v.type}]" for v in venues]
         for d in detectors:
-            lines.append(f"  detector {d.id} [{d.type}] <- "
-                         f"{', '.join(getattr(d.options, 'venues', ()))}")
+            lines.append(f"  detector {d.id} [{d.type}] <- {', '.join(_venue_refs(d))}")
         lines += [f"  gate {i + 1}   {g.id} [{g.type}]" for i, g in enumerate(gates)]
         lines.append(f"  execute  [{strategy}] deadline {config.execution.deadline_ms} ms")
         lines += [f"  sink     {s.id} [{s.type}]" for s in sinks]
@@ -413,7 +418,7 @@ def render_graph(config: PipelineConfig, fmt: str) -> str:
         out.append(f'  "venues.{v.id}" [label="{v.id}\\n{v.type}", shape=cylinder];')
     for d in detectors:
         out.append(f'  "detectors.{d.id}" [label="{d.id}\\n{d.type}", shape=box];')
-        for vid in getattr(d.options, "venues", ()):
+        for vid in _venue_refs(d):
             out.append(f'  "venues.{vid}" -> "detectors.{d.id}" [label="books"];')
     chain = [f"gates.{g.id}" for g in gates]
     for g in gates:
