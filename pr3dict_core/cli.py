@@ -623,7 +623,15 @@ async def _run_engine(engine: Engine, cycles: int | None, duration: float | None
     """
     stop = asyncio.Event()
     interrupted = 0
+    started = False
+    kills: list[str] = []  # kill switch signals that came before the engine had started
     loop = asyncio.get_running_loop()
+
+    def on_kill() -> None:
+        if started:
+            engine.kill("SIGUSR1")
+        else:
+            kills.append("SIGUSR1")
 
     def on_signal(signum: int) -> None:
         nonlocal interrupted
@@ -644,7 +652,7 @@ async def _run_engine(engine: Engine, cycles: int | None, duration: float | None
     handlers = {signal.SIGINT: lambda: on_signal(signal.SIGINT),
                 signal.SIGTERM: lambda: on_signal(signal.SIGTERM),
                 # The kill switch: no new entries, resting orders cancelled, the run goes on.
-                signal.SIGUSR1: lambda: engine.kill("SIGUSR1")}
+                signal.SIGUSR1: on_kill}
     for sig, handler in handlers.items():
         try:
             loop.add_signal_handler(sig, handler)
@@ -653,17 +661,42 @@ async def _run_engine(engine: Engine, cycles: int | None, duration: float | None
             pass
     print(banner, file=err, flush=True)
     log.info("%s", banner.removeprefix("pr3dict: "))
+    halts = _HaltLog()
+
+    def on_cycle(engine: Engine, cycle: int) -> None:
+        halts.update(engine.halts)
+        status.update(engine, cycle)
+
     try:
         await engine.start()
-        if cycles is None and duration is None:
-            duration = None  # run until interrupted
+        started = True
+        for reason in kills:
+            engine.kill(reason)
         await engine.run(cycles=cycles, duration=duration, stop=stop, interval=interval,
-                         on_cycle=status.update)
+                         on_cycle=on_cycle)
     finally:
         for sig in installed:
             loop.remove_signal_handler(sig)
         await engine.close()  # waits for trades in flight; nothing is left resting
     return interrupted
+
+
+class _HaltLog:
+    """Logs each cause of a halt of new entries when it appears and when it is lifted."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, str] = {}
+
+    def update(self, halts: dict[str, str]) -> None:
+        if halts == self._seen:
+            return
+        for cause, reason in halts.items():
+            if cause not in self._seen:
+                log.warning("halted: %s", reason)
+        for cause, reason in self._seen.items():
+            if cause not in halts:
+                log.warning("halt lifted: %s", reason)
+        self._seen = dict(halts)
 
 
 class _StatusLine:
