@@ -289,3 +289,18 @@ def test_an_internal_error_is_one_line_and_a_logged_traceback(pr3dict_pm, regist
                  and '"ERROR"' in line]
     assert record["logger"] == "pr3dict.cli" and "Traceback" in record["exception"]
     assert "trades committed" in out.getvalue()  # the summary is still printed
+
+
+def test_halts_are_logged_when_they_appear_and_lift(caplog):
+    from pr3dict_core.cli import _HaltLog
+
+    halts = _HaltLog()
+    with caplog.at_level(logging.WARNING, logger="pr3dict"):
+        halts.update({})
+        halts.update({"kill": "kill switch: SIGUSR1"})
+        halts.update({"kill": "kill switch: SIGUSR1"})
+        halts.update({"kill": "kill switch: SIGUSR1", "unresolved:t1": "trade t1 is unresolved"})
+        halts.update({"kill": "kill switch: SIGUSR1"})
+    assert [r.getMessage() for r in caplog.records] == [
+        "halted: kill switch: SIGUSR1", "halted: trade t1 is unresolved",
+        "halt lifted: trade t1 is unresolved"]
