@@ -1,36 +1,63 @@
 """The ``pr3dict`` command. ``main(argv) -> int`` is pure and testable; ``run()`` exits.
 
-Exit codes: 0 ok, 1 run failed, 78 bad configuration, 130 interrupted.
+Exit codes: 0 ok, 1 run failed, 2 bad usage, 78 bad configuration, 130 interrupted (SIGINT),
+141 output closed (a broken pipe), 143 terminated (SIGTERM).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
+import math
+import os
 import signal
 import sys
 import time
-import traceback
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from importlib import metadata
 from pathlib import Path
-from typing import NoReturn, TextIO
+from typing import Any, NoReturn, TextIO
 
 import attrs
 import pluggy
 from opentelemetry import trace
 
+from . import logs
 from . import telemetry as tm
 from .components import KINDS, ComponentRegistry, DuplicateComponent
-from .config import EX_CONFIG, ConfigError, ConfigProblem, Mode, PipelineConfig, load_pipelines
+from .config import (
+    EX_CONFIG,
+    ComponentSpec,
+    ConfigError,
+    ConfigProblem,
+    Mode,
+    PipelineConfig,
+    load_pipelines,
+    references,
+)
 from .journal import Journal
-from .metrics import net_exposure
-from .model import Pr3dictError
+from .model import Pr3dictError, TradeState
 from .pipeline import Engine, build_components, new_run_id
 from .plugins import UsageError, collect_components, make_plugin_manager, plugin_distributions
 
-EX_OK, EX_FAILED, EX_INTERRUPTED = 0, 1, 130
+EX_OK, EX_FAILED, EX_USAGE, EX_INTERRUPTED, EX_PIPE = 0, 1, 2, 130, 141
+
+log = logging.getLogger("pr3dict.cli")
+
+DESCRIPTION = """\
+Execute arbitrage on prediction markets (Polymarket, Kalshi, and the built-in paper
+venue). A pipeline is a TOML file naming the venues to read, the detectors that find
+opportunities, the risk gates that approve trades, how orders are executed, and where
+metrics and traces go (docs/pipeline-reference.md). `pr3dict validate` checks one without
+trading; `pr3dict run` trades it (paper mode unless the file says mode = "live" and you
+pass --live)."""
+
+EPILOG = """\
+exit codes: 0 ok; 1 the run failed (or ended with unresolved trades); 2 bad usage;
+78 bad pipeline (every problem listed with its TOML path, nothing was run);
+130 interrupted (Ctrl-C); 141 output closed (broken pipe); 143 terminated (SIGTERM)"""
 
 
 @attrs.frozen
@@ -45,57 +72,118 @@ class CommandContext:
 
 
 def _plugin_options(argv: Sequence[str]) -> list[str]:
-    """The ``-p`` values before the subcommand: needed to build the manager that adds commands."""
+    """The ``-p`` values (before or after the subcommand): they build the plugin manager,
+    which adds subcommands, so they are read before argparse runs."""
     out, i = [], 0
     while i < len(argv):
         arg = argv[i]
+        if arg == "--":
+            break
         if arg == "-p" and i + 1 < len(argv):
             out.append(argv[i + 1])
             i += 2
-        elif arg.startswith("-p") and len(arg) > 2:
+            continue
+        if arg.startswith("-p") and len(arg) > 2:
             out.append(arg[2:])
-            i += 1
-        elif arg.startswith("-"):
-            i += 1
-        else:
-            break
+        i += 1
     return out
 
 
-def build_parser(pm: pluggy.PluginManager | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pr3dict", description=__doc__.splitlines()[0])
-    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
-    parser.add_argument("-p", dest="plugins", action="append", default=[], metavar="NAME",
-                        help="load plugin module NAME, or block plugin NAME with no:NAME")
-    sub = parser.add_subparsers(dest="command", required=True)
+def _count(text: str) -> int:
+    """A positive integer (argparse type)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
-    run = sub.add_parser("run", help="run a pipeline")
-    run.add_argument("pipeline", type=Path)
-    run.add_argument("--cycles", type=int, help="stop after N detect cycles")
-    run.add_argument("--duration", type=float, metavar="SECONDS", help="stop after SECONDS")
+
+def _seconds(text: str) -> float:
+    """A positive, finite number of seconds (argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value) or not 0 < value <= _YEAR_S:
+        raise argparse.ArgumentTypeError(
+            f"must be a positive number of seconds up to {_YEAR_S} (366 days), got {text}")
+    return value
+
+
+_YEAR_S = 366 * 86_400
+
+
+def _common_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    """Options accepted before and after the subcommand (after it, they override)."""
+    default: dict[str, object] = {} if top else {"default": argparse.SUPPRESS}
+    parser.add_argument("-p", dest="plugins", action="append", metavar="NAME",
+                        help="load plugin module NAME, or block plugin NAME with no:NAME "
+                             "(repeatable)", **({"default": []} if top else default))
+    parser.add_argument("--log-level", choices=logs.LEVELS,
+                        help="lowest level of pr3dict's log records shown on stderr "
+                             "(default: warning)", **({"default": "warning"} if top else default))
+    parser.add_argument("--log-format", choices=logs.FORMATS,
+                        help="text lines, or one JSON object per line with time, level, "
+                             "logger, message, run and trade ids (default: text)",
+                        **({"default": "text"} if top else default))
+
+
+def build_parser(pm: pluggy.PluginManager | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pr3dict", description=DESCRIPTION, epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}",
+                        help="print the installed pr3dict version and exit")
+    _common_options(parser, top=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run a pipeline (paper, or live with --live)",
+                         description="Run a pipeline until its cycles or duration are done, "
+                                     "or until Ctrl-C (exit 130) or SIGTERM (exit 143); trades "
+                                     "in flight are finished first. SIGUSR1 is the kill "
+                                     "switch: no new entries, the run goes on.")
+    run.add_argument("pipeline", type=Path, help="the pipeline file (TOML)")
+    run.add_argument("--cycles", type=_count, metavar="N",
+                     help="stop after N detect cycles (overrides [pipeline] cycles)")
+    run.add_argument("--duration", type=_seconds, metavar="SECONDS",
+                     help="stop after SECONDS (overrides [pipeline] duration_s)")
     run.add_argument("--live", action="store_true",
                      help="allow live trading (the pipeline must also say mode = \"live\")")
     run.add_argument("--run-id", help="use this run id instead of a new one")
-    run.add_argument("--quiet", action="store_true", help="no live status line")
+    run.add_argument("--quiet", action="store_true", help="no live status line on a terminal")
 
-    validate = sub.add_parser("validate", help="check pipeline files; exit 78 on problems")
-    validate.add_argument("pipelines", type=Path, nargs="+")
+    validate = sub.add_parser(
+        "validate", help="check pipeline files without trading; exit 78 on problems",
+        description="Load and check pipeline files, build their components, and (unless "
+                    "--no-environment) start their RPC providers and venues and check what "
+                    "they report, as `run` does before its first trade. Nothing is traded, "
+                    "no journal or output file is written.")
+    validate.add_argument("pipelines", type=Path, nargs="+", metavar="pipeline",
+                          help="pipeline files (TOML)")
     validate.add_argument("--no-environment", action="store_true",
-                          help="skip starting venues and RPC providers")
+                          help="do not start venues, RPC providers or settlers (no network)")
 
     graph = sub.add_parser("graph", help="print a pipeline's wiring")
-    graph.add_argument("pipeline", type=Path)
-    graph.add_argument("--format", choices=["dot", "text"], default="dot")
+    graph.add_argument("pipeline", type=Path, help="the pipeline file (TOML)")
+    graph.add_argument("--format", choices=["dot", "text"], default="dot",
+                       help="Graphviz dot (default) or an indented text list")
 
     sub.add_parser("plugins", help="list plugins, their distributions and components")
 
     journal = sub.add_parser("journal", help="show the trades a pipeline's journal holds")
     journal.add_argument("target", type=Path, help="a pipeline file or a journal .sqlite file")
-    journal.add_argument("--state", help="only trades in this state (e.g. unresolved)")
-    journal.add_argument("--limit", type=int, default=50)
-    journal.add_argument("--trade", help="show one trade with its legs and orders")
+    journal.add_argument("--state", choices=[s.value for s in TradeState], metavar="STATE",
+                         help="only trades in STATE: " + ", ".join(s.value for s in TradeState))
+    journal.add_argument("--limit", type=_count, default=50, metavar="N",
+                         help="show at most N trades, newest first (default: 50)")
+    journal.add_argument("--trade", metavar="ID", help="show one trade with its legs and orders")
     if pm is not None:
         pm.hook.pr3dict_add_commands(subparsers=sub)
+    for command in sub.choices.values():
+        if "-p" not in command._option_string_actions:
+            _common_options(command, top=False)
     return parser
 
 
@@ -130,7 +218,16 @@ def main(argv: Sequence[str] | None = None, *,
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:
-        return int(exc.code or 0) and 2
+        return int(exc.code or 0) and EX_USAGE
+    undo_logging = logs.configure(args.log_level, args.log_format, err)
+    try:
+        return _dispatch(args, pm, registry, tracer_provider, out, err)
+    finally:
+        undo_logging()
+
+
+def _dispatch(args: argparse.Namespace, pm: pluggy.PluginManager, registry: ComponentRegistry,
+              tracer_provider: trace.TracerProvider | None, out: TextIO, err: TextIO) -> int:
     try:
         handler = getattr(args, "handler", None)
         if handler is not None:
@@ -158,7 +255,16 @@ def main(argv: Sequence[str] | None = None, *,
 
 
 def run() -> NoReturn:
-    raise SystemExit(main())
+    """The console script. A reader that stops early (``pr3dict ... | head``) is no error."""
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Python would complain again when it flushes stdout at exit: point it at devnull.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        code = EX_PIPE
+    raise SystemExit(code)
 
 
 # --------------------------------------------------------------------------- plugins
@@ -250,18 +356,24 @@ def cmd_validate(args: argparse.Namespace, configs: list[PipelineConfig], regist
 
 
 # Building these has no side effect (no file written, no port opened, nothing sent):
-# validate builds them to check what they read (scenario and mapping files).
-_CHECKED_KINDS = ("rpc", "venues", "detectors", "gates")
+# validate builds them to check what they read (scenario, mapping and key files). Sinks are
+# not built: they open their files and ports when built.
+_CHECKED_KINDS = ("rpc", "venues", "detectors", "gates", "settlers")
 
 
 async def _check_components(config: PipelineConfig, registry, pm, *,  # type: ignore[no-untyped-def]
                             environment: bool) -> str:
-    """Build the side-effect-free components; with ``environment``, also start the RPC
-    providers and venues and bind the detectors to the markets they report.
+    """Build the side-effect-free components and the strategy; with ``environment``, also
+    start the RPC providers and venues, bind the detectors to the markets they report (and
+    to their capital gates), and run each settler's read-only ``check()`` (contracts and
+    conditions on chain): what ``run`` checks before its first trade.
 
     Nothing else is built (no journal, no sinks, no recovery): validating never trades.
     """
-    components, _ = build_components(config, registry, pm, kinds=_CHECKED_KINDS)
+    components, ctx = build_components(config, registry, pm, kinds=_CHECKED_KINDS)
+    strategy = registry.get("strategies", config.execution.strategy)
+    assert strategy is not None
+    strategy.cls.from_config(config.execution.strategy, config.strategy_options, ctx)
     if not environment:
         return ""
     started = []
@@ -276,6 +388,13 @@ async def _check_components(config: PipelineConfig, registry, pm, *,  # type: ig
         venues = components["venues"]
         for detector in components["detectors"].values():
             detector.bind({vid: venues[vid] for vid in detector.venue_ids})
+        for cid, settler in components["settlers"].items():
+            check = getattr(settler, "check", None)
+            if check is not None:
+                try:
+                    await asyncio.wait_for(check(), 30)
+                except Exception as exc:
+                    return f"settlers.{cid}: {type(exc).__name__}: {exc}"
         return ""
     finally:
         for component in reversed(started):
@@ -283,6 +402,11 @@ async def _check_components(config: PipelineConfig, registry, pm, *,  # type: ig
                 await component.close()
             except Exception:  # closing is best effort here; the check already answered
                 pass
+
+
+def _venue_refs(spec: ComponentSpec) -> list[str]:
+    """The venues a component's options refer to (for a detector: the books it reads)."""
+    return [rid for _, target, rid in references(spec.options) if target.kind == "venues"]
 
 
 def render_graph(config: PipelineConfig, fmt: str) -> str:
@@ -295,8 +419,7 @@ def render_graph(config: PipelineConfig, fmt: str) -> str:
         lines = [f"pipeline {config.pipeline.name} ({config.pipeline.mode})"]
         lines += [f"  venue    {v.id} [{v.type}]" for v in venues]
         for d in detectors:
-            lines.append(f"  detector {d.id} [{d.type}] <- "
-                         f"{', '.join(getattr(d.options, 'venues', ()))}")
+            lines.append(f"  detector {d.id} [{d.type}] <- {', '.join(_venue_refs(d))}")
         lines += [f"  gate {i + 1}   {g.id} [{g.type}]" for i, g in enumerate(gates)]
         lines.append(f"  execute  [{strategy}] deadline {config.execution.deadline_ms} ms")
         lines += [f"  sink     {s.id} [{s.type}]" for s in sinks]
@@ -308,7 +431,7 @@ def render_graph(config: PipelineConfig, fmt: str) -> str:
         out.append(f'  "venues.{v.id}" [label="{v.id}\\n{v.type}", shape=cylinder];')
     for d in detectors:
         out.append(f'  "detectors.{d.id}" [label="{d.id}\\n{d.type}", shape=box];')
-        for vid in getattr(d.options, "venues", ()):
+        for vid in _venue_refs(d):
             out.append(f'  "venues.{vid}" -> "detectors.{d.id}" [label="books"];')
     chain = [f"gates.{g.id}" for g in gates]
     for g in gates:
@@ -327,11 +450,16 @@ def render_graph(config: PipelineConfig, fmt: str) -> str:
     for t in config.section("settlers").values():
         out.append(f'  "settlers.{t.id}" [label="{t.id}\\n{t.type}", shape=box];')
         out.append(f'  "execution" -> "settlers.{t.id}" [label="committed"];')
-        rpc = getattr(t.options, "rpc", None)
-        if isinstance(rpc, str):
-            out.append(f'  "settlers.{t.id}" -> "rpc.{rpc}" [style=dashed];')
     for r in config.section("rpc").values():
         out.append(f'  "rpc.{r.id}" [label="{r.id}\\n{r.type}", shape=cylinder];')
+    # Every other declared reference (a capital gate, an RPC provider, watched venues).
+    for kind, specs in config.components.items():
+        for spec in specs.values():
+            for key, target, rid in references(spec.options):
+                if kind == "detectors" and target.kind == "venues":
+                    continue  # drawn above as the books it reads
+                out.append(f'  "{kind}.{spec.id}" -> "{target.kind}.{rid}" '
+                           f'[label="{key.split("[")[0]}", style=dashed];')
     out.append("}")
     return "\n".join(out)
 
@@ -367,11 +495,13 @@ def cmd_run(args: argparse.Namespace, config: PipelineConfig, registry, pm,  # t
     cycles = args.cycles if args.cycles is not None else config.pipeline.cycles
     duration = args.duration if args.duration is not None else config.pipeline.duration_s
     status = _StatusLine(err, enabled=not args.quiet and err.isatty())
-    print(f"pr3dict: run {run_id} of {config.pipeline.name} ({config.pipeline.mode})", file=err)
-    code, interrupted = EX_OK, False
+    code, interrupted = EX_OK, 0
+    token = logs.RUN_ID.set(run_id)
+    started = time.monotonic()
     try:
-        interrupted = asyncio.run(_run_engine(engine, cycles, duration,
-                                              config.pipeline.interval_ms / 1000, status))
+        interrupted = asyncio.run(_run_engine(
+            engine, cycles, duration, config.pipeline.interval_ms / 1000, status, err,
+            f"pr3dict: run {run_id} of {config.pipeline.name} ({config.pipeline.mode})"))
         summary = engine.statistics()
     except ConfigError as exc:  # found only once connected (a market a mapping names)
         for problem in exc.problems:
@@ -382,29 +512,73 @@ def cmd_run(args: argparse.Namespace, config: PipelineConfig, registry, pm,  # t
         print(f"pr3dict: run failed: {exc}", file=err)
         code = EX_FAILED
         summary = engine.statistics()
-    except Exception:  # a bug: say so loudly, but still flush and summarise
-        print("pr3dict: run failed with an internal error:", file=err)
-        traceback.print_exc(file=err)
+    except Exception as exc:  # a bug: say so loudly, but still flush and summarise
+        print(f"pr3dict: run failed with an internal error: {type(exc).__name__}: {exc}",
+              file=err)
+        # The traceback is a log record (one JSON object with --log-format json).
+        log.error("run failed with an internal error", exc_info=True)
         code = EX_FAILED
         summary = engine.statistics()
     finally:
+        elapsed = time.monotonic() - started
+        logs.RUN_ID.reset(token)
         status.clear()
         if owned_provider is not None:
             owned_provider.force_flush()
             owned_provider.shutdown()
-    print(summary.table(), file=out)
+    print(_with_duration(summary.table(), elapsed), file=out)
     for line in _outputs(engine, config, run_id):
         print(line, file=err)
     if engine.halted:
         print(f"pr3dict: halted: {engine.halted}", file=err)
     if interrupted:
-        code = EX_INTERRUPTED
+        code = 128 + interrupted  # 130 for SIGINT, 143 for SIGTERM, as a shell reports them
     elif engine.fatal:
         print(f"pr3dict: run failed: {engine.fatal}", file=err)
         code = EX_FAILED
     elif summary.unresolved:
         code = EX_FAILED
     return code
+
+
+def hedge(held: dict[tuple[str, str], Decimal], sets: list[tuple[tuple[str, str], ...]]
+          ) -> tuple[Decimal, dict[tuple[str, str], Decimal]]:
+    """Hedged sets among the positions (each set pays 1 at resolution), and what is left.
+
+    Greedy in the order given: a market's own YES + NO first, then the detectors' sets.
+    """
+    left = dict(held)
+    hedged = Decimal(0)
+    for legs in sets:
+        if len(set(legs)) != len(legs):
+            continue
+        size = min((left.get(leg, Decimal(0)) for leg in legs), default=Decimal(0))
+        if size <= 0:
+            continue
+        hedged += size
+        for leg in legs:
+            left[leg] -= size
+    return hedged, {k: q for k, q in left.items() if q}
+
+
+def _number(value: Decimal) -> str:
+    """A share count without trailing zeros (200, not 200.00)."""
+    return f"{value.normalize():f}"
+
+
+def _with_duration(table: str, seconds: float) -> str:
+    """The summary table with the run's wall-clock duration as its last row."""
+    body, rule = table.rsplit("\n", 1)
+    width = len(rule) - 22
+    return f"{body}\n{'run duration':<{width}}  {_duration(seconds):>18}\n{rule}"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.2f} s"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
 
 
 def _outputs(engine: Engine, config: PipelineConfig, run_id: str) -> list[str]:
@@ -415,15 +589,30 @@ def _outputs(engine: Engine, config: PipelineConfig, run_id: str) -> list[str]:
         return str(path.relative_to(cwd)) if path.is_relative_to(cwd) else str(path)
 
     lines = []
+    held: dict[tuple[str, str], Decimal] = {}
+    sets: list[tuple[tuple[str, str], ...]] = []
     for vid, venue in engine.venues.items():
         try:
-            held = venue.positions()
-            pairs = [(m.yes, m.no) for m in venue.markets()]
+            positions = {i: Decimal(q) for i, q in venue.positions().items() if q}
+            sets += [((vid, m.yes), (vid, m.no)) for m in venue.markets()]
         except Exception:  # a venue that cannot say (closed connection) is not reported
             continue
-        hedged = sum((min(held.get(y, 0), held.get(n, 0)) for y, n in pairs), Decimal(0))
-        lines.append(f"  venue    {vid}: {hedged} hedged sets held, "
-                     f"{net_exposure(held, pairs)} unhedged shares")
+        held.update({(vid, i): q for i, q in positions.items()})
+        total = sum(positions.values(), Decimal(0))
+        lines.append(f"  venue    {vid}: {_number(total)} shares held in {len(positions)} "
+                     f"instrument(s)")
+    for detector in engine.detectors:
+        extra = getattr(detector, "hedge_sets", None)
+        if extra is not None:
+            sets += extra()
+    if held:
+        hedged, rest = hedge(held, sets)
+        unhedged = sum((abs(q) for q in rest.values()), Decimal(0))
+        worst = ", ".join(f"{v} {i} {_number(q)}" for (v, i), q in sorted(
+            rest.items(), key=lambda kv: -abs(kv[1]))[:3])
+        lines.append(f"  hedged   {_number(hedged)} set(s), paying {_number(hedged)} USDC at "
+                     f"resolution; {_number(unhedged)} unhedged share(s)"
+                     + (f" ({worst}{', ...' if len(rest) > 3 else ''})" if rest else ""))
     for sink in engine.sinks:
         path = getattr(sink, "path", None)
         if isinstance(path, Path) and path.exists():
@@ -443,39 +632,71 @@ def _outputs(engine: Engine, config: PipelineConfig, run_id: str) -> list[str]:
 
 
 async def _run_engine(engine: Engine, cycles: int | None, duration: float | None,
-                      interval: float, status: _StatusLine) -> bool:
-    """Run until done or interrupted; returns True if interrupted (SIGINT/SIGTERM)."""
+                      interval: float, status: _StatusLine, err: TextIO, banner: str) -> int:
+    """Run until done or interrupted; returns the signal number that stopped it, or 0.
+
+    ``banner`` is printed once the signal handlers are in place: a supervisor (or a test)
+    that waits for it knows SIGINT and SIGTERM now stop the run cleanly.
+    """
     stop = asyncio.Event()
-    interrupted = False
+    interrupted = 0
+    started = False
+    kills: list[str] = []  # kill switch signals that came before the engine had started
     loop = asyncio.get_running_loop()
 
-    def on_signal() -> None:
+    def on_kill() -> None:
+        if started:
+            engine.kill("SIGUSR1")
+        else:
+            kills.append("SIGUSR1")
+
+    def on_signal(signum: int) -> None:
         nonlocal interrupted
-        interrupted = True
+        status.clear()
+        name = signal.Signals(signum).name
+        if interrupted:
+            print(f"pr3dict: {name} again: still finishing; trades in flight end within "
+                  f"their deadline, then the venues close", file=err, flush=True)
+            return
+        interrupted = signum
+        in_flight = len(engine._tasks)
+        print(f"pr3dict: {name}: stopping: no new trades; finishing {in_flight} trade(s) in "
+              f"flight and cancelling what rests, then closing the venues and writing the "
+              f"summary", file=err, flush=True)
         stop.set()
 
     installed = []
     failed = False
-    handlers = {signal.SIGINT: on_signal, signal.SIGTERM: on_signal,
+    handlers = {signal.SIGINT: lambda: on_signal(signal.SIGINT),
+                signal.SIGTERM: lambda: on_signal(signal.SIGTERM),
                 # The kill switch: no new entries, resting orders cancelled, the run goes on.
-                signal.SIGUSR1: lambda: engine.kill("SIGUSR1")}
+                signal.SIGUSR1: on_kill}
     for sig, handler in handlers.items():
         try:
             loop.add_signal_handler(sig, handler)
             installed.append(sig)
         except (NotImplementedError, RuntimeError, ValueError):
             pass
+    print(banner, file=err, flush=True)
+    log.info("%s", banner.removeprefix("pr3dict: "))
+    halts = _HaltLog()
+
+    def on_cycle(engine: Engine, cycle: int) -> None:
+        halts.update(engine.halts)
+        status.update(engine, cycle)
+
     try:
         await engine.start()
+        started = True
         from . import launch
 
-        if signal.SIGUSR1 in launch.pending:  # sent while pr3dict was starting
+        if signal.SIGUSR1 in launch.pending:  # sent before the event loop could take it
             launch.pending.clear()
-            engine.kill("SIGUSR1")
-        if cycles is None and duration is None:
-            duration = None  # run until interrupted
+            kills.append("SIGUSR1")
+        for reason in kills:
+            engine.kill(reason)
         await engine.run(cycles=cycles, duration=duration, stop=stop, interval=interval,
-                         on_cycle=status.update)
+                         on_cycle=on_cycle)
     except BaseException:
         failed = True
         raise
@@ -483,9 +704,28 @@ async def _run_engine(engine: Engine, cycles: int | None, duration: float | None
         for sig in installed:
             loop.remove_signal_handler(sig)
         # Waits for trades in flight (nothing is left resting); run_finish fires there.
-        await engine.close(exit_code=EX_INTERRUPTED if interrupted else
+        await engine.close(exit_code=128 + interrupted if interrupted else
                            EX_FAILED if failed else None)
     return interrupted
+
+
+class _HaltLog:
+    """Logs each cause of a halt of new entries when it appears and when it is lifted."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, str] = {}
+
+    def update(self, typed: Mapping[tuple[str, str], Any]) -> None:
+        halts = {f"{cause}:{subject}": h.reason for (cause, subject), h in typed.items()}
+        if halts == self._seen:
+            return
+        for cause, reason in halts.items():
+            if cause not in self._seen:
+                log.warning("halted: %s", reason)
+        for cause, reason in self._seen.items():
+            if cause not in halts:
+                log.warning("halt lifted: %s", reason)
+        self._seen = dict(halts)
 
 
 class _StatusLine:
@@ -495,6 +735,7 @@ class _StatusLine:
         self.stream = stream
         self.enabled = enabled
         self._last = 0.0
+        self._started = time.monotonic()
 
     def update(self, engine: Engine, cycle: int) -> None:
         if not self.enabled:
@@ -504,9 +745,14 @@ class _StatusLine:
             return
         self._last = now
         s = engine.statistics()
+        elapsed = now - self._started
+        rate = cycle / elapsed if elapsed > 0 else 0.0
+        halted = f"  HALTED ({len(engine.halts)})" if engine.halts else ""
         self.stream.write(
-            f"\r\x1b[2Kcycle {cycle}  opportunities {s.opportunities}  committed {s.committed}"
-            f"  rolled back {s.rolled_back}  rejected {s.rejected}  PnL {s.realised_pnl:.4f}")
+            f"\r\x1b[2K{_duration(elapsed)}  cycle {cycle} ({rate:.0f}/s)  opportunities "
+            f"{s.opportunities}  committed {s.committed}  rolled back {s.rolled_back}  "
+            f"rejected {s.rejected}  unresolved {s.unresolved}  PnL {s.realised_pnl:.4f}"
+            f"{halted}")
         self.stream.flush()
 
     def clear(self) -> None:

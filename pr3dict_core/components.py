@@ -82,6 +82,11 @@ class UnknownOrder(VenueError):
     """The venue has no order with that client order id."""
 
 
+class UndeclaredReference(Pr3dictError):
+    """``lookup`` of a component that is not built: the option naming it was not declared
+    with ``pr3dict_core.config.ref`` (so the loader could neither check it nor order it)."""
+
+
 # --------------------------------------------------------------------------- build context
 
 
@@ -102,7 +107,9 @@ class BuildContext:
             return self.built[kind][id]
         except KeyError:
             label = KINDS.get(kind, kind)
-            raise Pr3dictError(f"no {label} with id {id!r} has been built") from None
+            raise UndeclaredReference(
+                f"no {label} with id {id!r} has been built; an option naming another "
+                f"component must be declared with pr3dict_core.config.ref({kind!r})") from None
 
     def path(self, value: str) -> Path:
         """An input file named in the pipeline: relative to the pipeline file."""
@@ -196,6 +203,11 @@ class Detector(Protocol):
 
     def detect(self, changed: Sequence[Book]) -> Iterable[Opportunity]:
         """Opportunities among the markets whose books are in ``changed``."""
+
+    # Optional: ``def hedge_sets(self) -> list[tuple[tuple[str, str], ...]]``, the sets of
+    # (venue id, instrument) this detector buys that together pay 1 at resolution beyond a
+    # market's own YES + NO (cross-venue pairs, outcome sets), so the end-of-run report
+    # counts them as hedged.
 
 
 @attrs.frozen

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import difflib
 import enum
+import math
+import os
 import re
 import tomllib
 import typing
+from collections.abc import Iterable, Iterator
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Literal
@@ -19,6 +22,7 @@ from typing import Any, Literal
 import attrs
 import cattrs
 from attrs import field, frozen
+from cattrs.cols import homogenous_tuple_structure_factory, list_structure_factory
 from cattrs.errors import (
     AttributeValidationNote,
     ForbiddenExtraKeysError,
@@ -71,19 +75,115 @@ class SecretRef:
         return f"SecretRef(env={self.env!r})" if self.env else "SecretRef(file=...)"
 
 
+class OptionError(Pr3dictError, ValueError):
+    """Raised by a component's ``from_config`` for a problem with one of its options (a key
+    file that is not a key, a scenario file that is missing); reported at ``kind.id.key``."""
+
+    def __init__(self, key: str, message: str):
+        self.key = key
+        self.message = message
+        super().__init__(f"{key}: {message}")
+
+
+def check_input_file(path: Path, key: str, what: str) -> None:
+    """An input file an option names must exist as a file: else an OptionError at ``key``."""
+    if not path.exists():
+        raise OptionError(key, f"no such {what}: {path}")
+    if not path.is_file():
+        raise OptionError(key, f"{path} is not a file (a {what} is expected)")
+    try:
+        path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise OptionError(key, f"{path} is not UTF-8 text (a {what} is expected)") from None
+    except OSError as exc:
+        raise OptionError(key, f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def option_holding(options: Any, value: Any) -> str:
+    """The key of ``options`` whose value is (or contains) ``value``; "" if none."""
+    for a in attrs.fields(type(options)):
+        held = getattr(options, a.name)
+        if held == value or (isinstance(held, tuple) and value in held) or \
+                (isinstance(held, dict) and value in held.values()):
+            return a.name
+    return ""
+
+
+# --------------------------------------------------------------------------- references
+
+_REF = "pr3dict_ref"
+
+
+@frozen
+class Ref:
+    """What an option refers to: components of ``kind`` (a section), optionally of ``types``."""
+
+    kind: str
+    types: tuple[str, ...] = ()
+
+
+def ref(kind: str, *, types: Iterable[str] = (), **kwargs: Any) -> Any:
+    """An attrs field holding the id (or a tuple of ids, or None) of other components.
+
+    The loader checks every such id exists (and has one of ``types``) and builds the
+    referenced components first::
+
+        capital_gate: str | None = ref("gates", types=["capital"], default=None)
+    """
+    metadata = {**kwargs.pop("metadata", {}), _REF: Ref(kind, tuple(types))}
+    return field(metadata=metadata, **kwargs)
+
+
+_OUTPUT = "pr3dict_output"
+
+
+def output(**kwargs: Any) -> Any:
+    """An attrs field naming a file the run writes (relative to the working directory,
+    ``{run_id}`` filled in): the loader refuses a path that cannot be created."""
+    return field(metadata={**kwargs.pop("metadata", {}), _OUTPUT: True}, **kwargs)
+
+
+def references(options: Any) -> Iterator[tuple[str, Ref, str]]:
+    """(key, Ref, id) for every id a component's options refer to."""
+    for a in attrs.fields(type(options)):
+        declared = a.metadata.get(_REF)
+        if declared is None:
+            continue
+        value = getattr(options, a.name)
+        if isinstance(value, str):
+            yield a.name, declared, value
+        elif isinstance(value, (tuple, list)):
+            for i, item in enumerate(value):
+                if isinstance(item, str):
+                    yield f"{a.name}[{i}]", declared, item
+
+
 class Mode(enum.StrEnum):
     PAPER = "paper"
     LIVE = "live"
 
 
+# Risk gates a live pipeline must have, unless `[pipeline] waive_live_gates` names them.
+LIVE_GATES = ("capital", "max_position")
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def _pipeline_name(instance: object, attribute: Any, value: str) -> None:
+    if not _NAME.fullmatch(value) or ".." in value:
+        raise ValueError("must be 1-64 letters, digits, '.', '_' or '-', starting with a letter "
+                         f"or digit (it names the journal file), got {value!r}")
+
+
 @frozen(kw_only=True)
 class PipelineSection:
-    name: str
+    name: str = field(validator=_pipeline_name)
     mode: Mode = Mode.PAPER
     description: str = ""
     cycles: int | None = field(default=None, validator=attrs.validators.optional(
         attrs.validators.ge(1)))
-    duration_s: float | None = None
+    duration_s: float | None = field(default=None, validator=attrs.validators.optional(
+        attrs.validators.gt(0)))
     interval_ms: int = field(default=0, validator=attrs.validators.ge(0))
     # Read the next books while trades are in flight (live). False finishes each cycle's
     # trades first, which keeps a paper run deterministic for its seed.
@@ -91,6 +191,9 @@ class PipelineSection:
     kill_switch_file: str | None = None
     # The journal; recovery at start reads it back. "" keeps it in memory (no recovery).
     journal: str = "journal/{pipeline}.sqlite"
+    # Live mode refuses to start without a `capital` and a `max_position` gate; naming a
+    # gate type here runs without it anyway (a deliberate, visible choice in the file).
+    waive_live_gates: tuple[Literal["capital", "max_position"], ...] = ()
 
 
 @frozen(kw_only=True)
@@ -141,6 +244,8 @@ class PipelineConfig:
     strategy_options: Any
     telemetry: TelemetrySection
     components: dict[str, dict[str, ComponentSpec]]  # section -> id -> spec
+    # (section, id) with every component after those it refers to (declared with `ref`).
+    build_order: tuple[tuple[str, str], ...] = ()
 
     @property
     def base_dir(self) -> Path:
@@ -167,6 +272,11 @@ def _describe(value: Any) -> str:
     return f"{names.get(type(value), type(value).__name__)} ({value!r})"
 
 
+# Money and prices are far below this; anything bigger is a typo (or "1e999999999").
+_DECIMAL_MAX_EXPONENT = 15
+_DECIMAL_MIN_EXPONENT = -18
+
+
 def _structure_decimal(value: Any, _: Any) -> Decimal:
     # Money comes as a string ("0.005") or an integer; a TOML float is refused because
     # 0.1 as a binary float is not 0.1.
@@ -179,12 +289,18 @@ def _structure_decimal(value: Any, _: Any) -> Decimal:
         raise ValueError(f"not a decimal number: {value!r}") from None
     if not out.is_finite():
         raise ValueError(f"not a finite number: {value!r}")
+    if out and out.adjusted() >= _DECIMAL_MAX_EXPONENT:
+        raise ValueError(f"too large: {value!r} (at most 15 digits before the point)")
+    if out and out.as_tuple().exponent < _DECIMAL_MIN_EXPONENT:  # type: ignore[operator]
+        raise ValueError(f"too precise: {value!r} (at most 18 decimal places)")
     return out
 
 
 def _structure_float(value: Any, _: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"expected a number, got {_describe(value)}")
+    if not math.isfinite(value):
+        raise ValueError(f"expected a finite number, got {value!r}")
     return float(value)
 
 
@@ -206,6 +322,24 @@ def _structure_secret(value: Any, _: Any) -> SecretRef:
     return SecretRef(env=value.get("env"), file=value.get("file"))
 
 
+def _is_array(t: Any) -> bool:
+    origin = typing.get_origin(t)
+    args = typing.get_args(t)
+    return origin is list or (origin is tuple and len(args) == 2 and args[1] is Ellipsis)
+
+
+def _array_hook(t: Any, conv: cattrs.Converter) -> Any:
+    """Arrays only from TOML arrays: a string is not split into characters."""
+    inner = list_structure_factory(t, conv) if typing.get_origin(t) is list \
+        else homogenous_tuple_structure_factory(t, conv)
+
+    def hook(value: Any, cls: Any) -> Any:
+        if not isinstance(value, list | tuple):
+            raise TypeError(f"expected an array, got {_describe(value)}")
+        return inner(value, cls)
+    return hook
+
+
 def make_converter() -> cattrs.Converter:
     """A private, strict converter: unknown keys and wrong types are errors, nothing coerces."""
     conv = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
@@ -218,6 +352,7 @@ def make_converter() -> cattrs.Converter:
     conv.register_structure_hook(SecretRef, _structure_secret)
     conv.register_structure_hook(enum.StrEnum, _structure_enum)
     conv.register_structure_hook(enum.Enum, _structure_enum)
+    conv.register_structure_hook_factory(_is_array, _array_hook)
     return conv
 
 
@@ -225,14 +360,107 @@ _CONVERTER = make_converter()
 
 
 def structure(data: Any, cls: type, path: str) -> tuple[Any, list[tuple[str, str]]]:
-    """Structure ``data`` into ``cls``; on failure return (None, [(dotted path, message)])."""
+    """Structure ``data`` into ``cls``; on failure return (None, [(dotted path, message)]).
+
+    Types are checked while structuring with attrs validators off; then every field's
+    validator runs on its own, so each failing option is reported at its own key, and all
+    of them, not only the first one ``__init__`` would raise.
+    """
     try:
-        return _CONVERTER.structure(data, cls), []
-    except Exception as exc:  # cattrs raises groups; attrs validators raise plain errors
-        return None, list(_flatten(exc, path, cls))
+        # attrs' switch is process-wide: files are structured while loading and building,
+        # before any component starts a thread.
+        with attrs.validators.disabled():
+            value = _CONVERTER.structure(data, cls)
+    except Exception as exc:  # cattrs raises groups
+        errors = list(_flatten(exc, path))
+        return None, errors + _validate_rest(data, cls, path, errors)
+    errors = list(validate(value, path))
+    return (None, errors) if errors else (value, [])
 
 
-def _flatten(exc: BaseException, path: str, cls: Any = None) -> typing.Iterator[tuple[str, str]]:
+def _validate_rest(data: Any, cls: type, path: str, errors: list[tuple[str, str]]
+                   ) -> list[tuple[str, str]]:
+    """Validator errors of the keys that did structure, so one wrong type hides nothing."""
+    if not isinstance(data, dict):
+        return []
+    prefix = f"{path}." if path else ""
+    bad = {re.split(r"[.\[]", p[len(prefix):], maxsplit=1)[0] for p, _ in errors
+           if p.startswith(prefix)}
+    try:
+        with attrs.validators.disabled():
+            partial = _CONVERTER.structure({k: v for k, v in data.items() if k not in bad}, cls)
+    except Exception:  # a key with a problem was required: nothing more to say
+        return []
+    seen = {p for p, _ in errors}
+    return [(p, m) for p, m in validate(partial, path) if p not in seen]
+
+
+# Durations by name: an option ending in _ms or _s is at most a day / a year.
+_DURATION_LIMITS = {"_ms": 86_400_000, "_s": 366 * 86_400}
+
+
+def validate(obj: Any, path: str) -> Iterator[tuple[str, str]]:
+    """(dotted path, message) for every option of an attrs instance that its validator refuses."""
+    for a in attrs.fields(type(obj)):
+        value = getattr(obj, a.name)
+        where = _join(path, a.name)
+        if a.validator is not None:
+            try:
+                a.validator(obj, a, value)
+            except Exception as exc:
+                yield where, _validator_message(exc, a.name)
+                continue
+        yield from _check_duration(a.name, value, where)
+        if attrs.has(type(value)):
+            yield from validate(value, where)
+        elif isinstance(value, tuple | list):
+            for i, item in enumerate(value):
+                if attrs.has(type(item)):
+                    yield from validate(item, f"{where}[{i}]")
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if attrs.has(type(item)):
+                    yield from validate(item, _join(where, key))
+
+
+def _check_duration(name: str, value: Any, where: str) -> Iterator[tuple[str, str]]:
+    for suffix, limit in _DURATION_LIMITS.items():
+        if not name.endswith(suffix):
+            continue
+        items = value if isinstance(value, tuple) else (value,)
+        for item in items:
+            if isinstance(item, int | float) and not isinstance(item, bool) \
+                    and not 0 <= item <= limit:
+                unit = "ms" if suffix == "_ms" else "s"
+                yield where, f"must be a duration between 0 and {limit:_} {unit} (got {item})"
+                return
+        return
+
+
+_ATTRS_MESSAGE = re.compile(r"^(?:Length of )?'(\w+)' (.*)$", re.S)
+
+
+def _validator_message(exc: BaseException, name: str) -> str:
+    """A validator's message without the option's own name (the path already says it)."""
+    # attrs' in_ validator raises ValueError(message, attribute, options, value).
+    text = exc.args[0] if exc.args and isinstance(exc.args[0], str) else str(exc)
+    length = text.startswith("Length of ")
+    named = _ATTRS_MESSAGE.match(text)
+    if named and named.group(1) == name:  # attrs' own: "'x' must be > 0: -5"
+        text = named.group(2)
+        must = re.match(r"^must (.+?):\s+(.+)$", text, re.S)
+        if must:
+            text = f"must {must.group(1)} (got {must.group(2)})"
+    elif text.startswith(f"{name} "):
+        text = text[len(name) + 1:]
+    if length:  # min_len / max_len
+        bound = re.match(r"^must be ([<>]=) (\d+) \(got (\d+)\)$", text)
+        text = f"needs {'at least' if bound.group(1) == '>=' else 'at most'} " \
+            f"{bound.group(2)} item(s), got {bound.group(3)}" if bound else f"length {text}"
+    return text
+
+
+def _flatten(exc: BaseException, path: str) -> Iterator[tuple[str, str]]:
     if isinstance(exc, ForbiddenExtraKeysError):
         known = [a.name for a in attrs.fields(exc.cl)] if attrs.has(exc.cl) else []
         for key in sorted(exc.extra_fields):
@@ -241,9 +469,6 @@ def _flatten(exc: BaseException, path: str, cls: Any = None) -> typing.Iterator[
             yield _join(path, key), f"unknown key{hint}"
         return
     if isinstance(exc, BaseExceptionGroup):
-        owner = getattr(exc, "cl", None)
-        fields = {a.name for a in attrs.fields(owner)} \
-            if isinstance(owner, type) and attrs.has(owner) else set()
         for sub in exc.exceptions:
             subpath = path
             for note in getattr(sub, "__notes__", []):
@@ -254,27 +479,23 @@ def _flatten(exc: BaseException, path: str, cls: Any = None) -> typing.Iterator[
             if isinstance(sub, KeyError) and subpath != path:
                 yield subpath, "required key is missing"
                 continue
-            # attrs validators run in __init__, so cattrs reports them at the table; their
-            # message names the field ("'bankroll' must be > 0: -5"): move it to the key.
-            named = _VALIDATOR_MESSAGE.match(str(sub)) if subpath == path else None
-            if named and named.group(1) in fields:
-                got = f" (got {named.group(3)})" if named.group(3) else ""
-                yield _join(path, named.group(1)), f"must {named.group(2)}{got}"
-                continue
             yield from _flatten(sub, subpath)
         return
     if isinstance(exc, KeyError):
         yield path, "required key is missing"
         return
+    if isinstance(exc, OptionError):
+        yield _join(path, exc.key), exc.message
+        return
     yield path, _message(exc)
 
 
-_VALIDATOR_MESSAGE = re.compile(r"^'(\w+)' must (.+?)(?::\s+(.+))?$", re.S)
 _LITERAL_MESSAGE = re.compile(r"^(.*) not in literal typing\.Literal\[(.*)\]$", re.S)
 
 
 def _message(exc: BaseException) -> str:
-    text = str(exc)
+    # An exception with several arguments prints as a tuple: its message is the first.
+    text = exc.args[0] if len(exc.args) > 1 and isinstance(exc.args[0], str) else str(exc)
     literal = _LITERAL_MESSAGE.match(text)
     if literal:
         return f"expected one of {literal.group(2)}, got {literal.group(1)!r}"
@@ -292,6 +513,30 @@ def _join(path: str, key: str | int) -> str:
 _KNOWN_SECTIONS = {"pipeline", "execution", "telemetry", *KINDS}
 
 
+def _read(path: Path) -> dict[str, Any]:
+    """The TOML document, or a ConfigError saying why the file cannot be read."""
+    def fail(message: str) -> ConfigError:
+        return ConfigError([ConfigProblem(str(path), "", message)])
+
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise fail("no such file") from None
+    except IsADirectoryError:
+        raise fail("is a directory, not a pipeline file") from None
+    except UnicodeDecodeError as exc:
+        raise fail(f"not UTF-8 text (byte {exc.start}): a pipeline file is TOML") from None
+    except OSError as exc:
+        raise fail(f"cannot read: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise fail(f"invalid TOML: {exc}") from None
+
+
+# Without references between them, components are built in this order (what has side
+# effects, sinks writing files or opening ports, last).
+KIND_ORDER = ("rpc", "venues", "detectors", "gates", "settlers", "sinks")
+
+
 def load_pipeline(path: str | Path, registry: ComponentRegistry) -> PipelineConfig:
     """Read, check and build a pipeline file; raises ConfigError listing every problem."""
     path = Path(path)
@@ -300,12 +545,7 @@ def load_pipeline(path: str | Path, registry: ComponentRegistry) -> PipelineConf
     def problem(p: str, message: str) -> None:
         problems.append(ConfigProblem(str(path), p, message))
 
-    try:
-        raw = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError([ConfigProblem(str(path), "", "no such file")]) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([ConfigProblem(str(path), "", f"invalid TOML: {exc}")]) from None
+    raw = _read(path)
 
     for key in raw:
         if key not in _KNOWN_SECTIONS:
@@ -379,34 +619,27 @@ def load_pipeline(path: str | Path, registry: ComponentRegistry) -> PipelineConf
             if built is not None:
                 components.setdefault(kind, {})[cid] = ComponentSpec(kind, cid, ctype, built)
 
-    # Topology: ids referenced must exist.
-    # References are checked against every id the file defines, valid or not, so a table
-    # with a problem of its own does not also make every reference to it an error.
-    def defined(section: str) -> set[str]:
-        tables = raw.get(section, {})
-        return set(tables) if isinstance(tables, dict) else set()
+    for kind, label in (("venues", "venue"), ("detectors", "detector")):
+        tables = raw.get(kind)
+        if tables is None:
+            problem(kind, f"required section is missing (at least one {label})")
+        elif isinstance(tables, dict) and not tables:
+            problem(kind, f"is empty: at least one {label} is required")
 
-    venue_ids, rpc_ids = defined("venues"), defined("rpc")
-    if "venues" in raw and not venue_ids and not problems:
-        problem("venues", "at least one venue is required")
-    if "venues" not in raw:
-        problem("venues", "required section is missing (at least one venue)")
-    if "detectors" not in raw:
-        problem("detectors", "required section is missing (at least one detector)")
+    edges = _check_references(raw, components, problem)
+    build_order = _build_order(components, edges, problem)
+    if pipeline is not None:
+        _check_mode(pipeline, components, problem)
+        _check_output(pipeline.journal.replace("{pipeline}", pipeline.name),
+                      "pipeline.journal", problem)
+    if telemetry is not None and telemetry.exporter == "jsonl":
+        _check_output(telemetry.path, "telemetry.path", problem)
     for kind, specs in components.items():
         for cid, spec in specs.items():
-            for attr_name, ids, label in (("venues", venue_ids, "venue"), ("venue", venue_ids,
-                                          "venue"), ("rpc", rpc_ids, "rpc")):
-                ref = getattr(spec.options, attr_name, None)
-                refs = [ref] if isinstance(ref, str) else list(ref or ())
-                for i, r in enumerate(refs):
-                    if isinstance(r, str) and r not in ids:
-                        suffix = f"[{i}]" if not isinstance(ref, str) else ""
-                        close = difflib.get_close_matches(r, sorted(ids), n=1)
-                        hint = f" (did you mean {close[0]!r}?)" if close else \
-                            f" (defined: {', '.join(sorted(ids)) or 'none'})"
-                        problem(f"{kind}.{cid}.{attr_name}{suffix}",
-                                f"no {label} with id {r!r}{hint}")
+            for a in attrs.fields(type(spec.options)):
+                value = getattr(spec.options, a.name)
+                if a.metadata.get(_OUTPUT) and isinstance(value, str):
+                    _check_output(value, f"{kind}.{cid}.{a.name}", problem)
 
     if problems:
         raise ConfigError(problems)
@@ -414,7 +647,116 @@ def load_pipeline(path: str | Path, registry: ComponentRegistry) -> PipelineConf
     return PipelineConfig(
         file=path.resolve(), pipeline=pipeline, execution=execution,
         strategy_options=strategy_options, telemetry=telemetry, components=components,
+        build_order=build_order,
     )
+
+
+Node = tuple[str, str]  # (section, id)
+
+
+def _check_references(raw: dict[str, Any], components: dict[str, dict[str, ComponentSpec]],
+                      problem: typing.Callable[[str, str], None]) -> dict[Node, set[Node]]:
+    """Check every declared reference; returns each component's dependencies."""
+    # Checked against every id the file defines, valid or not, so a table with a problem
+    # of its own does not also make every reference to it an error.
+    def defined(kind: str) -> list[str]:
+        tables = raw.get(kind, {})
+        return list(tables) if isinstance(tables, dict) else []
+
+    edges: dict[Node, set[Node]] = {}
+    for kind, specs in components.items():
+        for cid, spec in specs.items():
+            deps = edges.setdefault((kind, cid), set())
+            for key, target, rid in references(spec.options):
+                where = f"{kind}.{cid}.{key}"
+                label = KINDS.get(target.kind, target.kind)
+                ids = defined(target.kind)
+                if rid not in ids:
+                    close = difflib.get_close_matches(rid, ids, n=1)
+                    hint = f" (did you mean {close[0]!r}?)" if close else \
+                        f" (defined in [{target.kind}]: {', '.join(ids) or 'none'})"
+                    problem(where, f"no {label} with id {rid!r}{hint}")
+                    continue
+                other = components.get(target.kind, {}).get(rid)
+                if other is not None and target.types and other.type not in target.types:
+                    problem(where, f"{label} {rid!r} is of type {other.type!r}; expected "
+                            f"{' or '.join(map(repr, target.types))}")
+                    continue
+                if (target.kind, rid) == (kind, cid):
+                    problem(where, "a component cannot refer to itself")
+                    continue
+                deps.add((target.kind, rid))
+    return edges
+
+
+def _build_order(components: dict[str, dict[str, ComponentSpec]],
+                 edges: dict[Node, set[Node]],
+                 problem: typing.Callable[[str, str], None]) -> tuple[Node, ...]:
+    """Every component after what it refers to; otherwise KIND_ORDER, then file order."""
+    rank = {}
+    for kind in [*KIND_ORDER, *(k for k in components if k not in KIND_ORDER)]:
+        for cid in components.get(kind, {}):
+            rank[(kind, cid)] = len(rank)
+    waiting = {n: {d for d in edges.get(n, set()) if d in rank} for n in rank}
+    order: list[Node] = []
+    while waiting:
+        ready = sorted((n for n, deps in waiting.items() if not deps), key=rank.__getitem__)
+        if not ready:
+            cycle = sorted(waiting, key=rank.__getitem__)
+            problem(f"{cycle[0][0]}.{cycle[0][1]}", "reference cycle between " +
+                    ", ".join(f"{k}.{i}" for k, i in cycle))
+            break
+        node = ready[0]
+        order.append(node)
+        del waiting[node]
+        for deps in waiting.values():
+            deps.discard(node)
+    return tuple(order)
+
+
+def _check_mode(pipeline: PipelineSection, components: dict[str, dict[str, ComponentSpec]],
+                problem: typing.Callable[[str, str], None]) -> None:
+    """Checks that depend on paper or live mode: endpoints, live venues, live risk gates.
+
+    A component's ``Config`` may define ``check_mode(mode) -> [(key, message)]``; a venue's
+    may define ``simulated`` (True when it never reaches a real venue).
+    """
+    mode = str(pipeline.mode)
+    for kind, specs in components.items():
+        for cid, spec in specs.items():
+            check = getattr(spec.options, "check_mode", None)
+            for key, message in (check(mode) if callable(check) else ()):
+                problem(f"{kind}.{cid}.{key}", message)
+    if pipeline.mode is not Mode.LIVE:
+        return
+    venues = components.get("venues", {})
+    if venues and all(getattr(v.options, "simulated", False) for v in venues.values()):
+        problem("pipeline.mode", "mode is \"live\" but every venue is simulated ("
+                + ", ".join(f"venues.{v.id} [{v.type}]" for v in venues.values())
+                + "); use mode = \"paper\"")
+    have = {spec.type for spec in components.get("gates", {}).values()}
+    for gate in LIVE_GATES:
+        if gate not in have and gate not in pipeline.waive_live_gates:
+            problem("pipeline.mode", f"live trading needs a {gate!r} risk gate: add "
+                    f"[gates.<id>] with type = {gate!r}, or waive it deliberately with "
+                    f"[pipeline] waive_live_gates = [{gate!r}]")
+
+
+def _check_output(value: str, where: str, problem: typing.Callable[[str, str], None]) -> None:
+    """A file the run will write: no existing part of its path may be a file."""
+    if not value:
+        return
+    target = Path(value.replace("{run_id}", "run")).absolute()
+    if target.is_dir():
+        problem(where, f"{value} is a directory, not a file")
+        return
+    for parent in target.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                problem(where, f"{parent} is a file, so {value} cannot be created")
+            elif not os.access(parent, os.W_OK | os.X_OK):
+                problem(where, f"{parent} is not writable, so {value} cannot be created")
+            return
 
 
 def load_pipelines(paths: list[str | Path], registry: ComponentRegistry) -> list[PipelineConfig]:

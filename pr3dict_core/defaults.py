@@ -27,4 +27,6 @@ def pr3dict_resolve_secret(ref: SecretRef) -> str | None:
             return path.read_text().strip()
         except OSError as exc:
             raise SecretNotFound(f"cannot read secret file {path}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise SecretNotFound(f"secret file {path} is not UTF-8 text") from None
     return None

@@ -36,15 +36,19 @@ from .components import (
     MetricsSink,
     RiskGate,
     Settler,
+    UndeclaredReference,
     Venue,
 )
 from .config import (
+    KIND_ORDER,
     ConfigError,
     ConfigProblem,
     ExecutionSection,
+    OptionError,
     PipelineConfig,
     SecretRef,
     load_pipeline,
+    option_holding,
 )
 from .defaults import SecretNotFound
 from .execution import TradeExecutor
@@ -67,7 +71,7 @@ class VenueFailure(Pr3dictError):
     """A venue could not deliver books; the run stops (trades in flight finish first)."""
 
 
-BUILD_ORDER = ("rpc", "venues", "detectors", "gates", "sinks", "settlers")
+BUILD_ORDER = KIND_ORDER
 
 
 def build_components(config: PipelineConfig, registry: ComponentRegistry,
@@ -82,30 +86,48 @@ def build_components(config: PipelineConfig, registry: ComponentRegistry,
     run_id = run_id or new_run_id()
     built: dict[str, dict[str, Any]] = {kind: {} for kind in KINDS}
 
+    building: list[Any] = [None]  # the options of the component being built
+
     def resolve_secret(ref: SecretRef) -> str:
+        original = ref
         if ref.file is not None and not Path(ref.file).is_absolute():
             # Like every input a pipeline names: relative to the pipeline file.
             ref = SecretRef(file=str(config.base_dir / ref.file))
-        value = pm.hook.pr3dict_resolve_secret(ref=ref)
-        if value is None:
-            raise SecretNotFound(f"no plugin could resolve secret {ref!r}")
+        try:
+            value = pm.hook.pr3dict_resolve_secret(ref=ref)
+            if value is None:
+                raise SecretNotFound(f"no plugin could resolve secret {ref!r}")
+        except SecretNotFound as exc:  # reported at the option that holds the reference
+            if building[0] is None:
+                raise
+            raise OptionError(option_holding(building[0], original), str(exc)) from None
         return str(value)
 
     ctx = BuildContext(run_id=run_id, base_dir=config.base_dir,
                        resolve_secret=resolve_secret, tracer=tm.get_tracer(tracer_provider),
                        mode=str(config.pipeline.mode), built=built)
-    for kind in BUILD_ORDER:
+    # What a component refers to is built before it (the loader sorted the references).
+    order = config.build_order or tuple((k, c) for k in BUILD_ORDER for c in config.section(k))
+    for kind, cid in order:
         if kind not in kinds:
             continue
-        for cid, spec in config.section(kind).items():
-            reg = registry.get(kind, spec.type)
-            assert reg is not None
-            try:
-                built[kind][cid] = reg.cls.from_config(cid, spec.options, ctx)
-            except SecretNotFound as exc:
-                raise ConfigError([ConfigProblem(str(config.file), f"{kind}.{cid}",
-                                                 str(exc))]) from None
+        spec = config.section(kind)[cid]
+        reg = registry.get(kind, spec.type)
+        assert reg is not None
+        building[0] = spec.options
+        try:
+            built[kind][cid] = reg.cls.from_config(cid, spec.options, ctx)
+        except (OptionError, UndeclaredReference) as exc:
+            key = getattr(exc, "key", "")
+            raise ConfigError([ConfigProblem(
+                str(config.file), f"{kind}.{cid}.{key}" if key else f"{kind}.{cid}",
+                exc.message if isinstance(exc, OptionError) else str(exc))]) from None
+        finally:
+            building[0] = None
+    for kind in kinds:  # gates run, and everything is listed, in file order
+        built[kind] = {cid: built[kind][cid] for cid in config.section(kind) if cid in built[kind]}
     return built, ctx
+
 
 
 def new_run_id() -> str:

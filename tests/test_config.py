@@ -147,11 +147,37 @@ def test_bad_scenario_file_is_a_config_error(write_pipeline, run_pr3dict, tmp_pa
     path = write_pipeline(MINIMAL.replace("{demo}", str(scenario)))
     outcome = run_pr3dict("run", str(path)).assert_failed(78)
     assert f"{scenario}: seed: expected an integer" in outcome.err
-    assert f"{scenario}: markets[0]: fair must be in [0, 1]" in outcome.err
+    assert f"{scenario}: markets[0].fair: must be in [0, 1]" in outcome.err
+
+
+# A live pipeline the loader accepts: a real (not simulated) venue and the live gates.
+LIVE = """
+[pipeline]
+name = "t"
+mode = "live"
+
+[venues.pm]
+type = "polymarket"
+rest_url = "http://127.0.0.1:9"
+ws_url = "ws://127.0.0.1:9"
+private_key = { env = "PR3DICT_TEST_NO_SUCH_KEY" }
+
+[detectors.c]
+type = "binary_complement"
+venues = ["pm"]
+
+[gates.capital]
+type = "capital"
+bankroll = "100"
+
+[gates.position]
+type = "max_position"
+max_position = "10"
+"""
 
 
 def test_live_mode_needs_flag_and_pipeline(write_pipeline, run_pr3dict):
-    live = write_pipeline(MINIMAL.replace('name = "t"', 'name = "t"\nmode = "live"'))
+    live = write_pipeline(LIVE)
     outcome = run_pr3dict("run", str(live)).assert_failed(78)
     assert "live trading also needs `pr3dict run --live`" in outcome.err
     paper = write_pipeline(MINIMAL, "paper.toml")
@@ -169,3 +195,69 @@ def test_secrets_are_never_inline(registry):
     ref, errors = structure({"env": "POLY_KEY"}, SecretRef, "k")
     assert errors == [] and ref.env == "POLY_KEY"
     assert "hunter2" not in repr(SecretRef(file="/secret/path"))
+
+
+def test_references_set_the_build_order_and_a_cycle_is_refused(write_pipeline, pr3dict_pm,
+                                                               register_plugin):
+    import attrs as _attrs
+
+    from pr3dict_core import hookimpl
+    from pr3dict_core.config import ref
+    from pr3dict_core.plugins import collect_components
+
+    class Watcher:
+        """A gate that watches another gate (a test double)."""
+
+        type = "test_watcher"
+
+        @_attrs.frozen(kw_only=True)
+        class Config:
+            watches: str = ref("gates")
+
+        @classmethod
+        def from_config(cls, id, config, ctx):
+            return (id, ctx.lookup("gates", config.watches))
+
+    class Plugin:
+        @hookimpl
+        def pr3dict_register_risk_gates(self, registry):
+            registry.add(Watcher)
+
+    register_plugin(Plugin(), name="watcher")
+    registry = collect_components(pr3dict_pm)
+    text = MINIMAL + """
+[gates.a]
+type = "test_watcher"
+watches = "b"
+
+[gates.b]
+type = "capital"
+bankroll = "10"
+"""
+    config = load_pipeline(write_pipeline(text), registry)
+    order = list(config.build_order)
+    assert order.index(("gates", "b")) < order.index(("gates", "a"))
+    assert order[0] == ("venues", "sim")
+    cyclic = text.replace('type = "capital"\nbankroll = "10"',
+                          'type = "test_watcher"\nwatches = "a"')
+    found = problems(write_pipeline(cyclic, "cycle.toml"), registry)
+    assert found == ["gates.a: reference cycle between gates.a, gates.b"]
+    itself = text.replace('watches = "b"', 'watches = "a"')
+    assert problems(write_pipeline(itself, "self.toml"), registry) == [
+        "gates.a.watches: a component cannot refer to itself"]
+
+
+def test_graph_draws_every_declared_reference(write_pipeline, run_pr3dict):
+    path = write_pipeline(MINIMAL.replace('venues = ["sim"]', 'venues = ["sim"]\n'
+                                          'capital_gate = "cap"') + """
+[gates.cap]
+type = "capital"
+bankroll = "10"
+
+[gates.conn]
+type = "connectivity"
+venues = ["sim"]
+""")
+    dot = run_pr3dict("graph", str(path)).assert_success().out
+    assert '"detectors.c" -> "gates.cap" [label="capital_gate", style=dashed];' in dot
+    assert '"gates.conn" -> "venues.sim" [label="venues", style=dashed];' in dot

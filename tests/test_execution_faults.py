@@ -185,14 +185,19 @@ venues = ["sim"]
         proc = subprocess.Popen([str(PR3DICT), "run", str(pipeline), "--duration", "30",
                                  "--quiet"], cwd=tmp_path, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
-        time.sleep(1.5)
+        assert proc.stderr is not None
+        seen = [proc.stderr.readline()]  # the banner: the signal handlers are in place
+        assert seen[0].startswith("pr3dict: run "), seen
         if how == "signal":
             os.kill(proc.pid, signal.SIGUSR1)
         else:
             (tmp_path / "STOP").touch()
-        time.sleep(0.5)
+        while "halted: kill switch" not in seen[-1]:  # logged once the engine halted
+            seen.append(proc.stderr.readline())
+            assert seen[-1], seen  # the process ended early
         os.kill(proc.pid, signal.SIGINT)
-        _, err = proc.communicate(timeout=30)
+        _, rest = proc.communicate(timeout=30)
+        err = "".join(seen) + rest
         assert proc.returncode == 130, err
         expected = "SIGUSR1" if how == "signal" else "kill switch file"
         assert f"halted: kill switch: {expected}" in err

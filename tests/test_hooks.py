@@ -16,7 +16,7 @@ from support import MINIMAL, REPO
 
 from pr3dict_core import hookimpl, hookspecs
 from pr3dict_core.components import GateDecision
-from pr3dict_core.config import SecretRef
+from pr3dict_core.config import SecretRef, ref
 from pr3dict_core.model import TradeState
 
 
@@ -265,7 +265,7 @@ class RecordingSettler:
 
     @attrs.frozen(kw_only=True)
     class Config:
-        rpc: str
+        rpc: str = ref("rpc")
 
     def __init__(self, id, rpc):
         self.id, self.rpc = id, rpc

@@ -10,6 +10,7 @@ import attrs
 from attrs import frozen
 
 from pr3dict_core.components import BuildContext, Venue
+from pr3dict_core.config import ref
 from pr3dict_core.model import (
     ONE,
     Book,
@@ -29,7 +30,7 @@ class BinaryComplement:
 
     @frozen(kw_only=True)
     class Config(SizingOptions):
-        venues: tuple[str, ...] = attrs.field(validator=attrs.validators.min_len(1))
+        venues: tuple[str, ...] = ref("venues", validator=attrs.validators.min_len(1))
 
     def __init__(self, id: str, config: Config, *, built: Any = None):
         self.id = id

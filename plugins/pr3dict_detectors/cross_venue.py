@@ -30,7 +30,14 @@ import attrs
 from attrs import frozen
 
 from pr3dict_core.components import BuildContext, Venue
-from pr3dict_core.config import ConfigError, ConfigProblem, structure, tomllib
+from pr3dict_core.config import (
+    ConfigError,
+    ConfigProblem,
+    check_input_file,
+    ref,
+    structure,
+    tomllib,
+)
 from pr3dict_core.model import ONE, Book, Market, Opportunity
 
 from .sizing import LegQuote, Sizer, SizingOptions, opportunity_from_plan, plan_equal_shares
@@ -215,7 +222,7 @@ class CrossVenue:
 
     @frozen(kw_only=True)
     class Config(SizingOptions):
-        venues: tuple[str, ...] = attrs.field(validator=attrs.validators.min_len(2))
+        venues: tuple[str, ...] = ref("venues", validator=attrs.validators.min_len(2))
         mapping: str  # path of the mapping file, relative to the pipeline file
 
     def __init__(self, id: str, config: Config, pairs: Sequence[Pair], *,
@@ -236,6 +243,7 @@ class CrossVenue:
     @classmethod
     def from_config(cls, id: str, config: Config, ctx: BuildContext) -> CrossVenue:
         path = ctx.path(config.mapping)
+        check_input_file(path, "mapping", "mapping file")
         markets = {}
         for vid in config.venues:  # venues are built first; paper ones know their markets
             venue = ctx.built.get("venues", {}).get(vid)
@@ -270,6 +278,12 @@ class CrossVenue:
             for vid, m in ((pair.venue_a, state.market_a), (pair.venue_b, state.market_b)):
                 for inst in (m.yes, m.no):
                     self._by_instrument.setdefault((vid, inst), []).append(state)
+
+    def hedge_sets(self) -> list[tuple[tuple[str, str], ...]]:
+        """(venue, instrument) sets that together pay 1 at resolution: both directions of
+        every traded pair (for the end-of-run positions report)."""
+        return [((s.pair.venue_a, a), (s.pair.venue_b, b)) for s in self.states
+                for a, b in s.directions]
 
     def detect(self, changed: Sequence[Book]) -> Iterable[Opportunity]:
         seen: set[int] = set()

@@ -27,6 +27,7 @@ import attrs
 from attrs import frozen
 
 from pr3dict_core.components import BuildContext, Venue
+from pr3dict_core.config import ref
 from pr3dict_core.model import ONE, ZERO, Book, Market, Opportunity
 
 from .sizing import LegQuote, Sizer, SizingOptions, opportunity_from_plan, plan_equal_shares
@@ -71,7 +72,7 @@ class MultiOutcome:
 
     @frozen(kw_only=True)
     class Config(SizingOptions):
-        venues: tuple[str, ...] = attrs.field(validator=attrs.validators.min_len(1))
+        venues: tuple[str, ...] = ref("venues", validator=attrs.validators.min_len(1))
         events: tuple[str, ...] | None = None  # only these set ids (default: every set)
         max_outcomes: int = attrs.field(default=16, validator=attrs.validators.ge(2))
 
@@ -128,6 +129,11 @@ class MultiOutcome:
                         len(self.refused), shown, more, next(iter(self.refused.values())))
         for missing in sorted((wanted or set()) - found):
             log.warning("detectors.%s: no venue lists outcome set %s", self.id, missing)
+
+    def hedge_sets(self) -> list[tuple[tuple[str, str], ...]]:
+        """(venue, instrument) sets that together pay 1 at resolution: the YES of every
+        outcome of each exhaustive set (for the end-of-run positions report)."""
+        return [tuple((s.venue, m.yes) for m in s.markets) for s in self.sets.values()]
 
     def _refusal(self, ev: Any, markets: Mapping[str, Market]) -> str:
         if not getattr(ev, "exhaustive", False):

@@ -26,6 +26,7 @@ from typing import Any
 import attrs
 from attrs import frozen
 
+from pr3dict_core.config import ref
 from pr3dict_core.model import (
     ONE,
     ZERO,
@@ -48,22 +49,26 @@ def _optional_positive(instance: object, attribute: attrs.Attribute, value: Deci
         raise ValueError(f"{attribute.name} must be > 0, got {value}")
 
 
+def _needs_bankroll(instance: SizingOptions, attribute: attrs.Attribute, value: Decimal | None  # type: ignore[type-arg]
+                    ) -> None:
+    if value is not None and instance.bankroll is None and instance.capital_gate is None:
+        raise ValueError("needs a bankroll: set `bankroll` or `capital_gate`")
+
+
 @frozen(kw_only=True)
 class SizingOptions:
     """Options every built-in detector shares (flat keys in its ``[detectors.<id>]`` table)."""
 
-    min_edge: Decimal = attrs.field(default=Decimal("0.005"),
-                                    validator=attrs.validators.ge(Decimal(0)))
+    # USDC per share; a set pays 1, so an edge of 1 or more can never be found.
+    min_edge: Decimal = attrs.field(default=Decimal("0.005"), validator=[
+        attrs.validators.ge(Decimal(0)), attrs.validators.lt(Decimal(1))])
     max_size: Decimal | None = attrs.field(default=None, validator=_optional_positive)
     max_levels: int = attrs.field(default=10, validator=attrs.validators.ge(1))
     bankroll: Decimal | None = attrs.field(default=None, validator=_optional_positive)
-    capital_gate: str | None = None
-    kelly_fraction: Decimal | None = attrs.field(default=None, validator=_optional_positive)
-
-    def __attrs_post_init__(self) -> None:
-        if self.kelly_fraction is not None and self.bankroll is None \
-                and self.capital_gate is None:
-            raise ValueError("kelly_fraction needs a bankroll: set `bankroll` or `capital_gate`")
+    capital_gate: str | None = ref("gates", types=["capital"], default=None)
+    kelly_fraction: Decimal | None = attrs.field(default=None, validator=[
+        _optional_positive, attrs.validators.optional(attrs.validators.le(Decimal(1))),
+        _needs_bankroll])
 
 
 @attrs.define(slots=True)

@@ -18,6 +18,7 @@ import attrs
 from attrs import frozen
 
 from pr3dict_core.components import BuildContext, GateDecision
+from pr3dict_core.config import ref
 from pr3dict_core.model import Pr3dictError, Trade
 
 
@@ -28,7 +29,7 @@ class ConnectivityGate:
     class Config:
         max_age_ms: float = attrs.field(default=5000.0, validator=attrs.validators.gt(0))
         # Venues that must all be alive for any trade (default: the trade's own venues).
-        venues: tuple[str, ...] | None = None
+        venues: tuple[str, ...] | None = ref("venues", default=None)
 
     def __init__(self, id: str, config: Config, venues: Mapping[str, Any],
                  clock: Callable[[], float] = time.monotonic):

@@ -22,6 +22,7 @@ import weakref
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+import attrs
 from attrs import frozen
 
 from pr3dict_core.components import BuildContext, GateDecision
@@ -52,17 +53,19 @@ def _listen(gate: KillSwitchGate, signum: int) -> bool:
     return True
 
 
+def _file_or_signal(config: Any, file: str | None) -> None:
+    if file is None and config.signal is None:
+        raise ValueError("a kill switch needs `file`, `signal` or both")
+
+
 class KillSwitchGate:
     type: ClassVar[str] = "kill_switch"
 
     @frozen(kw_only=True)
     class Config:
-        file: str | None = None  # relative to the pipeline file
+        file: str | None = attrs.field(default=None,  # relative to the pipeline file
+                                       validator=lambda c, _, v: _file_or_signal(c, v))
         signal: Literal["SIGUSR2"] | None = None
-
-        def __attrs_post_init__(self) -> None:
-            if self.file is None and self.signal is None:
-                raise ValueError("a kill switch needs `file`, `signal` or both")
 
     def __init__(self, id: str, config: Config, file: Path | None = None):
         self.id = id

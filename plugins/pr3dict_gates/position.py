@@ -17,6 +17,12 @@ def _optional_positive(instance: object, attribute: attrs.Attribute, value: Deci
         raise ValueError(f"{attribute.name} must be > 0, got {value}")
 
 
+def _some_limit(config: MaxPositionGate.Config, max_position: Decimal | None) -> None:
+    if max_position is None and config.max_leg_size is None:
+        raise ValueError("a max_position gate needs `max_position`, `max_leg_size` or both "
+                         "(without either it approves everything)")
+
+
 class MaxPositionGate:
     """Rejects a trade whose legs exceed ``max_leg_size`` shares, or that would take the
     shares held (plus those reserved by trades in flight) in any instrument past
@@ -27,7 +33,8 @@ class MaxPositionGate:
     @frozen(kw_only=True)
     class Config:
         max_leg_size: Decimal | None = attrs.field(default=None, validator=_optional_positive)
-        max_position: Decimal | None = attrs.field(default=None, validator=_optional_positive)
+        max_position: Decimal | None = attrs.field(default=None, validator=[
+            _optional_positive, lambda c, _, v: _some_limit(c, v)])
 
     def __init__(self, id: str, config: Config):
         self.id = id

@@ -39,7 +39,7 @@ from pr3dict_core.components import (
     UnknownOrder,
     VenueError,
 )
-from pr3dict_core.config import SecretRef
+from pr3dict_core.config import OptionError, SecretRef
 from pr3dict_core.model import (
     ONE,
     Fill,
@@ -51,7 +51,14 @@ from pr3dict_core.model import (
     TimeInForce,
 )
 from pr3dict_venuekit.base import ConnectorBase, now_ms
-from pr3dict_venuekit.http import Reply, TokenBucket, check_mode, secret
+from pr3dict_venuekit.http import (
+    Reply,
+    TokenBucket,
+    check_mode,
+    embedded_scenario,
+    endpoint_problems,
+    secret,
+)
 from pr3dict_venuekit.orders import OrderRecord, amount
 
 from . import protocol as kp
@@ -112,6 +119,14 @@ class KalshiVenue(ConnectorBase):
         poll_wait_ms: int = attrs.field(default=100, validator=_ge0)
         websocket: bool = True
 
+        @property
+        def simulated(self) -> bool:
+            """With ``embedded_sim`` it never reaches the real venue: refused in live mode."""
+            return self.embedded_sim is not None
+
+        def check_mode(self, mode: str) -> list[tuple[str, str]]:
+            return endpoint_problems(self, mode)
+
     def __init__(self, id: str, config: Config, *, key_id: str, private_key: str,
                  mode: str = "paper", base_dir: Path | None = None):
         embedded = None
@@ -135,8 +150,14 @@ class KalshiVenue(ConnectorBase):
 
     @classmethod
     def from_config(cls, id: str, config: Config, ctx: BuildContext) -> KalshiVenue:
+        embedded_scenario(ctx, config)
         key = secret(ctx, config.private_key)
         assert key is not None
+        try:
+            kp.load_private_key(key)
+        except Exception:  # never echo the key, nor an error that may quote it
+            raise OptionError("private_key", "not a valid PEM RSA private key in "
+                              f"{config.private_key!r}") from None
         return cls(id, config, key_id=config.key_id, private_key=key, mode=ctx.mode,
                    base_dir=ctx.base_dir)
 

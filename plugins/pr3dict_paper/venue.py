@@ -21,6 +21,7 @@ import attrs
 from attrs import frozen
 
 from pr3dict_core.components import AmbiguousOutcome, BuildContext, OrderRejected, UnknownOrder
+from pr3dict_core.config import check_input_file, output
 from pr3dict_core.model import (
     Book,
     Fill,
@@ -83,6 +84,7 @@ class PaperVenue:
 
     @frozen(kw_only=True)
     class Config:
+        simulated: ClassVar[bool] = True  # never a real venue: refused in live mode
         scenario: str
         seed: int | None = None  # overrides the scenario's seed
         latency_ms: float | None = attrs.field(default=None, validator=attrs.validators.optional(
@@ -91,7 +93,7 @@ class PaperVenue:
         account: str = "pr3dict"
         # Keep the venue's state (books, orders, positions) in this file across runs, so a
         # killed engine restarts against a venue that remembers, as a real one does.
-        state_file: str | None = None
+        state_file: str | None = output(default=None)
 
     def __init__(self, id: str, spec: ScenarioSpec, *, seed: int, latency_ms: float,
                  faults: bool = True, account: str = "pr3dict", process: bool = True,
@@ -127,7 +129,9 @@ class PaperVenue:
 
     @classmethod
     def from_config(cls, id: str, config: Config, ctx: BuildContext) -> PaperVenue:
-        spec = load_scenario(ctx.path(config.scenario))
+        path = ctx.path(config.scenario)
+        check_input_file(path, "scenario", "scenario file")
+        spec = load_scenario(path)
         return cls(id, spec, seed=spec.seed if config.seed is None else config.seed,
                    latency_ms=spec.latency_ms if config.latency_ms is None else config.latency_ms,
                    faults=config.faults, account=config.account,

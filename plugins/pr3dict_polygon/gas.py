@@ -24,6 +24,7 @@ from typing import Any, ClassVar, Self
 
 from attrs import field, frozen
 
+from pr3dict_core.config import ref
 from pr3dict_core.model import Pr3dictError
 
 from .options import at_least, between
@@ -303,7 +304,7 @@ class GasTrackerSink:
 
     @frozen(kw_only=True)
     class Config:
-        rpc: str
+        rpc: str = ref("rpc")
         path: str | None = "runs/{run_id}/gas.json"
         trend_window: int = field(default=32, validator=at_least(2))
         max_rows: int = field(default=10_000, validator=at_least(1))

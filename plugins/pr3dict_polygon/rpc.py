@@ -191,6 +191,18 @@ def _endpoint_for(url: str) -> Endpoint:
 def _check_url(instance: Any, attribute: Any, value: tuple[str, ...]) -> None:
     for url in value:
         _endpoint_for(url)
+    if not value and not instance.secret_endpoints:
+        raise ValueError("no endpoints: set `endpoints` and/or `secret_endpoints`")
+
+
+# Polygon mainnet, the Amoy testnet, and anvil's default (a local devchain).
+CHAIN_IDS = (137, 80002, 31337)
+
+
+def _chain_id(instance: Any, attribute: Any, value: int) -> None:
+    if value not in CHAIN_IDS:
+        raise ValueError(f"must be a Polygon chain id: 137 (mainnet), 80002 (Amoy) or 31337 "
+                         f"(a local anvil), got {value}")
 
 
 # --------------------------------------------------------------------------- the pool
@@ -219,7 +231,7 @@ class RpcPool:
     class Config:
         endpoints: tuple[str, ...] = field(default=(), validator=_check_url)
         secret_endpoints: tuple[SecretRef, ...] = ()  # URLs that embed an API key
-        chain_id: int = field(default=137, validator=above(0))
+        chain_id: int = field(default=137, validator=_chain_id)
         request_timeout_ms: int = field(default=2000, validator=above(0))
         max_retries: int = field(default=3, validator=between(0, 10))
         retry_base_ms: int = field(default=50, validator=above(0))
@@ -234,10 +246,6 @@ class RpcPool:
         max_block_lag: int = field(default=5, validator=at_least(0))
         broadcast_transactions: bool = True
         gas: GasConfig = field(factory=GasConfig)
-
-        def __attrs_post_init__(self) -> None:
-            if not self.endpoints and not self.secret_endpoints:
-                raise ValueError("no endpoints: set `endpoints` and/or `secret_endpoints`")
 
     def __init__(self, id: str, config: Config, *, secret_urls: Sequence[str] = (),
                  tracer: trace.Tracer | None = None):

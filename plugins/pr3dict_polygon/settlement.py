@@ -29,7 +29,7 @@ from eth_account.signers.local import LocalAccount
 from eth_utils import is_address, to_checksum_address
 from opentelemetry import trace
 
-from pr3dict_core.config import SecretRef
+from pr3dict_core.config import OptionError, SecretRef, ref
 from pr3dict_core.model import Pr3dictError, Side, Trade
 
 from .batch import BatchConfig, BatchTxManager, TxOp, TxResult
@@ -104,7 +104,7 @@ class CtfMergeSettler:
 
     @frozen(kw_only=True)
     class Config:
-        rpc: str
+        rpc: str = ref("rpc")
         private_key: SecretRef
         conditional_tokens: str = field(validator=_address)
         collateral: str = field(validator=_address)
@@ -151,14 +151,21 @@ class CtfMergeSettler:
             account = Account.from_key(ctx.resolve_secret(config.private_key))
         except (ValueError, TypeError):
             # never echo the secret in the message
-            raise SettlementError(f"settlers.{id}.private_key: not a valid private key "
-                                  f"({config.private_key!r})") from None
+            raise OptionError("private_key", "not a valid hex private key (32 bytes) in "
+                              f"{config.private_key!r}") from None
         return cls(id, config, pool, account, mode=str(ctx.mode))
 
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        """Check the contracts exist and every condition is a prepared binary one."""
+        await self.check()
+        await self.batch.start()
+        if self.config.mint_positions:
+            await self._ensure_allowance()
+
+    async def check(self) -> None:
+        """Check the contracts exist and every condition is a prepared binary one (read only:
+        ``pr3dict validate`` calls it too)."""
         for label, address in (("conditional_tokens", self.config.conditional_tokens),
                                ("collateral", self.config.collateral)):
             code = await self.pool.request("eth_getCode", [to_checksum_address(address),
@@ -177,9 +184,6 @@ class CtfMergeSettler:
             self.position_ids[market.condition_id] = (
                 await self._position_id(cid, YES_INDEX_SET),
                 await self._position_id(cid, NO_INDEX_SET))
-        await self.batch.start()
-        if self.config.mint_positions:
-            await self._ensure_allowance()
 
     async def close(self) -> None:
         try:

@@ -43,7 +43,7 @@ from pr3dict_core.components import (
     VenueError,
     VenueUnavailable,
 )
-from pr3dict_core.config import SecretRef
+from pr3dict_core.config import OptionError, SecretRef
 from pr3dict_core.model import (
     ONE,
     ZERO,
@@ -52,12 +52,18 @@ from pr3dict_core.model import (
     OrderAck,
     OrderRequest,
     OrderStatus,
-    Pr3dictError,
     Side,
     TimeInForce,
 )
 from pr3dict_venuekit.base import ConnectorBase
-from pr3dict_venuekit.http import Reply, check_mode, secret, strip_comments
+from pr3dict_venuekit.http import (
+    Reply,
+    check_mode,
+    embedded_scenario,
+    endpoint_problems,
+    secret,
+    strip_comments,
+)
 from pr3dict_venuekit.orders import OrderRecord, amount
 
 from . import protocol as pm
@@ -110,7 +116,8 @@ class PolymarketVenue(ConnectorBase):
         nonce: int = attrs.field(default=0, validator=_ge0)  # L1 nonce for derivation
         funder: str | None = None  # the maker (proxy / safe) address; default: the signer
         signature_type: int = attrs.field(default=0, validator=attrs.validators.in_((0, 1, 2)))
-        chain_id: int = 137
+        # Polygon mainnet or the Amoy testnet: the exchange contracts exist on those only.
+        chain_id: int = attrs.field(default=137, validator=attrs.validators.in_((137, 80002)))
         order_version: Literal[1, 2] = 2
         markets: tuple[str, ...] = ()  # condition ids; empty: every listed market
         max_markets: int = attrs.field(default=50, validator=attrs.validators.ge(1))
@@ -119,6 +126,14 @@ class PolymarketVenue(ConnectorBase):
         heartbeat_interval_ms: int = attrs.field(default=5000, validator=_ge0)  # 0 = off
         poll_wait_ms: int = attrs.field(default=100, validator=_ge0)
         websocket: bool = True  # False: poll /books every cycle, query orders
+
+        @property
+        def simulated(self) -> bool:
+            """With ``embedded_sim`` it never reaches the real venue: refused in live mode."""
+            return self.embedded_sim is not None
+
+        def check_mode(self, mode: str) -> list[tuple[str, str]]:
+            return endpoint_problems(self, mode)
 
     def __init__(self, id: str, config: Config, *, private_key: str,
                  api_creds: tuple[str, str, str] | None = None, mode: str = "paper",
@@ -150,12 +165,18 @@ class PolymarketVenue(ConnectorBase):
 
     @classmethod
     def from_config(cls, id: str, config: Config, ctx: BuildContext) -> PolymarketVenue:
+        embedded_scenario(ctx, config)
         key = secret(ctx, config.private_key)
         assert key is not None
+        try:
+            Signer(strip_comments(key))
+        except Exception:  # never echo the key, nor an error that may quote it
+            raise OptionError("private_key", "not a valid hex private key (32 bytes) in "
+                              f"{config.private_key!r}") from None
         parts = [secret(ctx, r) for r in (config.api_key, config.api_secret,
                                           config.api_passphrase)]
         if any(parts) and not all(parts):
-            raise Pr3dictError(f"venue {id}: api_key, api_secret and api_passphrase go together")
+            raise OptionError("api_key", "api_key, api_secret and api_passphrase go together")
         creds = (parts[0], parts[1], parts[2]) if all(parts) else None
         return cls(id, config, private_key=key, api_creds=creds,  # type: ignore[arg-type]
                    mode=ctx.mode, base_dir=ctx.base_dir)

@@ -10,6 +10,7 @@ import attrs
 from attrs import frozen
 
 from pr3dict_core.components import BuildContext
+from pr3dict_core.config import output
 from pr3dict_core.metrics import TradeRecord
 
 from .collector import MetricsCollector
@@ -29,7 +30,7 @@ class MemorySink:
     class Config:
         max_records: int | None = attrs.field(default=None, validator=attrs.validators.optional(
             attrs.validators.ge(1)))
-        export: str | None = None  # written at close; {run_id} is replaced
+        export: str | None = output(default=None)  # written at close; {run_id} is replaced
 
     def __init__(self, id: str, config: Config | None = None, export: Any = None):
         self.id = id
@@ -69,7 +70,7 @@ class JsonLinesSink:
 
     @frozen(kw_only=True)
     class Config:
-        path: str = "runs/{run_id}/metrics.jsonl"
+        path: str = output(default="runs/{run_id}/metrics.jsonl")
 
     def __init__(self, id: str, path: Any):
         self.id = id

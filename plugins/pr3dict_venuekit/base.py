@@ -56,6 +56,8 @@ class ConnectorBase:
         self.ws_connects = 0  # how many times the websockets (re)connected
         self.failed_trades: list[str] = []
         self._last_seen: float | None = None  # monotonic time of the last venue message
+        self.bad_messages = 0  # websocket messages that could not be handled (ignored)
+        self._bad_logged_at: float | None = None
 
     def last_heartbeat(self) -> float | None:
         """When the venue was last heard from (a websocket message or a reply); the
@@ -197,9 +199,8 @@ class ConnectorBase:
                             continue
                         try:
                             on_message(msg.data)
-                        except Exception:
-                            log.exception("venue %s: bad %s message %.200s", self.id, name,
-                                          msg.data)
+                        except Exception as exc:
+                            self._bad_message(name, msg.data, exc)
                     elif msg.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR,
                                       aiohttp.WSMsgType.CLOSE):
                         break
@@ -210,6 +211,22 @@ class ConnectorBase:
                     await ws.close()
             if not self._closing:
                 await asyncio.sleep(0.02)
+
+    # A venue (or a hostile peer) can send garbage at line rate: one line per interval.
+    BAD_MESSAGE_LOG_INTERVAL_S = 10.0
+
+    def _bad_message(self, name: str, data: str, exc: Exception) -> None:
+        """Count an unusable websocket message; log one line now and then, never a traceback
+        (that is at DEBUG level, for whoever debugs the connector)."""
+        self.bad_messages += 1
+        log.debug("venue %s: bad %s message %.200s", self.id, name, data, exc_info=True)
+        now = time.monotonic()
+        if self._bad_logged_at is not None and \
+                now - self._bad_logged_at < self.BAD_MESSAGE_LOG_INTERVAL_S:
+            return
+        self._bad_logged_at = now
+        log.warning("venue %s: ignored a bad %s message (%s: %s); %d so far: %.120r", self.id,
+                    name, type(exc).__name__, str(exc)[:200], self.bad_messages, data)
 
     async def ping_loop(self, get_ws: Callable[[], Any], every_s: float = 10.0) -> None:
         while True:

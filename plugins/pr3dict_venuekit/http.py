@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from pr3dict_core.components import AmbiguousOutcome, BuildContext, VenueUnavailable
-from pr3dict_core.config import SecretRef
+from pr3dict_core.config import SecretRef, check_input_file
 from pr3dict_core.model import Pr3dictError
 
 
@@ -45,6 +45,22 @@ def check_mode(venue_id: str, mode: str, *urls: str) -> None:
             f"venue {venue_id}: the pipeline is in paper mode but {remote[0]} is not a loopback "
             "address; paper mode only talks to a local simulator (`pr3dict sim`). Use "
             "mode = \"live\" and `pr3dict run --live` to trade on the real venue.")
+
+
+def endpoint_problems(config: Any, mode: str) -> list[tuple[str, str]]:
+    """A connector Config's ``check_mode``: in paper mode, rest_url and ws_url on loopback."""
+    if mode == "live" or config.embedded_sim is not None:
+        return []
+    return [(key, f"{getattr(config, key)} is not a loopback address and the pipeline is in "
+             "paper mode, which only talks to a local simulator: set `embedded_sim`, point "
+             "it at `pr3dict sim`, or use mode = \"live\"")
+            for key in ("rest_url", "ws_url") if not is_loopback(getattr(config, key))]
+
+
+def embedded_scenario(ctx: BuildContext, config: Any) -> None:
+    """The scenario file ``embedded_sim`` names must exist (checked when built)."""
+    if config.embedded_sim is not None:
+        check_input_file(ctx.path(config.embedded_sim), "embedded_sim", "scenario file")
 
 
 def secret(ctx: BuildContext, ref: SecretRef | None) -> str | None:

@@ -211,7 +211,7 @@ def test_kill_switch_needs_file_or_signal_and_not_sigusr1(write_pipeline):
     base = '[pipeline]\nname = "k"\n[venues.sim]\ntype = "paper"\nscenario = "{demo}"\n' \
            '[detectors.c]\ntype = "binary_complement"\nvenues = ["sim"]\n' \
            '[gates.k]\ntype = "kill_switch"\n'
-    with pytest.raises(ConfigError, match=r"gates\.k: a kill switch needs `file`, `signal`"):
+    with pytest.raises(ConfigError, match=r"gates\.k\.file: a kill switch needs `file`, `signal`"):
         load_pipeline(write_pipeline(base), registry)
     with pytest.raises(ConfigError, match=r"gates\.k\.signal: .*'SIGUSR2'"):
         load_pipeline(write_pipeline(base + 'signal = "SIGUSR1"\n', "b.toml"), registry)

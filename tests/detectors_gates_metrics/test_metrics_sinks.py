@@ -78,7 +78,7 @@ def test_prometheus_refuses_non_loopback_hosts(write_pipeline):
                           'scenario = "{demo}"\n[detectors.c]\ntype = "binary_complement"\n'
                           'venues = ["sim"]\n[sinks.prom]\ntype = "prometheus"\n'
                           'host = "0.0.0.0"\n')
-    with pytest.raises(ConfigError, match=r"sinks\.prom: host must be a loopback address"):
+    with pytest.raises(ConfigError, match=r"sinks\.prom\.host: must be a loopback address"):
         load_pipeline(path, collect_components(make_plugin_manager()))
 
 

@@ -109,7 +109,8 @@ def test_events_are_checked_naming_the_scenario_file_and_entry(tmp_path):
     assert "events[1].markets[0]: event 'f': market 'a' is already in event 'e'" in text
     path = write(tmp_path, MARKETS_TOML + '[[events]]\nid = "g"\nmarkets = ["b"]\n'
                  'exhaustive = true\n')
-    with pytest.raises(ConfigError, match=r"events\[0\]: Length of 'markets' must be >= 2"):
+    with pytest.raises(ConfigError,
+                       match=r"events\[0\]\.markets: needs at least 2 item\(s\), got 1"):
         load_scenario(path)
     path = write(tmp_path, MARKETS_TOML + '[[events]]\nid = "e"\nmarkets = ["a", "b", "c"]\n')
     with pytest.raises(ConfigError, match=r"events\[0\]\.exhaustive: required key is missing"):

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pr3dict_core.config import ConfigError, load_pipeline
-from pr3dict_core.model import Level, Market, Pr3dictError
+from pr3dict_core.model import Level, Market
 from pr3dict_core.pipeline import Engine
 from pr3dict_core.plugins import collect_components, make_plugin_manager
 from pr3dict_detectors.complement import BinaryComplement
@@ -142,7 +142,7 @@ kelly_fraction = "0.5"
 """)
     with pytest.raises(ConfigError) as err:
         load_pipeline(path, collect_components(make_plugin_manager()))
-    assert "detectors.c: kelly_fraction needs a bankroll" in str(err.value)
+    assert "detectors.c.kelly_fraction: needs a bankroll" in str(err.value)
 
 
 def test_capital_gate_must_exist_and_is_read_live(write_pipeline):
@@ -160,9 +160,9 @@ capital_gate = "GATE"
 type = "capital"
 bankroll = "100"
 """
-    engine = Engine.from_file(write_pipeline(text.replace("GATE", "nope")))
-    with pytest.raises(Pr3dictError, match="capital_gate: no gate with id 'nope'"):
-        asyncio.run(engine.start())
+    with pytest.raises(ConfigError, match=r"detectors\.c\.capital_gate: no risk gate with id "
+                                          r"'nope' \(defined in \[gates\]: cap\)"):
+        Engine.from_file(write_pipeline(text.replace("GATE", "nope")))
     engine = Engine.from_file(write_pipeline(text.replace("GATE", "cap"), "ok.toml"))
     asyncio.run(engine.start())
     (det,) = engine.detectors

@@ -63,7 +63,7 @@ def test_pipeline_tables_structure_into_configs():
     (RpcPool.Config, {"endpoints": [URL], "gas": {"urgency": {"low": "1"}}}, "rpc.p.gas.urgency",
      "missing"),
     (RpcPool.Config, {"endpoints": [URL], "max_retries": 50}, "rpc.p.max_retries",
-     "max_retries must be between 0 and 10"),
+     "must be between 0 and 10"),
     (RpcPool.Config, {"endpont": []}, "rpc.p.endpont", "did you mean 'endpoints'"),
     (CtfMergeSettler.Config, {"rpc": "p", "private_key": "0xabc", "conditional_tokens": CTF,
                               "collateral": USDC}, "s.private_key", "never inline"),
@@ -76,7 +76,7 @@ def test_pipeline_tables_structure_into_configs():
      "s.markets", "64 hex digits"),
     (CtfMergeSettler.Config, {"rpc": "p", "private_key": {"env": "K"}, "conditional_tokens": CTF,
                               "collateral": USDC, "batch": {"urgency": "asap"}},
-     "s.batch", "urgency must be one of low, normal, high, urgent"),
+     "s.batch.urgency", "must be one of low, normal, high, urgent"),
 ])
 def test_bad_options_are_reported_with_their_path(cls, data, where, message):
     value, errors = structure(data, cls, where.rsplit(".", 1)[0])
@@ -86,8 +86,8 @@ def test_bad_options_are_reported_with_their_path(cls, data, where, message):
 
 def test_no_endpoints_is_an_error():
     value, errors = structure({"chain_id": 137}, RpcPool.Config, "rpc.p")
-    assert value is None and errors == [("rpc.p", "no endpoints: set `endpoints` and/or "
-                                                  "`secret_endpoints`")]
+    assert value is None and errors == [("rpc.p.endpoints", "no endpoints: set `endpoints` "
+                                                            "and/or `secret_endpoints`")]
     only_secret = RpcPool.Config(secret_endpoints=(SecretRef(env="X"),))
     with pytest.raises(Exception, match="no endpoints configured"):
         RpcPool("p", only_secret, secret_urls=[])

@@ -12,7 +12,7 @@ import pytest
 from eth_utils import keccak
 from polygon_helpers import TRADER_FUNDS, committed_trade
 
-from pr3dict_core.config import SecretRef
+from pr3dict_core.config import OptionError, SecretRef
 from pr3dict_polygon.batch import BatchConfig, TxOp
 from pr3dict_polygon.settlement import (
     CtfMergeSettler,
@@ -214,6 +214,7 @@ async def test_from_config_resolves_the_key_and_the_pool(chain, monkeypatch):
     settler = CtfMergeSettler.from_config("merge", config, ctx)
     assert settler.account.address == chain.trader.address and settler.pool is chain.pool
     ctx.resolve_secret = lambda ref: "not a key"
-    with pytest.raises(SettlementError, match="not a valid private key") as info:
+    with pytest.raises(OptionError, match="not a valid hex private key") as info:
         CtfMergeSettler.from_config("merge", config, ctx)
+    assert info.value.key == "private_key"
     assert "not a key" not in str(info.value)

@@ -21,6 +21,7 @@ from attrs import frozen
 
 from pr3dict_core import hookimpl
 from pr3dict_core.components import BuildContext, Registrar, Venue
+from pr3dict_core.config import ref
 from pr3dict_core.model import (
     ONE,
     ZERO,
@@ -56,9 +57,9 @@ class TopOfBookComplement:
     class Config:
         """Options of a ``[detectors.<id>]`` table (besides ``type``)."""
 
-        # Ids of [venues.<id>] tables to watch. Naming the option `venues` lets
-        # `pr3dict validate` check the ids exist and `pr3dict graph` draw the edges.
-        venues: tuple[str, ...] = attrs.field(validator=attrs.validators.min_len(1))
+        # Ids of [venues.<id>] tables to watch. Declaring them with `ref` lets the
+        # loader check the ids exist (exit 78 at the key) and `pr3dict graph` draw the edges.
+        venues: tuple[str, ...] = ref("venues", validator=attrs.validators.min_len(1))
         # Shares to trade per opportunity, capped by the size at the top of both books.
         size: Decimal = attrs.field(validator=_positive)
         # Minimum edge in USDC per share, after fees.
