@@ -37,6 +37,12 @@ ERR_MARKET = "market not found"
 ERR_RATE = "Too Many Requests"
 ERR_INTERNAL = "could not run the execution"
 ERR_EXPIRATION = "invalid expiration"
+# Reported live for marketable (FOK/FAK) BUYs: py-clob-client-v2 #99, rs-clob-client #114/#261.
+ERR_MARKET_BUY_AMOUNTS = ("invalid amounts, the market buy orders maker amount supports a max "
+                          "accuracy of 2 decimals, taker amount a max of 4 decimals")
+# Reported live for limit BUYs whose amounts are too precise: py-clob-client #253, #305.
+ERR_BUY_AMOUNTS = ("invalid amounts, the buy orders maker amount supports a max accuracy of 4 "
+                   "decimals, taker amount a max of 2 decimals")
 CANCEL_DONE = "already canceled or matched"
 CANCEL_UNKNOWN = "order not found"
 

@@ -188,20 +188,41 @@ class KalshiSim:
         return json_response({"exchange_active": True, "trading_active": True})
 
     def market_json(self, m: KMarket) -> dict[str, Any]:
+        """A market as GET /markets sends it: every field the official SDK's ``Market``
+        model requires (kalshi_python_sync 3.x), cents and ``_dollars`` twins, ``_fp`` counts."""
         bids, asks = self.engine.book(m.ticker, 1)
         yb = bids[0].price if bids else ZERO
         ya = asks[0].price if asks else ONE
+        fills = [f for f in self.fills if f.order.market is m]
+        volume = sum((f.count for f in fills if f.is_taker), ZERO)
+        last = fills[-1].yes_price if fills else ZERO
+        far, opened = "2099-01-01T00:00:00Z", "2025-01-01T00:00:00Z"
         return {
-            "ticker": m.ticker, "event_ticker": m.event_ticker, "title": m.title,
-            "status": "active", "market_type": "binary",
+            "ticker": m.ticker, "event_ticker": m.event_ticker, "market_type": "binary",
+            "title": m.title, "subtitle": "", "yes_sub_title": m.title, "no_sub_title": m.title,
+            "created_time": opened, "open_time": opened, "close_time": far,
+            "expected_expiration_time": far, "expiration_time": far,
+            "latest_expiration_time": far, "settlement_timer_seconds": 300,
+            "status": "active", "response_price_units": "usd_cent",
             "yes_bid": int(yb * 100), "yes_ask": int(ya * 100),
             "no_bid": int((ONE - ya) * 100), "no_ask": int((ONE - yb) * 100),
             "yes_bid_dollars": kp.dollars(yb), "yes_ask_dollars": kp.dollars(ya),
             "no_bid_dollars": kp.dollars(ONE - ya), "no_ask_dollars": kp.dollars(ONE - yb),
+            "last_price": int(last * 100), "last_price_dollars": kp.dollars(last),
+            "volume": int(volume), "volume_fp": kp.count_fp(volume),
+            "volume_24h": int(volume), "volume_24h_fp": kp.count_fp(volume),
+            "result": "", "can_close_early": True,
+            "open_interest": int(volume), "open_interest_fp": kp.count_fp(volume),
             "notional_value": 100, "notional_value_dollars": "1.0000",
-            "tick_size": int(m.tick * 100), "price_level_structure": "linear_cent",
-            "fractional_trading_enabled": False, "result": "",
-            "close_time": "2099-01-01T00:00:00Z", "expiration_time": "2099-01-01T00:00:00Z",
+            "previous_yes_bid": 0, "previous_yes_bid_dollars": "0.0000",
+            "previous_yes_ask": 0, "previous_yes_ask_dollars": "0.0000",
+            "previous_price": 0, "previous_price_dollars": "0.0000",
+            "liquidity": 0, "liquidity_dollars": "0.0000", "expiration_value": "",
+            "category": "", "risk_limit_cents": 0, "tick_size": int(m.tick * 100),
+            "rules_primary": m.title, "rules_secondary": "",
+            "price_level_structure": "linear_cent",
+            "price_ranges": [{"start": "0.0000", "end": "1.0000", "step": kp.dollars(m.tick)}],
+            "fractional_trading_enabled": False,
         }
 
     async def list_markets(self, request: web.Request) -> web.Response:
@@ -243,8 +264,9 @@ class KalshiSim:
             "orderbook": {
                 "yes": [[int(p * 100), int(s)] for p, s in yes],
                 "no": [[int(p * 100), int(s)] for p, s in no],
-                "yes_dollars": [[kp.dollars(p), int(s)] for p, s in yes],
-                "no_dollars": [[kp.dollars(p), int(s)] for p, s in no]},
+                # dollar levels are [price, count] strings (the SDK's Orderbook model)
+                "yes_dollars": [[kp.dollars(p), str(int(s))] for p, s in yes],
+                "no_dollars": [[kp.dollars(p), str(int(s))] for p, s in no]},
             "orderbook_fp": {
                 "yes_dollars": [[kp.dollars(p), kp.count_fp(s)] for p, s in yes],
                 "no_dollars": [[kp.dollars(p), kp.count_fp(s)] for p, s in no]},
@@ -275,10 +297,18 @@ class KalshiSim:
                 continue
             fees = sum((f.fee for f in self.fills if f.order.account is account
                         and f.order.market.ticker == ticker), ZERO)
+            mine = [f for f in self.fills if f.order.account is account
+                    and f.order.market.ticker == ticker]
+            traded = sum((f.count * (f.yes_price if f.order.side == "yes" else ONE - f.yes_price)
+                          for f in mine), ZERO)
             items.append({"ticker": ticker, "position": int(q), "position_fp": kp.count_fp(q),
                           "market_exposure": 0, "market_exposure_dollars": "0.0000",
-                          "realized_pnl": 0, "fees_paid": int(fees * 100),
-                          "fees_paid_dollars": kp.dollars(fees), "total_traded": 0,
+                          "total_traded": int(traded * 100),
+                          "total_traded_dollars": kp.dollars(traded),
+                          "realized_pnl": 0, "realized_pnl_dollars": "0.0000",
+                          "last_updated_ts": _iso(mine[-1].ts_ms) if mine else None,
+                          "fees_paid": int(fees * 100),
+                          "fees_paid_dollars": kp.dollars(fees),
                           "resting_orders_count": sum(
                               1 for o in self.orders.values() if o.account is account
                               and o.market.ticker == ticker and o.status == "resting")})
@@ -652,6 +682,9 @@ class KalshiSim:
             "yes_price_fixed": kp.dollars(f.yes_price),
             "no_price_fixed": kp.dollars(ONE - f.yes_price),
             "yes_price_dollars": kp.dollars(f.yes_price), "is_taker": f.is_taker,
+            # deprecated in the SDK ("use yes_price or no_price"); its unit is not
+            # documented: the simulator sends the fill's own side's price in dollars
+            "price": float(f.yes_price if o.side == "yes" else ONE - f.yes_price),
             "fee_cost": kp.dollars(f.fee), "created_time": _iso(f.ts_ms), "ts": f.ts_ms // 1000,
         }
 

@@ -107,6 +107,7 @@ class PTrade:
     match_time: int
     status: str = "MATCHED"
     updated: int = 0
+    tx_hash: str = ""  # set once MINED: the settlement transaction (py-clob-client-v2 waits)
 
 
 class PolymarketSim:
@@ -161,7 +162,13 @@ class PolymarketSim:
     def add_routes(self, app: web.Application) -> None:
         r = app.router
         for path, handler in (
-            ("/time", self.time), ("/version", self.version), ("/ok", self.ok),
+            ("/", self.ok), ("/time", self.time), ("/version", self.version), ("/ok", self.ok),
+            ("/simplified-markets", self.list_simplified), ("/sampling-markets", self.list_markets),
+            ("/sampling-simplified-markets", self.list_simplified),
+            ("/markets-by-token/{token_id}", self.market_by_token),
+            ("/auth/api-keys", self.api_keys),
+            ("/auth/ban-status/closed-only", self.closed_only),
+            ("/notifications", self.notifications),
             ("/book", self.book), ("/tick-size", self.tick_size), ("/neg-risk", self.neg_risk),
             ("/fee-rate", self.fee_rate), ("/midpoint", self.midpoint), ("/price", self.price),
             ("/spread", self.spread), ("/last-trade-price", self.last_trade_price),
@@ -175,6 +182,12 @@ class PolymarketSim:
         ):
             r.add_get(path, handler)
         r.add_post("/books", self.books)
+        r.add_post("/midpoints", self.midpoints)
+        r.add_post("/prices", self.prices)
+        r.add_post("/spreads", self.spreads)
+        r.add_post("/last-trades-prices", self.last_trades_prices)
+        r.add_delete("/notifications", self.drop_notifications)
+        r.add_delete("/auth/api-key", self.delete_api_key)
         r.add_post("/auth/api-key", self.create_api_key)
         r.add_post("/order", self.post_order)
         r.add_post("/orders", self.post_orders)
@@ -241,6 +254,47 @@ class PolymarketSim:
                 out.append(self.book_json(market, token))
         return json_response(out)
 
+    async def _book_params(self, request: web.Request) -> list[tuple[str, str]]:
+        """``[{"token_id", "side"?}]`` bodies of the batch price endpoints (max 500)."""
+        try:
+            items = json.loads(await request.text())
+            out = [(str(i["token_id"]), str(i.get("side", ""))) for i in items]
+        except (ValueError, TypeError, KeyError, AttributeError):
+            raise http_error(400, {"error": "Invalid payload"}) from None
+        if len(out) > 500:
+            raise http_error(400, {"error": "Too many token ids, max allowed: 500"})
+        return [(t, side) for t, side in out if t in self.by_token]
+
+    async def midpoints(self, request: web.Request) -> web.Response:
+        out = {}
+        for token, _ in await self._book_params(request):
+            bid, ask = self._best(token)
+            if bid is not None and ask is not None:
+                out[token] = pm.dec((bid + ask) / 2)
+        return json_response(out)
+
+    async def prices(self, request: web.Request) -> web.Response:
+        out: dict[str, dict[str, str]] = {}
+        for token, side in await self._book_params(request):
+            bid, ask = self._best(token)
+            for s in ((side,) if side in ("BUY", "SELL") else ("BUY", "SELL")):
+                value = bid if s == "BUY" else ask
+                if value is not None:
+                    out.setdefault(token, {})[s] = pm.dec(value)
+        return json_response(out)
+
+    async def spreads(self, request: web.Request) -> web.Response:
+        out = {}
+        for token, _ in await self._book_params(request):
+            bid, ask = self._best(token)
+            if bid is not None and ask is not None:
+                out[token] = pm.dec(ask - bid)
+        return json_response(out)
+
+    async def last_trades_prices(self, request: web.Request) -> web.Response:
+        return json_response([dict(self._last_trade(self.by_token[t], t), token_id=t)
+                              for t, _ in await self._book_params(request)])
+
     async def tick_size(self, request: web.Request) -> web.Response:
         market, _ = self._token(request)
         return json_response({"minimum_tick_size": float(market.tick)})
@@ -270,8 +324,9 @@ class PolymarketSim:
         if side not in ("BUY", "SELL"):
             raise http_error(400, {"error": "Invalid side"})
         bid, ask = self._best(token)
-        # BUY: what a buyer pays (the best ask); SELL: what a seller gets (the best bid)
-        value = ask if side == "BUY" else bid
+        # the live CLOB answers the best bid for BUY and the best ask for SELL (the side of
+        # the book's resting orders; py-clob-client PR #78)
+        value = bid if side == "BUY" else ask
         if value is None:
             raise http_error(404, {"error": pm.ERR_NO_BOOK})
         return json_response({"price": pm.dec(value)})
@@ -284,15 +339,31 @@ class PolymarketSim:
         return json_response({"spread": pm.dec(ask - bid)})
 
     async def last_trade_price(self, request: web.Request) -> web.Response:
-        market, _ = self._token(request)
-        return json_response({"price": pm.dec(market.last_trade) if market.last_trade else "0"})
+        market, token = self._token(request)
+        return json_response(self._last_trade(market, token))
+
+    def _last_trade(self, market: PMarket, token: str) -> dict[str, Any]:
+        """``{"price", "side"}`` of the token's last trade (docs: get-last-trade-price)."""
+        for t in reversed(self.trade_log):
+            if t.token == token:
+                return {"price": pm.dec(t.price), "side": t.side}
+        return {"price": "0.5", "side": ""}
+
+    def token_price(self, token: str) -> float:
+        """A token's price in ``/markets``: the book's midpoint, else its last trade."""
+        bid, ask = self._best(token)
+        if bid is not None and ask is not None:
+            return float((bid + ask) / 2)  # a JSON number on the wire, as the CLOB sends it
+        return float(self._last_trade(self.by_token[token], token)["price"])
+
+    def tokens_json(self, m: PMarket) -> list[dict[str, Any]]:
+        return [{"token_id": t, "outcome": o, "price": self.token_price(t), "winner": False}
+                for t, o in ((m.yes, "Yes"), (m.no, "No"))]
 
     def market_json(self, m: PMarket) -> dict[str, Any]:
         return {
             "condition_id": m.condition_id, "question_id": m.question_id, "question": m.title,
-            "market_slug": m.id,
-            "tokens": [{"token_id": m.yes, "outcome": "Yes", "price": 0.5, "winner": False},
-                       {"token_id": m.no, "outcome": "No", "price": 0.5, "winner": False}],
+            "market_slug": m.id, "tokens": self.tokens_json(m),
             "minimum_order_size": float(m.min_size), "minimum_tick_size": float(m.tick),
             "neg_risk": m.neg_risk, "neg_risk_market_id": m.neg_risk_market_id,
             "neg_risk_request_id": "", "accepting_orders": True, "active": True,
@@ -301,20 +372,25 @@ class PolymarketSim:
             "end_date_iso": "", "tags": [], "rewards": None,
         }
 
+    def simplified_json(self, m: PMarket) -> dict[str, Any]:
+        return {"condition_id": m.condition_id, "tokens": self.tokens_json(m), "rewards": None,
+                "active": True, "closed": False, "archived": False, "accepting_orders": True}
+
     async def list_markets(self, request: web.Request) -> web.Response:
-        try:
-            start = pm.offset(request.query.get("next_cursor"))
-        except ValueError:
-            raise http_error(400, {"error": "invalid next_cursor"}) from None
-        if start < 0:
-            return json_response({"data": [], "next_cursor": pm.END_CURSOR, "limit": 0,
-                                  "count": 0})
-        page = self.markets[start:start + self.page_size]
-        nxt = start + len(page)
-        return json_response({
-            "data": [self.market_json(m) for m in page],
-            "next_cursor": pm.cursor(nxt) if nxt < len(self.markets) else pm.END_CURSOR,
-            "limit": self.page_size, "count": len(page)})
+        """``/markets`` and ``/sampling-markets`` (every simulated market is "sampling")."""
+        return self._page(request, [self.market_json(m) for m in self.markets])
+
+    async def list_simplified(self, request: web.Request) -> web.Response:
+        return self._page(request, [self.simplified_json(m) for m in self.markets])
+
+    async def market_by_token(self, request: web.Request) -> web.Response:
+        """The market of one token (py-clob-client-v2 resolves a token's condition with it;
+        beyond ``condition_id`` the live shape is not documented)."""
+        m = self.by_token.get(request.match_info["token_id"])
+        if m is None:
+            raise http_error(404, {"error": pm.ERR_MARKET})
+        return json_response({"condition_id": m.condition_id, "primary_token_id": m.yes,
+                              "secondary_token_id": m.no})
 
     def _market(self, request: web.Request) -> PMarket:
         market = self.by_condition.get(request.match_info["condition_id"])
@@ -381,6 +457,30 @@ class PolymarketSim:
                               "passphrase": c.passphrase})
 
     derive_api_key = create_api_key
+
+    async def api_keys(self, request: web.Request) -> web.Response:
+        creds = self._l2(request, "")
+        return json_response({"apiKeys": [c.api_key for c in self.creds.values()
+                                          if c.account is creds.account]})
+
+    async def delete_api_key(self, request: web.Request) -> web.Response:
+        creds = self._l2(request, "")
+        self.creds.pop(creds.api_key, None)
+        return json_response("OK")
+
+    async def closed_only(self, request: web.Request) -> web.Response:
+        """Accounts are never restricted to closing positions in the simulator."""
+        self._l2(request, "")
+        return json_response({"closed_only": False})
+
+    async def notifications(self, request: web.Request) -> web.Response:
+        """No notifications are generated (the live venue sends e.g. order-fill notices)."""
+        self._l2(request, "")
+        return json_response([])
+
+    async def drop_notifications(self, request: web.Request) -> web.Response:
+        self._l2(request, "")
+        return json_response("OK")
 
     def _l2(self, request: web.Request, body: str) -> Creds:
         h = request.headers
@@ -475,10 +575,20 @@ class PolymarketSim:
         if order_id in self.orders:
             raise http_error(400, {"error": pm.err_duplicate(order_id)})
         tick = market.tick
-        if price % tick or not tick <= price <= 1 - tick:
-            raise http_error(400, {"error": pm.err_tick(order_id, price, tick)})
-        if size % pm.SIZE_STEP:
-            raise http_error(400, {"error": pm.ERR_PAYLOAD})
+        if order_type in ("FOK", "FAK") and side == "BUY":
+            # A market BUY signs dollars (maker, 2 decimals) for shares (taker, <= 4
+            # decimals): its implied price is off tick and the venue takes it (clob-client
+            # PR #61); more precise amounts are refused (py-clob-client-v2 #99, rs #114).
+            if maker_amount % 10_000 or taker_amount % 100:
+                raise http_error(400, {"error": pm.ERR_MARKET_BUY_AMOUNTS})
+            if not tick <= price <= 1 - tick:
+                raise http_error(400, {"error": pm.err_tick(order_id, price, tick)})
+        else:
+            if price % tick or not tick <= price <= 1 - tick:
+                raise http_error(400, {"error": pm.err_tick(order_id, price, tick)})
+            if size % pm.SIZE_STEP:
+                raise http_error(400, {"error": pm.ERR_BUY_AMOUNTS if side == "BUY"
+                                       else pm.ERR_PAYLOAD})
         if size < market.min_size:
             raise http_error(400, {"error": pm.err_size(order_id, size, market.min_size)})
         post_only = bool(item.get("postOnly", False))
@@ -547,9 +657,11 @@ class PolymarketSim:
                "FAK": TimeInForce.FAK}[order.order_type]
         self._matches.clear()
         try:
+            # an off-tick market BUY price matches exactly like the tick below it
+            limit = order.price - order.price % order.market.tick
             ack = self.engine.submit(order.account.name, order.id, order.token,
                                      Side.BUY if order.side == "BUY" else Side.SELL,
-                                     order.price, order.size, tif, post_only=order.post_only,
+                                     limit, order.size, tif, post_only=order.post_only,
                                      timestamp=time.time())
         except InvalidOrder as exc:  # validated above; a safety net
             raise http_error(400, {"error": f"order {order.id} is invalid. {exc.message}"}
@@ -658,6 +770,8 @@ class PolymarketSim:
             return
         trade.status = status
         trade.updated = int(time.time())
+        if status == "MINED":
+            trade.tx_hash = "0x" + hashlib.sha256(f"tx/{trade.id}".encode()).hexdigest()
         if status == "FAILED":
             self._reverse(trade)
         self._push_trade(trade)
@@ -835,7 +949,7 @@ class PolymarketSim:
             "market": o.market.condition_id, "asset_id": o.token, "side": o.side,
             "original_size": pm.dec(o.size), "size_matched": pm.dec(o.filled),
             "price": pm.dec(o.price), "outcome": o.outcome,
-            "associate_trades": list(o.trades) or None, "created_at": o.created,
+            "associate_trades": list(o.trades) or None, "created_at": str(o.created),
             "expiration": str(o.expiration), "order_type": o.order_type,
         }
 
@@ -889,7 +1003,8 @@ class PolymarketSim:
             "price": pm.dec(t.price), "status": t.status, "match_time": str(t.match_time),
             "last_update": str(t.updated), "outcome": "Yes" if t.token == t.market.yes else "No",
             "bucket_index": 0, "owner": t.taker.owner if t.taker else "",
-            "maker_address": t.taker.maker if t.taker else "", "transaction_hash": "",
+            "maker_address": t.taker.maker if t.taker else "",
+            "transaction_hash": t.tx_hash,
             "trader_side": "TAKER" if mine_taker else "MAKER", "maker_orders": maker_entries,
         }
 

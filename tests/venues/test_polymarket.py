@@ -136,14 +136,20 @@ async def test_simulator_error_replies_are_the_venues(poly, sim):
     """What the venue answers when a client skips the checks the connector makes."""
     m = poly.markets()[0]
     address = poly.signer.address
-    # a price off the tick, signed correctly
+    # a limit price off the tick, signed correctly
     poly._signed.clear()
-    _, body = poly.build_order(req("e1", m.yes, price="0.50"))
+    _, body = poly.build_order(req("e1", m.yes, price="0.50", tif=TimeInForce.GTC))
     body["order"]["makerAmount"] = str(int(D("10") * D("0.505") * pm.UNIT))
     body["order"]["signature"] = poly.signer.sign_digest(poly._domain(m).digest(body["order"]))
     status, reply = await _post(sim, poly._creds, address, body)
     oid = poly._domain(m).order_id(body["order"])
     assert (status, reply) == (400, {"error": pm.err_tick(oid, D("0.505"), D("0.01"))})
+    # a market (FAK) BUY paying $3.1563: more than 2 decimals of dollars
+    _, body = poly.build_order(req("e1b", m.yes, price="0.50"))
+    body["order"]["makerAmount"], body["order"]["takerAmount"] = "3156300", "6312600"
+    body["order"]["signature"] = poly.signer.sign_digest(poly._domain(m).digest(body["order"]))
+    status, reply = await _post(sim, poly._creds, address, body)
+    assert (status, reply) == (400, {"error": pm.ERR_MARKET_BUY_AMOUNTS})
     # a tampered order: the recovered signer is someone else
     _, body = poly.build_order(req("e2", m.yes))
     body["order"]["takerAmount"] = "20000000"

@@ -1,0 +1,92 @@
+"""Drive ``pr3dict sim`` with Kalshi's official Python SDK (kalshi_python_sync), unmodified.
+
+Usage: python kalshi_sdk.py API_URL KEY_ID PRIVATE_KEY_PEM_FILE TICKER
+"""
+
+from __future__ import annotations
+
+import sys
+import uuid
+
+from common import Run, main
+from kalshi_python_sync import Configuration, KalshiClient
+
+URL, KEY_ID, PEM, TICKER = sys.argv[1:5]
+
+
+def body(run: Run) -> None:
+    v = run.values
+    config = Configuration(host=URL)
+    config.api_key_id = KEY_ID
+    with open(PEM) as f:
+        config.private_key_pem = f.read()
+    client = KalshiClient(config)
+    status = run.call("get_exchange_status", client.get_exchange_status)
+    v["trading_active"] = status.trading_active if status else None
+    markets = run.call("get_markets", lambda: client.get_markets(limit=100))
+    v["tickers"] = [m.ticker for m in markets.markets] if markets else []
+    market = run.call("get_market", lambda: client.get_market(TICKER))
+    if market:
+        v["market"] = {"yes_bid_dollars": market.market.yes_bid_dollars,
+                       "yes_ask_dollars": market.market.yes_ask_dollars}
+    book = run.call("get_market_orderbook", lambda: client.get_market_orderbook(TICKER))
+    if book:
+        v["book"] = {"yes": book.orderbook.yes_dollars, "no": book.orderbook.no_dollars}
+    bal = run.call("get_balance", client.get_balance)
+    v["balance_start"] = bal.balance if bal else None
+
+    def order(**kw):
+        kw.setdefault("client_order_id", str(uuid.uuid4()))
+        return client.create_order(ticker=TICKER, **kw)
+
+    # a resting limit order (YES bid below the ask), then one that takes the ask (IOC)
+    rest = run.call("create_order limit", lambda: order(side="yes", action="buy", count=3,
+                                                        type="limit", yes_price=30))
+    v["rest"] = rest.order.status if rest else None
+    take = run.call("create_order IOC", lambda: order(
+        side="yes", action="buy", count=4, type="limit", yes_price_dollars="0.4200",
+        time_in_force="immediate_or_cancel"))
+    if take:
+        v["take"] = {"status": take.order.status, "fill_count": take.order.fill_count,
+                     "taker_fill_cost": take.order.taker_fill_cost,
+                     "taker_fees": take.order.taker_fees}
+    fok = run.call("create_order FOK NO", lambda: order(
+        side="no", action="buy", count=2, type="limit", no_price=62,
+        time_in_force="fill_or_kill"))
+    v["fok"] = fok.order.status if fok else None
+    sell = run.call("create_order sell", lambda: order(
+        side="yes", action="sell", count=1, type="limit", yes_price=38,
+        time_in_force="immediate_or_cancel"))
+    v["sell"] = sell.order.status if sell else None
+    batch = run.call("batch_create_orders", lambda: client.batch_create_orders(orders=[
+        {"ticker": TICKER, "side": "yes", "action": "buy", "count": 1, "type": "limit",
+         "yes_price": 20, "client_order_id": str(uuid.uuid4())},
+        {"ticker": TICKER, "side": "no", "action": "buy", "count": 1, "type": "limit",
+         "no_price": 20, "client_order_id": str(uuid.uuid4())}]))
+    batch_ids = [o.order.order_id for o in batch.orders if o.order] if batch else []
+    v["batch_ids"] = batch_ids
+    if rest:
+        got = run.call("get_order", lambda: client.get_order(rest.order.order_id))
+        v["get_order"] = got.order.status if got else None
+    orders = run.call("get_orders", lambda: client.get_orders(ticker=TICKER, status="resting"))
+    v["resting"] = len(orders.orders) if orders else None
+    fills = run.call("get_fills", lambda: client.get_fills(ticker=TICKER))
+    if fills:
+        v["fills"] = [{"count": f.count, "yes_price": f.yes_price, "side": f.side,
+                       "action": f.action, "is_taker": f.is_taker} for f in fills.fills]
+    positions = run.call("get_positions", lambda: client.get_positions(ticker=TICKER))
+    if positions:
+        v["positions"] = [{"ticker": p.ticker, "position": p.position,
+                           "fees_paid": p.fees_paid} for p in positions.market_positions]
+    bal = run.call("get_balance after", client.get_balance)
+    v["balance_end"] = bal.balance if bal else None
+    if rest:
+        cancel = run.call("cancel_order", lambda: client.cancel_order(rest.order.order_id))
+        v["cancel"] = cancel.order.status if cancel else None
+    if batch_ids:
+        run.call("batch_cancel_orders", lambda: client.batch_cancel_orders(ids=batch_ids))
+    orders = client.get_orders(ticker=TICKER, status="resting")
+    v["resting_after_cancels"] = len(orders.orders)
+
+
+main(body)

@@ -1,0 +1,185 @@
+"""Conformance: the venues' own official clients, unmodified, against ``pr3dict sim``.
+
+py-clob-client (V1 orders), py-clob-client-v2 and Kalshi's SDK (kalshi_python_sync) run in
+their own virtual environment (``.venv-conformance/`` in the repository root, made once and
+reused while tests/venues/official/requirements.txt is unchanged). Each driver in
+tests/venues/official/ calls every venue endpoint its client maps that the simulator serves
+and prints JSON; the tests check that every call succeeded and the values a live venue
+would give (fills matched with their trades, balances moved by price and fee).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import subprocess
+import sys
+import venv
+from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
+
+import pytest
+from venue_fixtures import REPO
+
+OFFICIAL = Path(__file__).parent / "official"
+VENV = REPO / ".venv-conformance"
+PR3DICT = Path(sys.executable).parent / "pr3dict"
+KALSHI_KEY_ID = "00000000-0000-4000-8000-00000000517e"
+KALSHI_PEM = REPO / "pipelines" / "keys" / "TEST-ONLY-sim-kalshi.pem"
+# TEST-ONLY wallets: the sim registers any wallet that passes L1 auth (default balance 1000)
+V1_KEY = "0x" + "21" * 32
+V2_KEY = "0x" + "32" * 32
+D = Decimal
+
+
+@pytest.fixture(scope="session")
+def conformance_python() -> Path:
+    """The official clients' interpreter; (re)made only when the requirements change."""
+    requirements = (OFFICIAL / "requirements.txt").read_text()
+    python = VENV / "bin" / "python"
+    marker = VENV / "pr3dict-requirements.txt"
+    VENV.parent.mkdir(exist_ok=True)
+    with open(REPO / ".venv-conformance.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # two test runs must not build it at once
+        if python.exists() and marker.exists() and marker.read_text() == requirements:
+            return python
+        venv.EnvBuilder(clear=True, with_pip=True).create(VENV)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                        "-r", str(OFFICIAL / "requirements.txt")], check=True, timeout=900)
+        marker.write_text(requirements)  # only after a complete install
+    return python
+
+
+@pytest.fixture(scope="module")
+def sim_url():
+    """``pr3dict sim`` in its own process on a free loopback port."""
+    proc = subprocess.Popen([str(PR3DICT), "sim", str(OFFICIAL / "scenario.toml"), "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first = proc.stdout.readline()
+        assert first.startswith("pr3dict sim: listening on http://127.0.0.1:"), \
+            first + proc.stderr.read()
+        yield first.split()[-1]
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def driven(conformance_python, sim_url):
+    """Run the three drivers at once (each on its own market and account)."""
+    commands = {
+        "v1": ["pm_v1.py", sim_url, V1_KEY, "v1-market"],
+        "v2": ["pm_v2.py", sim_url, V2_KEY, "v2-market"],
+        "kalshi": ["kalshi_sdk.py", f"{sim_url}/trade-api/v2", KALSHI_KEY_ID, str(KALSHI_PEM),
+                   "KALSHI-MARKET"],
+    }
+    procs = {name: subprocess.Popen([str(conformance_python), *args], cwd=OFFICIAL,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for name, args in commands.items()}
+    out = {}
+    for name, proc in procs.items():
+        stdout, stderr = proc.communicate(timeout=120)
+        assert proc.returncode == 0 and stdout.strip(), f"{name} driver failed:\n{stderr}"
+        out[name] = json.loads(stdout.strip().splitlines()[-1])
+        assert "crash" not in out[name]["values"], out[name]["values"]["crash"]
+    return out
+
+
+def failed(result) -> dict[str, str]:
+    return {name: why for name, why in result["calls"].items() if why != "ok"}
+
+
+def pm_fee(size: Decimal, price: Decimal, bps: int) -> Decimal:
+    """Polymarket's taker fee (docs: fees): size x rate x p x (1 - p), to 5 decimals."""
+    raw = size * D(bps) / 10000 * price * (1 - price)
+    return raw.quantize(D("0.00001"), rounding=ROUND_HALF_UP)
+
+
+def check_polymarket(result) -> None:
+    assert failed(result) == {}
+    v = result["values"]
+    # the scenario's static YES book: bids 0.60/0.59/0.58, asks 0.64/0.65/0.66, 100 each
+    assert v["tick"] == "0.01" and v["neg_risk"] is False and v["fee_rate_bps"] == 200
+    assert v["mid"] == {"mid": "0.62"} and v["spread"] == {"spread": "0.04"}
+    assert v["price_buy"] == {"price": "0.6"}  # BUY answers the best bid (clob-client PR #78)
+    assert list(v["prices"].values()) == [{"BUY": "0.6", "SELL": "0.64"}]
+    assert list(v["mids"].values()) == ["0.62"] and list(v["spreads"].values()) == ["0.04"]
+    assert v["market_price_buy_10"] == 0.64
+    assert v["derive_is_stable"] and v["heartbeat_chained"]
+    assert v["closed_only"] == {"closed_only": False} and len(v["api_keys"]["apiKeys"]) == 1
+    assert v["balance_start"] == "1000000000"
+    for key in ("gtc", "gtd", "post_only"):
+        assert v[key]["success"] and v[key]["status"] == "live", v[key]
+    assert [r["status"] for r in v["batch"]] == ["live", "live"]
+    assert v["gtc_order"]["status"] == "LIVE" and v["gtc_order"]["original_size"] == "10"
+    assert len(v["open_orders"]) == 5
+
+    # a $10 market BUY: 15.625 shares at 0.64 (amounts the official builder rounded)
+    buy = v["market_buy"]
+    assert buy["status"] == "matched" and buy["makingAmount"] == "10"
+    assert buy["takingAmount"] == "15.625" and len(buy["tradeIDs"]) == 1
+    (trade,) = v["market_buy_trades"]
+    assert trade["id"] == buy["tradeIDs"][0] and trade["taker_order_id"] == buy["orderID"]
+    assert trade["status"] in ("MINED", "CONFIRMED") and trade["transaction_hash"]
+    assert (trade["size"], trade["price"], trade["trader_side"]) == ("15.625", "0.64", "TAKER")
+    fee = pm_fee(D("15.625"), D("0.64"), 200)
+    spent = (D(v["balance_start"]) - D(v["balance_after_buy"])) / 10**6
+    assert spent == D(10) + fee
+    assert v["yes_after_buy"] == "15625000"
+    sell = v["market_sell"]  # 5 shares sold into the 0.60 bid
+    assert sell["status"] == "matched" and (sell["makingAmount"], sell["takingAmount"]) == \
+        ("5", "3")
+    fok = v["limit_fok"]
+    assert fok["status"] == "matched" and (fok["takingAmount"], fok["makingAmount"]) == \
+        ("5", "3.2")
+    end = D(v["balance_start"]) / 10**6 - 10 - fee + 3 - pm_fee(D(5), D("0.6"), 200) \
+        - D("3.2") - pm_fee(D(5), D("0.64"), 200)
+    assert D(v["balance_end"]) / 10**6 == end
+
+    assert v["cancel"]["canceled"] == [v["gtc"]["orderID"]]
+    assert v["cancel_orders"]["canceled"] == [v["gtd"]["orderID"]]
+    assert len(v["cancel_market"]["canceled"]) == 1  # the NO bid of the batch
+    assert len(v["cancel_all"]["canceled"]) == 2
+    assert v["open_after_cancels"] == []
+
+
+def test_py_clob_client_v1_against_the_sim(driven):
+    check_polymarket(driven["v1"])
+    assert len(driven["v1"]["calls"]) >= 45
+
+
+def test_py_clob_client_v2_against_the_sim(driven):
+    result = driven["v2"]
+    check_polymarket(result)
+    assert len(result["calls"]) >= 48
+    v = result["values"]
+    assert v["version"] == 2 and v["book_hash_matches"]
+    # the trade's settlement hash comes back in the reply (the client polls for it)
+    assert v["market_buy"]["transactionsHashes"] == [v["market_buy_trades"][0]["transaction_hash"]]
+    prices = {t["outcome"]: t["price"] for t in v["market_tokens"]}
+    assert prices == {"Yes": 0.62, "No": 0.38}  # /markets shows the books' midpoints
+
+
+def test_kalshi_sdk_against_the_sim(driven):
+    result = driven["kalshi"]
+    assert failed(result) == {}
+    v = result["values"]
+    assert v["trading_active"] and "KALSHI-MARKET" in v["tickers"]
+    # the scenario's static YES book: bids 0.36-0.38, asks 0.42-0.44 (NO bids 0.56-0.58)
+    assert v["market"] == {"yes_bid_dollars": "0.3800", "yes_ask_dollars": "0.4200"}
+    assert v["book"]["yes"][-1] == ["0.3800", "200"] and v["book"]["no"][-1] == ["0.5800", "200"]
+    assert v["rest"] == "resting" and v["get_order"] == "resting"
+    assert v["take"] == {"status": "executed", "fill_count": 4, "taker_fill_cost": 168,
+                         "taker_fees": 7}
+    assert v["fok"] == "executed" and v["sell"] == "executed" and len(v["batch_ids"]) == 2
+    assert v["resting"] == 3
+    assert v["fills"] == [
+        {"count": 1, "yes_price": 38, "side": "yes", "action": "sell", "is_taker": True},
+        {"count": 2, "yes_price": 38, "side": "no", "action": "buy", "is_taker": True},
+        {"count": 4, "yes_price": 42, "side": "yes", "action": "buy", "is_taker": True}]
+    # 4 YES bought, 1 sold, 2 NO bought: +1 YES, and 2 YES/NO pairs paid out $1 each
+    assert v["positions"] == [{"ticker": "KALSHI-MARKET", "position": 1, "fees_paid": 13}]
+    cents = -4 * 42 - 2 * 62 + 38 + 2 * 100 - 13  # fees: 7 + 4 + 2, rounded up per fill
+    assert v["balance_end"] - v["balance_start"] == cents
+    assert v["cancel"] == "canceled" and v["resting_after_cancels"] == 0
