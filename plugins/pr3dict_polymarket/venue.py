@@ -455,13 +455,26 @@ class PolymarketVenue(ConnectorBase):
 
     def build_order(self, request: OrderRequest, *, post_only: bool = False
                     ) -> tuple[str, dict[str, Any]]:
-        """The signed order body and its id (the EIP-712 hash), cached by client order id."""
+        """The signed order body and its id (the EIP-712 hash), cached by client order id.
+
+        A FOK/FAK BUY is signed as the venue wants a market BUY (``pm.market_buy_amounts``):
+        it may buy slightly fewer shares than ``request.size`` (at most 0.01 / price + 0.0001
+        fewer, none when size x price is whole cents); its record carries that size.
+        """
         cached = self._signed.get(request.client_order_id)
         if cached is not None:
             return cached
         market = self.check(request)
         side = "BUY" if request.side is Side.BUY else "SELL"
-        maker_amount, taker_amount = pm.amounts(side, request.price, request.size)
+        size = request.size
+        if side == "BUY" and request.time_in_force is not TimeInForce.GTC:
+            maker_amount, taker_amount = pm.market_buy_amounts(request.price, request.size)
+            if maker_amount < pm.UNIT:
+                raise OrderRejected(f"venue {self.id}: a marketable BUY needs at least $1 "
+                                    f"(got ${Decimal(maker_amount) / pm.UNIT})")
+            size = Decimal(taker_amount) / pm.UNIT
+        else:
+            maker_amount, taker_amount = pm.amounts(side, request.price, request.size)
         salt = int.from_bytes(hashlib.sha256(request.client_order_id.encode()).digest()[:6],
                               "big")
         order: dict[str, Any] = {"salt": salt, "maker": self.maker,
@@ -494,7 +507,7 @@ class PolymarketVenue(ConnectorBase):
         self._signed[request.client_order_id] = (order_id, body)
         if request.client_order_id not in self.records:
             rec = OrderRecord(request.client_order_id, order_id, request.instrument,
-                              request.side, request.price, request.size, market.market_id)
+                              request.side, request.price, size, market.market_id)
             self.records[request.client_order_id] = rec
             self.by_venue_id[order_id] = rec
         return order_id, body

@@ -376,3 +376,36 @@ async def test_auto_registered_second_wallet_trades_against_us(poly, sim):
     assert ack.filled == D(10) and ack.fills[0].price == D("0.53")
     await until(lambda: pushed and pushed[-1].filled == D(10))
     await other.close()
+
+
+def test_market_buy_amounts_are_the_official_builders_and_the_venues():
+    """FOK/FAK BUYs: dollars to the cent, shares to 4 decimals, as py-clob-client-v2 builds
+    a market BUY; 1501 sizes 5.00-20.00 at 0.63 (the limit rounding broke 1485 of them)."""
+    from py_clob_client_v2.order_builder.builder import ROUNDING_CONFIG, OrderBuilder
+    from py_clob_client_v2.order_builder.constants import BUY
+
+    official = object.__new__(OrderBuilder)
+    price = D("0.63")
+    for cents in range(500, 2001):
+        size = D(cents) / 100
+        maker, taker = pm.market_buy_amounts(price, size)
+        assert maker % 10_000 == 0 and taker % 100 == 0  # what the venue accepts
+        # (+1e-9: the official builder floors floats, and 4.02 * 100 is 401.999...)
+        dollars = float((size * price).quantize(D("0.01"), rounding="ROUND_DOWN")) + 1e-9
+        _, o_maker, o_taker = official.get_market_order_amounts(BUY, dollars, 0.63,
+                                                                ROUNDING_CONFIG["0.01"])
+        assert (maker, taker) == (int(o_maker), int(o_taker))
+        shares = D(taker) / pm.UNIT
+        assert size - D("0.01") / price - D("0.0001") <= shares <= size
+        assert price <= D(maker) / D(taker) < price + D("0.01")
+
+
+async def test_fak_buy_of_uneven_dollars_fills_the_representable_size(poly, sim):
+    m = poly.markets()[0]
+    pm_book(sim, m.yes, asks=[("0.63", 50)])
+    pm_book(sim, m.no, bids=[])
+    ack = await poly.place_order(req("odd", m.yes, price="0.63", size="5.02"))
+    assert ack.status is OrderStatus.FILLED and ack.filled == D("5.0158")
+    assert sum(f.size * f.price for f in ack.fills) == D("5.0158") * D("0.63")
+    _, body = poly.build_order(req("odd", m.yes, price="0.63", size="5.02"))
+    assert (body["order"]["makerAmount"], body["order"]["takerAmount"]) == ("3160000", "5015800")
