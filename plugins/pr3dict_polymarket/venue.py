@@ -308,7 +308,10 @@ class PolymarketVenue(ConnectorBase):
             kind = event.get("event_type")
             if kind == "book":
                 self._apply_book(event)
+                self._set_rules(str(event["asset_id"]), event.get("tick_size"),
+                                event.get("min_order_size"))
             elif kind == "price_change":
+                best: dict[str, tuple[Decimal | None, Decimal | None]] = {}
                 for change in event.get("price_changes", []):
                     token = str(change["asset_id"])
                     local = self.books.get(token)
@@ -316,10 +319,35 @@ class PolymarketVenue(ConnectorBase):
                         continue
                     local.set_level(change["side"] == "BUY", Decimal(change["price"]),
                                     Decimal(change["size"]))
+                    best[token] = (_opt_dec(change.get("best_bid")),
+                                   _opt_dec(change.get("best_ask")))
                     self.mark_changed(token)
+                # the venue's best bid/ask after the event: levels beyond them are stale
+                for token, (bid, ask) in best.items():
+                    if self.books[token].trim(bid, ask):
+                        log.info("venue %s: dropped stale levels of %s beyond %s/%s",
+                                 self.id, token, bid, ask)
             elif kind == "tick_size_change":
-                log.warning("venue %s: tick size of %s changed to %s", self.id,
-                            event.get("asset_id"), event.get("new_tick_size"))
+                self._set_rules(str(event["asset_id"]), event.get("new_tick_size"), None)
+
+    def _set_rules(self, token: str, tick: Any, min_size: Any) -> None:
+        """A new tick size (``tick_size_change``, book snapshots) or minimum order size
+        (book snapshots): the pre-send ``check`` uses them from now on."""
+        market = self.market_of(token)
+        if market is None:
+            return
+        new_tick = Decimal(str(tick)) if tick not in (None, "") else market.tick_size
+        new_min = Decimal(str(min_size)) if min_size not in (None, "") else market.min_size
+        if (new_tick, new_min) == (market.tick_size, market.min_size):
+            return
+        if not (ZERO < new_tick < ONE and new_min > ZERO):
+            log.warning("venue %s: ignored tick %s / min size %s for %s", self.id, tick,
+                        min_size, token)
+            return
+        log.warning("venue %s: %s tick size %s -> %s, min size %s -> %s", self.id,
+                    market.market_id, market.tick_size, new_tick, market.min_size, new_min)
+        updated = attrs.evolve(market, tick_size=new_tick, min_size=new_min)
+        self.set_markets([updated if m is market else m for m in self._markets])
 
     async def _connect_user(self) -> aiohttp.ClientWebSocketResponse:
         assert self.http.session is not None
@@ -714,3 +742,7 @@ class PolymarketVenue(ConnectorBase):
                                         Decimal(m["matched_amount"])))
             cursor = page.get("next_cursor") or pm.END_CURSOR
         return out
+
+
+def _opt_dec(value: Any) -> Decimal | None:
+    return Decimal(str(value)) if value not in (None, "") else None

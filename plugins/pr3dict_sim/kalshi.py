@@ -44,6 +44,11 @@ class KMarket:
     title: str
     tick: Decimal
 
+    @property
+    def market_id(self) -> str:
+        """The market's UUID, which websocket book messages carry beside the ticker."""
+        return str(uuid.uuid5(uuid.NAMESPACE_URL, f"pr3dict-sim/kalshi/{self.ticker}"))
+
 
 @attrs.define(eq=False)
 class KOrder:
@@ -756,16 +761,17 @@ class KalshiSim:
                     self.hub.send(ws, {"type": "orderbook_delta", "sid": st["book_sid"],
                                        "seq": st["seq"], "msg": {
                                            "market_ticker": m.ticker,
+                                           "market_id": m.market_id,
                                            "price_dollars": kp.dollars(price),
                                            "delta_fp": kp.count_fp(d), "side": side,
-                                           "ts_ms": now_ms()}})
+                                           "ts": _iso(now_ms()), "ts_ms": now_ms()}})
 
     def _snapshot(self, ws: web.WebSocketResponse, st: dict[str, Any], ticker: str) -> None:
         m = self.by_ticker[ticker]
         yes, no = self._published.get(ticker) or tuple(map(dict, self.book_sides(m)))
         st["seq"] += 1
         self.hub.send(ws, {"type": "orderbook_snapshot", "sid": st["book_sid"], "seq": st["seq"],
-                           "msg": {"market_ticker": ticker,
+                           "msg": {"market_ticker": ticker, "market_id": m.market_id,
                                    "yes_dollars_fp": [[kp.dollars(p), kp.count_fp(s)]
                                                       for p, s in sorted(yes.items())],
                                    "no_dollars_fp": [[kp.dollars(p), kp.count_fp(s)]

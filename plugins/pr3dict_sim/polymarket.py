@@ -949,7 +949,7 @@ class PolymarketSim:
             "market": o.market.condition_id, "asset_id": o.token, "side": o.side,
             "original_size": pm.dec(o.size), "size_matched": pm.dec(o.filled),
             "price": pm.dec(o.price), "outcome": o.outcome,
-            "associate_trades": list(o.trades) or None, "created_at": str(o.created),
+            "associate_trades": list(o.trades) or None, "created_at": o.created,
             "expiration": str(o.expiration), "order_type": o.order_type,
         }
 
@@ -1067,10 +1067,39 @@ class PolymarketSim:
 
     # ------------------------------------------------------------------ websockets
 
+    def set_tick(self, market: PMarket, tick: Decimal) -> None:
+        """Change a market's tick size and tell the market websocket (``tick_size_change``)."""
+        old = market.tick
+        if tick == old:
+            return
+        market.tick = tick
+        for token in (market.yes, market.no):
+            self.engine.add_instrument(token, tick_size=tick, min_size=market.min_size)
+        ts = str(now_ms())
+        for ws, assets in self.market_hub.sockets.items():
+            for token in (market.yes, market.no):
+                if token in assets:
+                    self.market_hub.send(ws, {
+                        "event_type": "tick_size_change", "asset_id": token,
+                        "market": market.condition_id, "old_tick_size": pm.dec(old),
+                        "new_tick_size": pm.dec(tick), "timestamp": ts})
+
+    def _auto_tick(self, m: PMarket) -> None:
+        """The CLOB narrows a market's tick from 0.01 to 0.001 once its book trades beyond
+        0.96 or below 0.04 (Polymarket docs: tick_size_change); whether and when it widens
+        back is not documented: the simulator widens when the book is back inside."""
+        if self.spec.tick_size != Decimal("0.01"):
+            return
+        bid, ask = self._best(m.yes)
+        extreme = any(p is not None and not Decimal("0.04") <= p <= Decimal("0.96")
+                      for p in (bid, ask))
+        self.set_tick(m, Decimal("0.001") if extreme else self.spec.tick_size)
+
     def publish_books(self) -> None:
         """Send price_change events for every level that changed since the last publish."""
         changes: dict[str, list[dict[str, Any]]] = {}
         for m in self.markets:
+            self._auto_tick(m)
             for token in (m.yes, m.no):
                 seq = self.engine.sequence(token)
                 if self._published_seq.get(token) == seq:
@@ -1082,14 +1111,16 @@ class PolymarketSim:
                 self._published[token] = new
                 best_bid = pm.dec(bids[0].price) if bids else "0"
                 best_ask = pm.dec(asks[0].price) if asks else "1"
+                # each level carries the hash of the token's book after the change
+                book_hash = self.book_json(m, token)["hash"]
                 for idx, side in ((0, "BUY"), (1, "SELL")):
-                    for price in set(old[idx]) | set(new[idx]):
+                    for price in sorted(set(old[idx]) | set(new[idx])):
                         size = new[idx].get(price, ZERO)
                         if old[idx].get(price) != size:
                             changes.setdefault(m.condition_id, []).append({
                                 "asset_id": token, "price": pm.dec(price), "side": side,
-                                "size": pm.dec(size), "hash": "", "best_bid": best_bid,
-                                "best_ask": best_ask})
+                                "size": pm.dec(size), "hash": book_hash,
+                                "best_bid": best_bid, "best_ask": best_ask})
         if not changes or not self.market_hub.sockets:
             return
         ts = str(now_ms())
@@ -1166,8 +1197,10 @@ class PolymarketSim:
     def _push_order(self, order: POrder, kind: str) -> None:
         if not self.user_hub.sockets:
             return
+        # REST gives created_at as a number, the user channel as a string (live captures)
         payload = dict(self.order_json(order), event_type="order", type=kind,
-                       order_owner=order.owner, timestamp=str(now_ms()))
+                       order_owner=order.owner, timestamp=str(now_ms()),
+                       created_at=str(order.created))
         if kind == "CANCELLATION" and order.status == "CANCELED" and not order.filled \
                 and order.order_type == "FOK":
             payload["status"] = "CANCELED_" + pm.ERR_FOK

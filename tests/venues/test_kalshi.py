@@ -3,7 +3,6 @@ as two books, idempotent client order ids, error shapes and faults."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from decimal import Decimal
@@ -208,8 +207,8 @@ async def test_websocket_drop_reconnects(make_sim):
     sim = await make_sim(clock=True, step_ms=20, faults=SimFaultSpec(ws_drop_every_s=0.1))
     venue = kalshi_venue(sim)
     await venue.start()
-    await asyncio.sleep(0.35)
-    assert venue.ws_connects >= 3
+    await until(lambda: venue.ws_connects >= 3, timeout=5)
+    assert venue.ws_reconnects["feed"] >= 2
     bids, _ = sim.kalshi.engine.book("M2")
     await until(lambda: venue.book("M2:yes").bids == bids)
     await venue.close()

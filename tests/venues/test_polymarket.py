@@ -317,8 +317,8 @@ async def test_dropped_websockets_reconnect_and_resync(make_sim):
     pushed = []
     venue.subscribe_orders(pushed.append)
     await venue.place_order(req("ws1", m.yes, price="0.45", size="10", tif=TimeInForce.GTC))
-    await asyncio.sleep(0.35)
-    assert venue.ws_connects >= 4  # two feeds, reconnected at least once each
+    # two feeds, reconnected at least once each
+    await until(lambda: venue.ws_connects >= 4 and len(venue.ws_reconnects) == 2, timeout=5)
     pm_book(sim, m.yes, asks=[("0.44", 10)])
     await until(lambda: venue.book(m.yes).bids == () or pushed)
     await until(lambda: (pushed and pushed[-1].filled == D(10)) or
