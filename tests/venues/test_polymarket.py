@@ -409,3 +409,16 @@ async def test_fak_buy_of_uneven_dollars_fills_the_representable_size(poly, sim)
     assert sum(f.size * f.price for f in ack.fills) == D("5.0158") * D("0.63")
     _, body = poly.build_order(req("odd", m.yes, price="0.63", size="5.02"))
     assert (body["order"]["makerAmount"], body["order"]["takerAmount"]) == ("3160000", "5015800")
+
+
+async def test_sim_narrows_the_tick_near_the_extremes_and_the_connector_follows(poly, sim):
+    m = poly.markets()[0]
+    pm_book(sim, m.no, bids=[], asks=[])
+    pm_book(sim, m.yes, bids=[("0.97", 10)], asks=[("0.98", 10)])
+    await until(lambda: poly.market_of(m.yes).tick_size == D("0.001"))
+    ack = await poly.place_order(req("fine", m.yes, price="0.975", size="10",
+                                     tif=TimeInForce.GTC))
+    assert ack.status is OrderStatus.OPEN
+    await poly.cancel_order("fine")
+    pm_book(sim, m.yes, bids=[("0.50", 10)], asks=[("0.52", 10)])
+    await until(lambda: poly.market_of(m.yes).tick_size == D("0.01"))
