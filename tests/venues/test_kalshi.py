@@ -212,3 +212,29 @@ async def test_websocket_drop_reconnects(make_sim):
     bids, _ = sim.kalshi.engine.book("M2")
     await until(lambda: venue.book("M2:yes").bids == bids)
     await venue.close()
+
+
+async def test_legacy_order_endpoints_gone(make_sim):
+    """Kalshi retires POST /portfolio/orders: the default V2 connector does not notice; a
+    legacy-configured one gets each order refused, nothing crashes. (What status the live
+    venue will answer is not announced: the simulator answers as for a route it does not
+    serve, 405 where the path has other methods.)"""
+    sim = await make_sim(kalshi_legacy_orders=False)
+    venue = kalshi_venue(sim)
+    await venue.start()
+    k_book(sim, "M1", bids=[("0.45", 50)], asks=[("0.52", 50)])
+    ack = await venue.place_order(req("v1", "M1:yes", price="0.55", size="3"))
+    assert ack.status is OrderStatus.FILLED
+    results = await venue.place_orders([
+        req("v2", "M1:yes", price="0.30", size="2", tif=TimeInForce.GTC),
+        req("v3", "M1:no", price="0.30", size="2", tif=TimeInForce.GTC)])
+    assert [r.status for r in results] == [OrderStatus.OPEN] * 2
+    assert [a.status for a in await venue.cancel_orders(["v2", "v3"])] == \
+        [OrderStatus.CANCELLED] * 2
+    assert (await venue.get_order("v1")).filled == D(3)
+    await venue.close()
+    legacy = kalshi_venue(sim, api="legacy")
+    await legacy.start()
+    with pytest.raises(OrderRejected, match="405"):
+        await legacy.place_order(req("l1", "M1:yes", price="0.55", size="3"))
+    await legacy.close()
