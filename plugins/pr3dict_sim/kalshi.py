@@ -128,6 +128,10 @@ class KalshiSim:
     def add_routes(self, app: web.Application) -> None:
         r = app.router
         r.add_get(P + "/exchange/status", self.status)
+        r.add_get(P + "/exchange/user_data_timestamp", self.user_data_timestamp)
+        r.add_get(P + "/markets/trades", self.trades)
+        r.add_get(P + "/portfolio/settlements", self.settlements)
+        r.add_get(P + "/portfolio/summary/total_resting_order_value", self.resting_value)
         r.add_get(P + "/markets", self.list_markets)
         r.add_get(P + "/markets/{ticker}", self.get_market)
         r.add_get(P + "/markets/{ticker}/orderbook", self.orderbook)
@@ -192,6 +196,41 @@ class KalshiSim:
 
     async def status(self, request: web.Request) -> web.Response:
         return json_response({"exchange_active": True, "trading_active": True})
+
+    async def user_data_timestamp(self, request: web.Request) -> web.Response:
+        """The simulator's portfolio data is never stale: now."""
+        await self._read_auth(request)
+        return json_response({"as_of_time": _iso(now_ms())})
+
+    async def trades(self, request: web.Request) -> web.Response:
+        """Public trades (one per match, newest first), optionally for one ticker."""
+        ticker = request.query.get("ticker")
+        seen: set[str] = set()
+        items = []
+        for f in reversed(self.fills):
+            if f.trade_id in seen or (ticker and f.order.market.ticker != ticker):
+                continue
+            seen.add(f.trade_id)
+            taker_side = f.order.side if f.is_taker else ("no" if f.order.side == "yes"
+                                                          else "yes")
+            items.append({
+                "trade_id": f.trade_id, "ticker": f.order.market.ticker,
+                "price": float(f.yes_price), "count": int(f.count),
+                "count_fp": kp.count_fp(f.count), "yes_price": int(f.yes_price * 100),
+                "no_price": int((ONE - f.yes_price) * 100),
+                "yes_price_dollars": kp.dollars(f.yes_price),
+                "no_price_dollars": kp.dollars(ONE - f.yes_price), "taker_side": taker_side,
+                "created_time": _iso(f.ts_ms)})
+        return self._page(request, items, "trades")
+
+    async def settlements(self, request: web.Request) -> web.Response:
+        """Simulated markets never settle: always an empty page."""
+        await self._read_auth(request)
+        return json_response({"settlements": [], "cursor": ""})
+
+    async def resting_value(self, request: web.Request) -> web.Response:
+        account = await self._read_auth(request)
+        return json_response({"total_resting_order_value": int(self._reserved(account) * 100)})
 
     def market_json(self, m: KMarket) -> dict[str, Any]:
         """A market as GET /markets sends it: every field the official SDK's ``Market``

@@ -173,13 +173,18 @@ def test_kalshi_sdk_against_the_sim(driven):
     assert v["take"] == {"status": "executed", "fill_count": 4, "taker_fill_cost": 168,
                          "taker_fees": 7}
     assert v["fok"] == "executed" and v["sell"] == "executed" and len(v["batch_ids"]) == 2
+    assert v["market_order"] == "executed"
     assert v["resting"] == 3
     assert v["fills"] == [
         {"count": 1, "yes_price": 38, "side": "yes", "action": "sell", "is_taker": True},
+        {"count": 1, "yes_price": 42, "side": "yes", "action": "buy", "is_taker": True},
         {"count": 2, "yes_price": 38, "side": "no", "action": "buy", "is_taker": True},
         {"count": 4, "yes_price": 42, "side": "yes", "action": "buy", "is_taker": True}]
-    # 4 YES bought, 1 sold, 2 NO bought: +1 YES, and 2 YES/NO pairs paid out $1 each
-    assert v["positions"] == [{"ticker": "KALSHI-MARKET", "position": 1, "fees_paid": 13}]
-    cents = -4 * 42 - 2 * 62 + 38 + 2 * 100 - 13  # fees: 7 + 4 + 2, rounded up per fill
+    assert v["public_trades"] == 4
+    # 5 YES bought, 1 sold, 2 NO bought: +2 YES, and 2 YES/NO pairs paid out $1 each
+    assert v["positions"] == [{"ticker": "KALSHI-MARKET", "position": 2, "fees_paid": 15}]
+    cents = -4 * 42 - 2 * 62 - 42 + 38 + 2 * 100 - 15  # fees 7 + 4 + 2 + 2, up per fill
     assert v["balance_end"] - v["balance_start"] == cents
+    # resting: 3 YES at 0.30 and 1 at 0.20; the NO bid would only close YES held (no cost)
+    assert v["resting_value"] == 3 * 30 + 20
     assert v["cancel"] == "canceled" and v["resting_after_cancels"] == 0

@@ -54,6 +54,8 @@ def body(run: Run) -> None:
         side="no", action="buy", count=2, type="limit", no_price=62,
         time_in_force="fill_or_kill"))
     v["fok"] = fok.order.status if fok else None
+    v["market_order"] = run.call("create_order market", lambda: order(
+        side="yes", action="buy", count=1, type="market", buy_max_cost=50)).order.status
     sell = run.call("create_order sell", lambda: order(
         side="yes", action="sell", count=1, type="limit", yes_price=38,
         time_in_force="immediate_or_cancel"))
@@ -78,6 +80,13 @@ def body(run: Run) -> None:
     if positions:
         v["positions"] = [{"ticker": p.ticker, "position": p.position,
                            "fees_paid": p.fees_paid} for p in positions.market_positions]
+    trades = run.call("get_trades", lambda: client.get_trades(ticker=TICKER))
+    v["public_trades"] = len(trades.trades) if trades else None
+    run.call("get_settlements", client.get_settlements)
+    resting_value = run.call("get_portfolio_resting_order_total_value",
+                             client.get_portfolio_resting_order_total_value)
+    v["resting_value"] = resting_value.total_resting_order_value if resting_value else None
+    run.call("get_user_data_timestamp", client.get_user_data_timestamp)
     bal = run.call("get_balance after", client.get_balance)
     v["balance_end"] = bal.balance if bal else None
     if rest:
