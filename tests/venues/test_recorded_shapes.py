@@ -121,3 +121,54 @@ async def test_kalshi_snapshot_and_deltas(kalshi):
         [("0.4", "100")], [("0.42", "4"), ("0.43", "10"), ("0.45", "60")])
     assert levels(kalshi.book(m.no)) == (
         [("0.58", "4"), ("0.57", "10"), ("0.55", "60")], [("0.6", "100")])
+
+
+@pytest.fixture
+async def canned(tmp_path):
+    """A simulator whose ``POST /order`` answers the next queued recorded reply."""
+    from aiohttp import web
+    from venue_fixtures import poly_venue, scenario
+
+    from pr3dict_sim import SimServer
+
+    queue: list[dict] = []
+
+    @web.middleware
+    async def reply(request, handler):
+        if request.method == "POST" and request.path == "/order" and queue:
+            item = queue.pop(0)
+            return web.json_response(item["body"], status=item["status"])
+        return await handler(request)
+
+    server = SimServer(scenario(tmp_path), base_dir=tmp_path, clock=False)
+    server.app.middlewares.append(reply)
+    await server.start()
+    venue = poly_venue(server)
+    await venue.start()
+    yield venue, queue
+    await venue.close()
+    await server.stop()
+
+
+@pytest.mark.parametrize("case, tif, outcome", [
+    ("matched", TimeInForce.FAK, (OrderStatus.FILLED, D(10))),
+    ("live", TimeInForce.GTC, (OrderStatus.OPEN, D(0))),
+    ("delayed", TimeInForce.FAK, "AmbiguousOutcome"),
+    ("balance", TimeInForce.FAK, "InsufficientBalance"),
+    ("market_buy_amounts", TimeInForce.FAK, "OrderRejected"),
+])
+async def test_polymarket_order_replies_of_every_status(canned, case, tif, outcome):
+    venue, queue = canned
+    m = venue.markets()[0]
+    request = OrderRequest(f"r-{case}", "poly", m.yes, Side.BUY, D("0.5"), D(10), tif)
+    order_id, _ = venue.build_order(request)
+    queue.append(load("polymarket_order_replies.json", order=order_id)[case])
+    if isinstance(outcome, str):
+        with pytest.raises(Exception) as info:
+            await venue.place_order(request)
+        assert type(info.value).__name__ == outcome
+        return
+    ack = await venue.place_order(request)
+    assert (ack.status, ack.filled) == outcome
+    if case == "matched":  # a FAK BUY of 10 at 0.5 filled for $5
+        assert sum(f.size * f.price for f in ack.fills) == D(5)
