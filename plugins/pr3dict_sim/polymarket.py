@@ -990,7 +990,9 @@ class PolymarketSim:
         maker_entries = []
         for maker, m in t.makers:
             maker_entries.append({
-                "order_id": m.maker_client_order_id,
+                # the market maker's orders get hash-shaped ids like everyone's
+                "order_id": maker.id if maker else
+                "0x" + hashlib.sha256(f"mm/{m.maker_client_order_id}".encode()).hexdigest(),
                 "owner": maker.owner if maker else "", "maker_address": maker.maker if maker
                 else "", "matched_amount": pm.dec(m.size), "price": pm.dec(m.maker_price),
                 "fee_rate_bps": "0", "asset_id": m.maker_instrument,
