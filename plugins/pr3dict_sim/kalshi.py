@@ -130,6 +130,7 @@ class KalshiSim:
         r.add_get(P + "/exchange/status", self.status)
         r.add_get(P + "/exchange/user_data_timestamp", self.user_data_timestamp)
         r.add_get(P + "/markets/trades", self.trades)
+        r.add_get(P + "/markets/orderbooks", self.orderbooks)
         r.add_get(P + "/portfolio/settlements", self.settlements)
         r.add_get(P + "/portfolio/summary/total_resting_order_value", self.resting_value)
         r.add_get(P + "/markets", self.list_markets)
@@ -211,8 +212,9 @@ class KalshiSim:
             if f.trade_id in seen or (ticker and f.order.market.ticker != ticker):
                 continue
             seen.add(f.trade_id)
-            taker_side = f.order.side if f.is_taker else ("no" if f.order.side == "yes"
-                                                          else "yes")
+            taker = f.order.book_side if f.is_taker else (
+                "ask" if f.order.book_side == "bid" else "bid")
+            taker_side = "yes" if taker == "bid" else "no"
             items.append({
                 "trade_id": f.trade_id, "ticker": f.order.market.ticker,
                 "price": float(f.yes_price), "count": int(f.count),
@@ -220,7 +222,8 @@ class KalshiSim:
                 "no_price": int((ONE - f.yes_price) * 100),
                 "yes_price_dollars": kp.dollars(f.yes_price),
                 "no_price_dollars": kp.dollars(ONE - f.yes_price), "taker_side": taker_side,
-                "created_time": _iso(f.ts_ms)})
+                "taker_outcome_side": taker_side, "taker_book_side": taker,
+                "is_block_trade": False, "created_time": _iso(f.ts_ms)})
         return self._page(request, items, "trades")
 
     async def settlements(self, request: web.Request) -> web.Response:
@@ -230,7 +233,11 @@ class KalshiSim:
 
     async def resting_value(self, request: web.Request) -> web.Response:
         account = await self._read_auth(request)
-        return json_response({"total_resting_order_value": int(self._reserved(account) * 100)})
+        cents = int(self._reserved(account) * 100)
+        return json_response({"total_resting_order_value": cents,
+                              "resting_order_value_breakdown": [
+                                  {"exchange_index": 0,
+                                   "balance": kp.dollars(Decimal(cents) / 100)}]})
 
     def market_json(self, m: KMarket) -> dict[str, Any]:
         """A market as GET /markets sends it: every field the official SDK's ``Market``
@@ -238,6 +245,8 @@ class KalshiSim:
         bids, asks = self.engine.book(m.ticker, 1)
         yb = bids[0].price if bids else ZERO
         ya = asks[0].price if asks else ONE
+        yb_size = bids[0].size if bids else ZERO
+        ya_size = asks[0].size if asks else ZERO
         fills = [f for f in self.fills if f.order.market is m]
         volume = sum((f.count for f in fills if f.is_taker), ZERO)
         last = fills[-1].yes_price if fills else ZERO
@@ -245,7 +254,9 @@ class KalshiSim:
         return {
             "ticker": m.ticker, "event_ticker": m.event_ticker, "market_type": "binary",
             "title": m.title, "subtitle": "", "yes_sub_title": m.title, "no_sub_title": m.title,
-            "created_time": opened, "open_time": opened, "close_time": far,
+            "created_time": opened, "updated_time": opened, "open_time": opened,
+            "close_time": far, "settlement_bounds_type": "default",
+            "yes_bid_size_fp": kp.count_fp(yb_size), "yes_ask_size_fp": kp.count_fp(ya_size),
             "expected_expiration_time": far, "expiration_time": far,
             "latest_expiration_time": far, "settlement_timer_seconds": 300,
             "status": "active", "response_price_units": "usd_cent",
@@ -295,6 +306,19 @@ class KalshiSim:
         yes = sorted((lv.price, lv.size) for lv in bids)
         no = sorted((ONE - lv.price, lv.size) for lv in asks)
         return yes, no
+
+    def orderbook_fp(self, m: KMarket) -> dict[str, Any]:
+        yes, no = self.book_sides(m)
+        return {"yes_dollars": [[kp.dollars(p), kp.count_fp(s)] for p, s in yes],
+                "no_dollars": [[kp.dollars(p), kp.count_fp(s)] for p, s in no]}
+
+    async def orderbooks(self, request: web.Request) -> web.Response:
+        """Several markets' books at once (``tickers`` comma separated; unknown ones left
+        out), in the ``orderbook_fp`` shape of the current SDK."""
+        wanted = [t for t in request.query.get("tickers", "").split(",") if t]
+        return json_response({"orderbooks": [
+            {"ticker": t, "orderbook_fp": self.orderbook_fp(self.by_ticker[t])}
+            for t in wanted if t in self.by_ticker]})
 
     async def orderbook(self, request: web.Request) -> web.Response:
         m = self._market(request)
@@ -351,7 +375,8 @@ class KalshiSim:
                           "total_traded": int(traded * 100),
                           "total_traded_dollars": kp.dollars(traded),
                           "realized_pnl": 0, "realized_pnl_dollars": "0.0000",
-                          "last_updated_ts": _iso(mine[-1].ts_ms) if mine else None,
+                          "last_updated_ts": _iso(mine[-1].ts_ms if mine else now_ms()),
+                          "exchange_index": 0,
                           "fees_paid": int(fees * 100),
                           "fees_paid_dollars": kp.dollars(fees),
                           "resting_orders_count": sum(
@@ -382,10 +407,12 @@ class KalshiSim:
         return {
             "order_id": o.id, "user_id": o.account.name, "client_order_id": o.client_order_id,
             "ticker": o.market.ticker, "side": o.side, "action": o.action, "type": "limit",
-            "status": o.status, "book_side": o.book_side, "outcome_side": o.side,
+            "status": o.status, "book_side": o.book_side,
+            "outcome_side": "yes" if o.book_side == "bid" else "no",
             "yes_price": int(o.price * 100), "no_price": int(no_price * 100),
             "yes_price_dollars": kp.dollars(o.price), "no_price_dollars": kp.dollars(no_price),
             "price_dollars": kp.dollars(outcome_price),
+            "exchange_index": 0,
             "fill_count": int(o.filled), "remaining_count": int(remaining),
             "initial_count": int(o.count), "fill_count_fp": kp.count_fp(o.filled),
             "remaining_count_fp": kp.count_fp(remaining), "initial_count_fp": kp.count_fp(o.count),
@@ -652,7 +679,7 @@ class KalshiSim:
         account = await self._write_auth(request)
         o, reduced = self._cancel(account, request.match_info["order_id"])
         return json_response({"order_id": o.id, "client_order_id": o.client_order_id,
-                              "reduced_by": kp.count_fp(reduced)})
+                              "reduced_by": kp.count_fp(reduced), "ts_ms": o.updated_ms})
 
     async def batch_cancel_legacy(self, request: web.Request) -> web.Response:
         account = await self._write_auth(request)
@@ -683,7 +710,8 @@ class KalshiSim:
             try:
                 o, reduced = self._cancel(account, oid)
                 out.append({"order_id": o.id, "client_order_id": o.client_order_id,
-                            "reduced_by": kp.count_fp(reduced), "error": None})
+                            "reduced_by": kp.count_fp(reduced), "ts_ms": o.updated_ms,
+                            "error": None})
             except web.HTTPException as exc:
                 out.append({"order_id": oid, "client_order_id": None, "reduced_by": "0.00",
                             "error": json.loads(exc.text or "{}").get("error")})
@@ -722,11 +750,15 @@ class KalshiSim:
             "fill_id": f.fill_id, "trade_id": f.trade_id, "order_id": o.id,
             "client_order_id": o.client_order_id, "ticker": o.market.ticker,
             "market_ticker": o.market.ticker, "side": o.side, "action": o.action,
+            # buy-yes and sell-no are YES bids: the outcome side is "yes" (K SDK Order docs)
+            "outcome_side": "yes" if o.book_side == "bid" else "no",
+            "exchange_index": 0,
             "book_side": o.book_side, "count": int(f.count), "count_fp": kp.count_fp(f.count),
             "yes_price": int(f.yes_price * 100), "no_price": int((ONE - f.yes_price) * 100),
             "yes_price_fixed": kp.dollars(f.yes_price),
             "no_price_fixed": kp.dollars(ONE - f.yes_price),
-            "yes_price_dollars": kp.dollars(f.yes_price), "is_taker": f.is_taker,
+            "yes_price_dollars": kp.dollars(f.yes_price),
+            "no_price_dollars": kp.dollars(ONE - f.yes_price), "is_taker": f.is_taker,
             # deprecated in the SDK ("use yes_price or no_price"); its unit is not
             # documented: the simulator sends the fill's own side's price in dollars
             "price": float(f.yes_price if o.side == "yes" else ONE - f.yes_price),

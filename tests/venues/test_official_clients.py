@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import os
 import subprocess
 import sys
 import venv
@@ -23,8 +24,10 @@ from venue_fixtures import REPO
 
 OFFICIAL = Path(__file__).parent / "official"
 VENV = REPO / ".venv-conformance"
+KALSHI_LATEST = VENV / "kalshi-latest"  # the newest Kalshi SDK, ahead of 3.2.0 on its path
 PR3DICT = Path(sys.executable).parent / "pr3dict"
 KALSHI_KEY_ID = "00000000-0000-4000-8000-00000000517e"
+KALSHI_LATEST_KEY_ID = "00000000-0000-4000-8000-0000000051e2"  # same TEST-ONLY key pair
 KALSHI_PEM = REPO / "pipelines" / "keys" / "TEST-ONLY-sim-kalshi.pem"
 # TEST-ONLY wallets: the sim registers any wallet that passes L1 auth (default balance 1000)
 V1_KEY = "0x" + "21" * 32
@@ -35,17 +38,20 @@ D = Decimal
 @pytest.fixture(scope="session")
 def conformance_python() -> Path:
     """The official clients' interpreter; (re)made only when the requirements change."""
-    requirements = (OFFICIAL / "requirements.txt").read_text()
+    latest = OFFICIAL / "requirements-kalshi-latest.txt"
+    requirements = (OFFICIAL / "requirements.txt").read_text() + latest.read_text()
     python = VENV / "bin" / "python"
     marker = VENV / "pr3dict-requirements.txt"
-    VENV.parent.mkdir(exist_ok=True)
     with open(REPO / ".venv-conformance.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # two test runs must not build it at once
         if python.exists() and marker.exists() and marker.read_text() == requirements:
             return python
         venv.EnvBuilder(clear=True, with_pip=True).create(VENV)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                        "-r", str(OFFICIAL / "requirements.txt")], check=True, timeout=900)
+        pip = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+        subprocess.run([*pip, "-r", str(OFFICIAL / "requirements.txt")], check=True,
+                       timeout=900)
+        subprocess.run([*pip, "--no-deps", "--ignore-requires-python", "--target",
+                        str(KALSHI_LATEST), "-r", str(latest)], check=True, timeout=900)
         marker.write_text(requirements)  # only after a complete install
     return python
 
@@ -74,7 +80,11 @@ def driven(conformance_python, sim_url):
         "kalshi": ["kalshi_sdk.py", f"{sim_url}/trade-api/v2", KALSHI_KEY_ID, str(KALSHI_PEM),
                    "KALSHI-MARKET"],
     }
+    commands["kalshi_v2"] = ["kalshi_sdk_v2.py", f"{sim_url}/trade-api/v2", KALSHI_LATEST_KEY_ID,
+                             str(KALSHI_PEM), "KALSHI-V2-MARKET"]
+    env = dict(os.environ, PYTHONPATH=str(KALSHI_LATEST))
     procs = {name: subprocess.Popen([str(conformance_python), *args], cwd=OFFICIAL,
+                                    env=env if name == "kalshi_v2" else None,
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for name, args in commands.items()}
     out = {}
@@ -188,3 +198,31 @@ def test_kalshi_sdk_against_the_sim(driven):
     # resting: 3 YES at 0.30 and 1 at 0.20; the NO bid would only close YES held (no cost)
     assert v["resting_value"] == 3 * 30 + 20
     assert v["cancel"] == "canceled" and v["resting_after_cancels"] == 0
+
+
+def test_newest_kalshi_sdk_with_v2_event_orders_against_the_sim(driven):
+    result = driven["kalshi_v2"]
+    assert failed(result) == {}
+    v = result["values"]
+    assert v["sdk"] == "3.34.0"
+    assert v["market"] == {"yes_bid_dollars": "0.3800", "yes_ask_dollars": "0.4200",
+                           "yes_ask_size_fp": "200.00"}
+    assert v["book"]["yes"][-1] == ["0.3800", "200.00"] and v["books"] == ["KALSHI-V2-MARKET"]
+    assert v["rest"] == "3.00" and v["post_only"] == "1.00" and v["get_order"] == "resting"
+    # 4 bought at the 0.42 ask; fee ceil_cent(0.07 x 4 x 0.42 x 0.58) = 0.07
+    assert v["take"] == {"fill_count": "4.00", "average_fill_price": "0.4200",
+                         "average_fee_paid": "0.0175"}
+    assert v["fok"] == "2.00" and len(v["batch_ids"]) == 2 and v["resting"] == 4
+    assert v["fills"] == [
+        {"count_fp": "2.00", "yes_price_dollars": "0.3800", "book_side": "ask",
+         "outcome_side": "no", "fee_cost": "0.0400", "is_taker": True},
+        {"count_fp": "4.00", "yes_price_dollars": "0.4200", "book_side": "bid",
+         "outcome_side": "yes", "fee_cost": "0.0700", "is_taker": True}]
+    assert v["positions"] == [{"ticker": "KALSHI-V2-MARKET", "position_fp": "2.00",
+                               "fees_paid_dollars": "0.1100"}]
+    assert v["public_trades"] == 2
+    # the ask sold 2 of the 4 YES into the 0.38 bid
+    spent = Decimal(v["balance_start"]) - Decimal(v["balance_end"])
+    assert spent == 4 * D("0.42") + D("0.07") - 2 * D("0.38") + D("0.04")
+    assert v["cancel"] == "3.00" and v["batch_cancel"] == ["1.00", "1.00"]
+    assert v["resting_after_cancels"] == 0
