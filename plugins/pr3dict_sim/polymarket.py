@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 
 MARKET_MAKER = "mm"
 VENUE = "polymarket"
+ENGINE_MIN_SIZE = Decimal("0.0001")  # the venue's size rules are checked before the engine
 
 
 @attrs.define(eq=False)
@@ -136,7 +137,7 @@ class PolymarketSim:
         self.by_token = {t: m for m in self.markets for t in (m.yes, m.no)}
         for m in self.markets:
             for t in (m.yes, m.no):
-                self.engine.add_instrument(t, tick_size=m.tick, min_size=m.min_size)
+                self.engine.add_instrument(t, tick_size=m.tick, min_size=ENGINE_MIN_SIZE)
             self.engine.pair(m.yes, m.no)
         self.process = MarketProcess(
             spec, [Market(VENUE, m.id, m.yes, m.no) for m in self.markets], spec.seed)
@@ -589,7 +590,9 @@ class PolymarketSim:
             if size % pm.SIZE_STEP:
                 raise http_error(400, {"error": pm.ERR_BUY_AMOUNTS if side == "BUY"
                                        else pm.ERR_PAYLOAD})
-        if size < market.min_size:
+        # minimum_order_size (shares) binds limit orders; a marketable BUY has the $1
+        # minimum instead (py-clob-client #301, nautilus_trader #3874)
+        if size < market.min_size and not (order_type in ("FOK", "FAK") and side == "BUY"):
             raise http_error(400, {"error": pm.err_size(order_id, size, market.min_size)})
         post_only = bool(item.get("postOnly", False))
         if post_only and order_type not in ("GTC", "GTD"):
@@ -1076,7 +1079,7 @@ class PolymarketSim:
             return
         market.tick = tick
         for token in (market.yes, market.no):
-            self.engine.add_instrument(token, tick_size=tick, min_size=market.min_size)
+            self.engine.add_instrument(token, tick_size=tick, min_size=ENGINE_MIN_SIZE)
         ts = str(now_ms())
         for ws, assets in self.market_hub.sockets.items():
             for token in (market.yes, market.no):

@@ -145,6 +145,8 @@ def check_polymarket(result) -> None:
         ("5", "3.2")
     end = D(v["balance_start"]) / 10**6 - 10 - fee + 3 - pm_fee(D(5), D("0.6"), 200) \
         - D("3.2") - pm_fee(D(5), D("0.64"), 200)
+    if "market_buy_1" in v:  # V2 also buys $1 of NO at 0.40
+        end -= 1 + pm_fee(D("2.5"), D("0.4"), 200)
     assert D(v["balance_end"]) / 10**6 == end
 
     assert v["cancel"]["canceled"] == [v["gtc"]["orderID"]]
@@ -167,6 +169,10 @@ def test_py_clob_client_v2_against_the_sim(driven):
     assert v["version"] == 2 and v["book_hash_matches"]
     # the trade's settlement hash comes back in the reply (the client polls for it)
     assert v["market_buy"]["transactionsHashes"] == [v["market_buy_trades"][0]["transaction_hash"]]
+    # a $1 market BUY of NO (best ask 0.40): 2.5 shares, under the 5-share limit minimum
+    small = v["market_buy_1"]
+    assert (small["status"], small["makingAmount"], small["takingAmount"]) == \
+        ("matched", "1", "2.5")
     prices = {t["outcome"]: t["price"] for t in v["market_tokens"]}
     assert prices == {"Yes": 0.62, "No": 0.38}  # /markets shows the books' midpoints
 

@@ -115,6 +115,9 @@ def body(run: Run) -> None:
         client.create_and_post_market_order(
             MarketOrderArgsV2(token_id=yes, amount=10, side="BUY"), order_type=OrderType.FOK)))
     v["balance_after_buy"] = client.get_balance_allowance(collateral).get("balance")
+    v["market_buy_1"] = run.call("create_and_post_market_order BUY $1 FAK", lambda: (
+        client.create_and_post_market_order(
+            MarketOrderArgsV2(token_id=no, amount=1, side="BUY"), order_type=OrderType.FAK)))
     v["yes_after_buy"] = client.get_balance_allowance(BalanceAllowanceParams(
         asset_type=AssetType.CONDITIONAL, token_id=yes)).get("balance")
     v["market_sell"] = run.call("create_and_post_market_order SELL FAK", lambda: (
