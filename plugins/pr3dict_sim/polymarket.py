@@ -169,7 +169,7 @@ class PolymarketSim:
             ("/markets-by-token/{token_id}", self.market_by_token),
             ("/auth/api-keys", self.api_keys),
             ("/auth/ban-status/closed-only", self.closed_only),
-            ("/notifications", self.notifications),
+            ("/notifications", self.notifications), ("/order-scoring", self.order_scoring),
             ("/book", self.book), ("/tick-size", self.tick_size), ("/neg-risk", self.neg_risk),
             ("/fee-rate", self.fee_rate), ("/midpoint", self.midpoint), ("/price", self.price),
             ("/spread", self.spread), ("/last-trade-price", self.last_trade_price),
@@ -188,6 +188,7 @@ class PolymarketSim:
         r.add_post("/spreads", self.spreads)
         r.add_post("/last-trades-prices", self.last_trades_prices)
         r.add_delete("/notifications", self.drop_notifications)
+        r.add_post("/orders-scoring", self.orders_scoring)
         r.add_delete("/auth/api-key", self.delete_api_key)
         r.add_post("/auth/api-key", self.create_api_key)
         r.add_post("/order", self.post_order)
@@ -478,6 +479,20 @@ class PolymarketSim:
         """No notifications are generated (the live venue sends e.g. order-fill notices)."""
         self._l2(request, "")
         return json_response([])
+
+    async def order_scoring(self, request: web.Request) -> web.Response:
+        """Whether an order earns liquidity rewards: the simulator runs no rewards program."""
+        self._l2(request, "")
+        return json_response({"scoring": False})
+
+    async def orders_scoring(self, request: web.Request) -> web.Response:
+        body = await request.text()
+        self._l2(request, body)
+        try:
+            ids = [str(i) for i in json.loads(body)]
+        except (ValueError, TypeError):
+            raise http_error(400, {"error": "Invalid payload"}) from None
+        return json_response({i: False for i in ids})
 
     async def drop_notifications(self, request: web.Request) -> web.Response:
         self._l2(request, "")

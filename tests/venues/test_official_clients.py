@@ -124,6 +124,8 @@ def check_polymarket(result) -> None:
     assert [r["status"] for r in v["batch"]] == ["live", "live"]
     assert v["gtc_order"]["status"] == "LIVE" and v["gtc_order"]["original_size"] == "10"
     assert len(v["open_orders"]) == 5
+    assert v["scoring"] == {"scoring": False}  # no rewards program in the simulator
+    assert v["scorings"] == {v["gtc"]["orderID"]: False}
 
     # a $10 market BUY: 15.625 shares at 0.64 (amounts the official builder rounded)
     buy = v["market_buy"]

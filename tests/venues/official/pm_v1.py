@@ -18,6 +18,8 @@ from py_clob_client.clob_types import (
     MarketOrderArgs,
     OpenOrderParams,
     OrderArgs,
+    OrderScoringParams,
+    OrdersScoringParams,
     OrderType,
     PostOrdersArgs,
     TradeParams,
@@ -96,6 +98,10 @@ def body(run: Run) -> None:
                                                      side="BUY")), OrderType.GTC)]))
     if gtc:
         v["gtc_order"] = run.call("get_order", lambda: client.get_order(gtc["orderID"]))
+        v["scoring"] = run.call("is_order_scoring", lambda: client.is_order_scoring(
+            OrderScoringParams(gtc["orderID"])))
+        v["scorings"] = run.call("are_orders_scoring", lambda: client.are_orders_scoring(
+            OrdersScoringParams([gtc["orderID"]])))
     v["open_orders"] = run.call("get_orders", lambda: client.get_orders(
         OpenOrderParams(market=cid)))
 

@@ -20,6 +20,8 @@ from py_clob_client_v2.clob_types import (
     OrderArgsV2,
     OrderMarketCancelParams,
     OrderPayload,
+    OrderScoringParams,
+    OrdersScoringParams,
     OrderType,
     PostOrdersV2Args,
     TradeParams,
@@ -107,6 +109,10 @@ def body(run: Run) -> None:
     v["batch"] = batch
     if gtc:
         v["gtc_order"] = run.call("get_order", lambda: client.get_order(gtc["orderID"]))
+        v["scoring"] = run.call("is_order_scoring", lambda: client.is_order_scoring(
+            OrderScoringParams(gtc["orderID"])))
+        v["scorings"] = run.call("are_orders_scoring", lambda: client.are_orders_scoring(
+            OrdersScoringParams([gtc["orderID"]])))
     v["open_orders"] = run.call("get_open_orders", lambda: client.get_open_orders(
         OpenOrderParams(market=cid)))
 
