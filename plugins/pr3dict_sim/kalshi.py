@@ -146,6 +146,8 @@ class KalshiSim:
             r.add_delete(P + "/portfolio/orders/batched", self.batch_cancel_legacy)
             r.add_post(P + "/portfolio/orders", self.create_legacy)
             r.add_delete(P + "/portfolio/orders/{order_id}", self.cancel_legacy)
+            r.add_post(P + "/portfolio/orders/{order_id}/decrease", self.decrease_legacy)
+        r.add_post(P + "/portfolio/events/orders/{order_id}/decrease", self.decrease_v2)
         r.add_post(P + "/portfolio/events/orders/batched", self.batch_create_v2)
         r.add_delete(P + "/portfolio/events/orders/batched", self.batch_cancel_v2)
         r.add_post(P + "/portfolio/events/orders", self.create_v2)
@@ -668,6 +670,46 @@ class KalshiSim:
         self._push_order(o)
         self.publish_books()
         return o, reduced
+
+    async def _decrease(self, request: web.Request) -> KOrder:
+        """Decrease a resting order by ``reduce_by`` or to ``reduce_to`` (exactly one; K
+        docs "Decrease Order"): it keeps its place in the queue; to zero it is cancelled."""
+        account = await self._write_auth(request)
+        body = await self._json(request)
+        o = self.orders.get(request.match_info["order_id"])
+        if o is None or o.account is not account:
+            raise kerr(404, kp.NOT_FOUND, "order not found")
+        if not isinstance(body, dict) or (body.get("reduce_by") is None) == \
+                (body.get("reduce_to") is None):
+            raise kerr(400, kp.INVALID_ORDER, "exactly one of reduce_by or reduce_to")
+        try:
+            remaining = o.count - o.filled
+            by = Decimal(str(body["reduce_by"])) if body.get("reduce_by") is not None \
+                else remaining - Decimal(str(body["reduce_to"]))
+        except (InvalidOperation, ValueError):
+            raise kerr(400, kp.INVALID_ORDER, "invalid reduce_by or reduce_to") from None
+        if o.status != "resting":
+            raise kerr(404, kp.NOT_FOUND, "order is not resting")
+        if not by.is_finite() or by < 0 or by % 1:
+            raise kerr(400, kp.INVALID_ORDER, "invalid reduce_by or reduce_to")
+        by = min(by, remaining)
+        self.engine.decrease(account.name, o.id, by)
+        o.count -= by
+        if o.count <= o.filled:
+            o.status = "canceled"
+        o.updated_ms = now_ms()
+        self._push_order(o)
+        self.publish_books()
+        return o
+
+    async def decrease_legacy(self, request: web.Request) -> web.Response:
+        return json_response({"order": self.order_json(await self._decrease(request))})
+
+    async def decrease_v2(self, request: web.Request) -> web.Response:
+        o = await self._decrease(request)
+        remaining = o.count - o.filled if o.status == "resting" else ZERO
+        return json_response({"order_id": o.id, "client_order_id": o.client_order_id,
+                              "remaining_count": kp.count_fp(remaining), "ts_ms": o.updated_ms})
 
     async def cancel_legacy(self, request: web.Request) -> web.Response:
         account = await self._write_auth(request)

@@ -68,6 +68,9 @@ def body(run: Run) -> None:
     batch_ids = [o.order.order_id for o in batch.orders if o.order] if batch else []
     v["batch_ids"] = batch_ids
     if rest:
+        dec = run.call("decrease_order", lambda: client.decrease_order(rest.order.order_id,
+                                                                       reduce_by=1))
+        v["decreased"] = dec.order.remaining_count if dec else None
         got = run.call("get_order", lambda: client.get_order(rest.order.order_id))
         v["get_order"] = got.order.status if got else None
     orders = run.call("get_orders", lambda: client.get_orders(ticker=TICKER, status="resting"))

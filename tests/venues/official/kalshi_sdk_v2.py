@@ -73,6 +73,9 @@ def body(run: Run) -> None:
     batch_ids = [o.order_id for o in batch.orders if o.order_id] if batch else []
     v["batch_ids"] = batch_ids
     if rest:
+        dec = run.call("decrease_order_v2", lambda: client.decrease_order_v2(
+            rest.order_id, reduce_to="2.00"))
+        v["decreased"] = dec.remaining_count if dec else None
         got = run.call("get_order", lambda: client.get_order(rest.order_id))
         v["get_order"] = got.order.status if got else None
     orders = run.call("get_orders", lambda: client.get_orders(ticker=TICKER, status="resting"))
