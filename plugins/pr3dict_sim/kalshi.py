@@ -72,6 +72,7 @@ class KOrder:
     taker_fees: Decimal = ZERO
     maker_fees: Decimal = ZERO
     updated_ms: int = 0
+    engine_id: str = ""  # the order's id in the matching engine (a new one after an amend)
 
 
 @attrs.define(eq=False)
@@ -114,6 +115,7 @@ class KalshiSim:
         self._quoted: dict[str, tuple[object, int]] = {}
         self.orders: dict[str, KOrder] = {}
         self.by_client: dict[tuple[str, str], KOrder] = {}
+        self._amended: dict[str, str] = {}  # engine id of an amended order -> its order id
         self.fills: list[KFill] = []
         self.maker_fees_paid: dict[str, Decimal] = {}
         self.hub = Hub()
@@ -147,6 +149,8 @@ class KalshiSim:
             r.add_post(P + "/portfolio/orders", self.create_legacy)
             r.add_delete(P + "/portfolio/orders/{order_id}", self.cancel_legacy)
             r.add_post(P + "/portfolio/orders/{order_id}/decrease", self.decrease_legacy)
+            r.add_post(P + "/portfolio/orders/{order_id}/amend", self.amend_legacy)
+        r.add_post(P + "/portfolio/events/orders/{order_id}/amend", self.amend_v2)
         r.add_post(P + "/portfolio/events/orders/{order_id}/decrease", self.decrease_v2)
         r.add_post(P + "/portfolio/events/orders/batched", self.batch_create_v2)
         r.add_delete(P + "/portfolio/events/orders/batched", self.batch_cancel_v2)
@@ -529,7 +533,8 @@ class KalshiSim:
                "fill_or_kill": TimeInForce.FOK}[o.tif]
         self._matches.clear()
         try:
-            ack = self.engine.submit(o.account.name, o.id, o.market.ticker,
+            o.engine_id = o.engine_id or o.id
+            ack = self.engine.submit(o.account.name, o.engine_id, o.market.ticker,
                                      Side.BUY if o.book_side == "bid" else Side.SELL, o.price,
                                      o.count, tif, post_only=o.post_only, timestamp=time.time())
         except InvalidOrder as exc:
@@ -561,7 +566,7 @@ class KalshiSim:
             trade_id = str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
             for is_taker, cid, fee in ((True, m.taker_client_order_id, m.taker_fee),
                                        (False, m.maker_client_order_id, None)):
-                order = self.orders.get(cid)
+                order = self.orders.get(self._amended.get(cid, cid))
                 if order is None:
                     continue  # the market maker's side
                 if fee is None:
@@ -663,7 +668,7 @@ class KalshiSim:
             raise kerr(404, kp.NOT_FOUND, "order not found")
         if o.status != "resting":
             raise kerr(404, kp.NOT_FOUND, "order is not resting")
-        self.engine.cancel(account.name, o.id)
+        self.engine.cancel(account.name, o.engine_id)
         reduced = o.count - o.filled
         o.status = "canceled"
         o.updated_ms = now_ms()
@@ -693,7 +698,7 @@ class KalshiSim:
         if not by.is_finite() or by < 0 or by % 1:
             raise kerr(400, kp.INVALID_ORDER, "invalid reduce_by or reduce_to")
         by = min(by, remaining)
-        self.engine.decrease(account.name, o.id, by)
+        self.engine.decrease(account.name, o.engine_id, by)
         o.count -= by
         if o.count <= o.filled:
             o.status = "canceled"
@@ -701,6 +706,76 @@ class KalshiSim:
         self._push_order(o)
         self.publish_books()
         return o
+
+    async def _amend(self, request: web.Request, v2: bool) -> tuple[dict[str, Any], KOrder]:
+        """Amend a resting order's price and/or total count (filled + to rest; K docs "Amend
+        Order"): it keeps its id, leaves the queue and is matched again at the new price."""
+        account = await self._write_auth(request)
+        body = await self._json(request)
+        o = self.orders.get(request.match_info["order_id"])
+        if o is None or o.account is not account:
+            raise kerr(404, kp.NOT_FOUND, "order not found")
+        if not isinstance(body, dict) or body.get("ticker") != o.market.ticker:
+            raise kerr(400, kp.INVALID_ORDER, "ticker does not match the order")
+        try:
+            if v2:
+                if body.get("side") != o.book_side:
+                    raise kerr(400, kp.INVALID_ORDER, "side does not match the order")
+                price, count = Decimal(str(body["price"])), Decimal(str(body["count"]))
+            else:
+                if (body.get("side"), body.get("action")) != (o.side, o.action):
+                    raise kerr(400, kp.INVALID_ORDER, "side/action do not match the order")
+                count = Decimal(str(body.get("count", o.count)))
+                price = o.price
+                if "yes_price" in body:
+                    price = Decimal(int(body["yes_price"])) / 100
+                elif "no_price" in body:
+                    price = ONE - Decimal(int(body["no_price"])) / 100
+                elif "yes_price_dollars" in body:
+                    price = Decimal(str(body["yes_price_dollars"]))
+                elif "no_price_dollars" in body:
+                    price = ONE - Decimal(str(body["no_price_dollars"]))
+        except (KeyError, InvalidOperation, ValueError, TypeError):
+            raise kerr(400, kp.INVALID_ORDER, "invalid price or count") from None
+        if o.status != "resting":
+            raise kerr(404, kp.NOT_FOUND, "order is not resting")
+        m = o.market
+        if not price.is_finite() or price % m.tick or not m.tick <= price <= ONE - m.tick:
+            raise kerr(400, kp.INVALID_PRICE,
+                       f"price {price} is not a valid price for this market (tick {m.tick})")
+        if not count.is_finite() or count % 1 or count <= o.filled:
+            raise kerr(400, kp.INVALID_ORDER, "count must be whole and above the filled count")
+        old = self.order_json(o)
+        new_cid = str(body.get("updated_client_order_id") or "")
+        if new_cid and new_cid != o.client_order_id:
+            if (account.name, new_cid) in self.by_client:
+                raise kerr(409, kp.DUPLICATE, "an order with this client_order_id already exists")
+            self.by_client.pop((account.name, o.client_order_id), None)
+            o.client_order_id = new_cid
+            self.by_client[(account.name, new_cid)] = o
+        self.engine.cancel(account.name, o.engine_id)
+        o.engine_id = f"{o.id}#{uuid.UUID(int=self._rng.getrandbits(128), version=4)}"
+        self._amended[o.engine_id] = o.id
+        o.price, o.count = price, count
+        self._matches.clear()
+        ack = self.engine.submit(account.name, o.engine_id, m.ticker,
+                                 Side.BUY if o.book_side == "bid" else Side.SELL, price,
+                                 count - o.filled, TimeInForce.GTC, timestamp=time.time())
+        o.updated_ms = now_ms()
+        self._record_matches()
+        if ack.status is not OrderStatus.OPEN and o.status == "resting":
+            o.status = "executed"
+        self._push_order(o)
+        self.publish_books()
+        return old, o
+
+    async def amend_legacy(self, request: web.Request) -> web.Response:
+        old, o = await self._amend(request, v2=False)
+        return json_response({"old_order": old, "order": self.order_json(o)})
+
+    async def amend_v2(self, request: web.Request) -> web.Response:
+        _, o = await self._amend(request, v2=True)
+        return json_response(self.v2_ack(o))
 
     async def decrease_legacy(self, request: web.Request) -> web.Response:
         return json_response({"order": self.order_json(await self._decrease(request))})

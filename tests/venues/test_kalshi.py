@@ -238,3 +238,21 @@ async def test_legacy_order_endpoints_gone(make_sim):
     with pytest.raises(OrderRejected, match="405"):
         await legacy.place_order(req("l1", "M1:yes", price="0.55", size="3"))
     await legacy.close()
+
+
+async def test_amend_to_a_crossing_price_fills_and_decrease_keeps_the_order(kalshi, sim):
+    k_book(sim, "M1", bids=[("0.45", 50)], asks=[("0.52", 50)])
+    ack = await kalshi.place_order(req("am", "M1:yes", price="0.30", size="5",
+                                       tif=TimeInForce.GTC))
+    oid = kalshi.records["am"].venue_order_id
+    base = f"/portfolio/events/orders/{oid}"
+    status, body = await signed(sim, "POST", base + "/decrease", {"reduce_by": "1.00"})
+    assert (status, body["remaining_count"]) == (200, "4.00")
+    status, body = await signed(sim, "POST", base + "/amend", {
+        "ticker": "M1", "side": "bid", "price": "0.5500", "count": "4.00"})
+    assert status == 200 and body["order_id"] == oid
+    assert (body["fill_count"], body["average_fill_price"]) == ("4.00", "0.5200")
+    assert ack.status is OrderStatus.OPEN
+    status, body = await signed(sim, "POST", base + "/amend", {
+        "ticker": "M1", "side": "bid", "price": "0.5500", "count": "4.00"})
+    assert status == 404  # no longer resting

@@ -203,10 +203,11 @@ def test_kalshi_sdk_against_the_sim(driven):
     assert v["positions"] == [{"ticker": "KALSHI-MARKET", "position": 2, "fees_paid": 15}]
     cents = -4 * 42 - 2 * 62 - 42 + 38 + 2 * 100 - 15  # fees 7 + 4 + 2 + 2, up per fill
     assert v["balance_end"] - v["balance_start"] == cents
-    # resting: 2 YES at 0.30 (3 decreased by 1) and 1 at 0.20; the NO bid would only close
-    # YES held (no cost)
+    # resting: 2 YES at 0.31 (3 at 0.30, decreased by 1, amended to 0.31) and 1 at 0.20;
+    # the NO bid would only close YES held (no cost)
     assert v["decreased"] == 2
-    assert v["resting_value"] == 2 * 30 + 20
+    assert v["amended"] == {"old": 30, "new": 31, "remaining": 2}
+    assert v["resting_value"] == 2 * 31 + 20
     assert v["cancel"] == "canceled" and v["resting_after_cancels"] == 0
 
 
@@ -234,6 +235,7 @@ def test_newest_kalshi_sdk_with_v2_event_orders_against_the_sim(driven):
     # the ask sold 2 of the 4 YES into the 0.38 bid
     spent = Decimal(v["balance_start"]) - Decimal(v["balance_end"])
     assert spent == 4 * D("0.42") + D("0.07") - 2 * D("0.38") + D("0.04")
-    assert v["decreased"] == "2.00"  # 3 resting, decreased to 2, then cancelled
+    assert v["decreased"] == "2.00"  # 3 resting, decreased to 2, amended, then cancelled
+    assert v["amended"] == "2.00" and v["amended_price"] == "0.3100"
     assert v["cancel"] == "2.00" and v["batch_cancel"] == ["1.00", "1.00"]
     assert v["resting_after_cancels"] == 0

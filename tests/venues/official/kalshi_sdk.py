@@ -71,6 +71,13 @@ def body(run: Run) -> None:
         dec = run.call("decrease_order", lambda: client.decrease_order(rest.order.order_id,
                                                                        reduce_by=1))
         v["decreased"] = dec.order.remaining_count if dec else None
+        amended = run.call("amend_order", lambda: client.amend_order(
+            rest.order.order_id, ticker=TICKER, side="yes", action="buy",
+            client_order_id=rest.order.client_order_id,
+            updated_client_order_id=str(uuid.uuid4()), yes_price=31, count=2))
+        if amended:
+            v["amended"] = {"old": amended.old_order.yes_price, "new": amended.order.yes_price,
+                            "remaining": amended.order.remaining_count}
         got = run.call("get_order", lambda: client.get_order(rest.order.order_id))
         v["get_order"] = got.order.status if got else None
     orders = run.call("get_orders", lambda: client.get_orders(ticker=TICKER, status="resting"))

@@ -76,7 +76,11 @@ def body(run: Run) -> None:
         dec = run.call("decrease_order_v2", lambda: client.decrease_order_v2(
             rest.order_id, reduce_to="2.00"))
         v["decreased"] = dec.remaining_count if dec else None
+        amended = run.call("amend_order_v2", lambda: client.amend_order_v2(
+            rest.order_id, ticker=TICKER, side="bid", price="0.3100", count="2.00"))
+        v["amended"] = amended.remaining_count if amended else None
         got = run.call("get_order", lambda: client.get_order(rest.order_id))
+        v["amended_price"] = got.order.yes_price_dollars if got else None
         v["get_order"] = got.order.status if got else None
     orders = run.call("get_orders", lambda: client.get_orders(ticker=TICKER, status="resting"))
     v["resting"] = len(orders.orders) if orders else None
