@@ -142,6 +142,8 @@ class KalshiSim:
         r.add_get(P + "/portfolio/positions", self.positions_ep)
         r.add_get(P + "/portfolio/fills", self.fills_ep)
         r.add_get(P + "/portfolio/orders", self.list_orders)
+        r.add_get(P + "/portfolio/orders/queue_positions", self.queue_positions)
+        r.add_get(P + "/portfolio/orders/{order_id}/queue_position", self.queue_position)
         r.add_get(P + "/portfolio/orders/{order_id}", self.get_order)
         if self.spec.sim.kalshi_legacy_orders:
             r.add_post(P + "/portfolio/orders/batched", self.batch_create_legacy)
@@ -843,6 +845,29 @@ class KalshiSim:
         for o in list(self.orders.values()):
             if o.account is account and o.status == "resting":
                 self._cancel(account, o.id)
+
+    def _queue(self, o: KOrder) -> dict[str, Any]:
+        """Contracts ahead of the order at its price (K docs: price-time priority); both the
+        3.2 SDK's integer and the current ``_fp`` string."""
+        ahead = self.engine.queue_ahead(o.account.name, o.engine_id) or ZERO
+        return {"queue_position": int(ahead), "queue_position_fp": kp.count_fp(ahead)}
+
+    async def queue_position(self, request: web.Request) -> web.Response:
+        account = await self._read_auth(request)
+        o = self.orders.get(request.match_info["order_id"])
+        if o is None or o.account is not account or o.status != "resting":
+            raise kerr(404, kp.NOT_FOUND, "order not found")
+        return json_response(self._queue(o))
+
+    async def queue_positions(self, request: web.Request) -> web.Response:
+        account = await self._read_auth(request)
+        tickers = {t for t in request.query.get("market_tickers", "").split(",") if t}
+        event = request.query.get("event_ticker")
+        return json_response({"queue_positions": [
+            dict(self._queue(o), order_id=o.id, market_ticker=o.market.ticker)
+            for o in self.orders.values() if o.account is account and o.status == "resting"
+            and (not tickers or o.market.ticker in tickers)
+            and (not event or o.market.event_ticker == event)]})
 
     async def get_order(self, request: web.Request) -> web.Response:
         account = await self._read_auth(request)

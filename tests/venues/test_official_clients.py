@@ -208,6 +208,7 @@ def test_kalshi_sdk_against_the_sim(driven):
     assert v["decreased"] == 2
     assert v["amended"] == {"old": 30, "new": 31, "remaining": 2}
     assert v["resting_value"] == 2 * 31 + 20
+    assert v["queue"] == 0 and v["queues"] == 3  # alone at 0.31; 3 orders rest
     assert v["cancel"] == "canceled" and v["resting_after_cancels"] == 0
 
 
@@ -237,5 +238,6 @@ def test_newest_kalshi_sdk_with_v2_event_orders_against_the_sim(driven):
     assert spent == 4 * D("0.42") + D("0.07") - 2 * D("0.38") + D("0.04")
     assert v["decreased"] == "2.00"  # 3 resting, decreased to 2, amended, then cancelled
     assert v["amended"] == "2.00" and v["amended_price"] == "0.3100"
+    assert v["queue"] == "0.00" and v["queues"] == 4
     assert v["cancel"] == "2.00" and v["batch_cancel"] == ["1.00", "1.00"]
     assert v["resting_after_cancels"] == 0

@@ -82,6 +82,13 @@ def body(run: Run) -> None:
         got = run.call("get_order", lambda: client.get_order(rest.order_id))
         v["amended_price"] = got.order.yes_price_dollars if got else None
         v["get_order"] = got.order.status if got else None
+    if rest:
+        queue = run.call("get_order_queue_position", lambda: client.get_order_queue_position(
+            rest.order_id))
+        v["queue"] = queue.queue_position_fp if queue else None
+    queues = run.call("get_order_queue_positions", lambda: client.get_order_queue_positions(
+        market_tickers=TICKER))
+    v["queues"] = len(queues.queue_positions) if queues else None
     orders = run.call("get_orders", lambda: client.get_orders(ticker=TICKER, status="resting"))
     v["resting"] = len(orders.orders) if orders else None
     fills = run.call("get_fills", lambda: client.get_fills(ticker=TICKER))
