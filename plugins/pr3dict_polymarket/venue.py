@@ -282,6 +282,7 @@ class PolymarketVenue(ConnectorBase):
         local = self.books.get(token)
         if local is None:
             return
+        self._set_rules(token, summary.get("tick_size"), summary.get("min_order_size"))
         bids = [(Decimal(lv["price"]), Decimal(lv["size"])) for lv in summary["bids"]]
         asks = [(Decimal(lv["price"]), Decimal(lv["size"])) for lv in summary["asks"]]
         if local.bids != dict(bids) or local.asks != dict(asks):
@@ -308,8 +309,6 @@ class PolymarketVenue(ConnectorBase):
             kind = event.get("event_type")
             if kind == "book":
                 self._apply_book(event)
-                self._set_rules(str(event["asset_id"]), event.get("tick_size"),
-                                event.get("min_order_size"))
             elif kind == "price_change":
                 best: dict[str, tuple[Decimal | None, Decimal | None]] = {}
                 for change in event.get("price_changes", []):
