@@ -663,3 +663,32 @@ EngineMachine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 TestEngineMachine = EngineMachine.TestCase
+
+
+def test_decrease_keeps_queue_priority_and_cancels_at_zero(engine):
+    engine.submit("a", "a1", "X", BUY, D("0.40"), D("10"), GTC)
+    engine.submit("b", "b1", "X", BUY, D("0.40"), D("10"), GTC)
+    engine.decrease("a", "a1", D("4"))
+    assert engine.book("X")[0] == (Level(D("0.40"), D("16")),)
+    engine.submit("c", "c1", "X", SELL, D("0.40"), D("6"), FAK)
+    assert engine.get("a", "a1").filled == D("6")  # still first in the queue
+    assert engine.get("a", "a1").status is OrderStatus.FILLED
+    assert engine.get("b", "b1").filled == D("0")
+    engine.decrease("b", "b1", D("10"))
+    assert engine.get("b", "b1").status is OrderStatus.CANCELLED
+    assert engine.book("X")[0] == ()
+    with pytest.raises(UnknownOrderError):
+        engine.decrease("b", "nope", D("1"))
+
+
+def test_queue_ahead_counts_what_rests_before_an_order_at_its_price(engine):
+    engine.submit("a", "a1", "X", BUY, D("0.40"), D("10"), GTC)
+    engine.submit("b", "b1", "X", BUY, D("0.40"), D("7"), GTC)
+    engine.submit("c", "c1", "X", BUY, D("0.40"), D("5"), GTC)
+    engine.submit("d", "d1", "X", BUY, D("0.41"), D("5"), GTC)  # better price: not a queue
+    assert engine.queue_ahead("a", "a1") == 0
+    assert engine.queue_ahead("c", "c1") == D("17")
+    engine.cancel("b", "b1")
+    engine.submit("e", "e1", "X", SELL, D("0.40"), D("8"), FAK)  # 5 at 0.41, 3 from a1
+    assert engine.queue_ahead("c", "c1") == D("7")
+    assert engine.queue_ahead("b", "b1") is None

@@ -457,6 +457,42 @@ class MatchingEngine:
             self._unrest(order, OrderStatus.CANCELLED, REASON_CANCELLED)
         return order.ack()
 
+    def decrease(self, account: str, client_order_id: str, by: Decimal) -> OrderAck:
+        """Rest ``by`` fewer of a resting order, keeping its place in the queue (venues'
+        "decrease order"); down to nothing it is cancelled."""
+        order = self._orders.get((account, client_order_id))
+        if order is None:
+            raise UnknownOrderError(account, client_order_id)
+        by = to_decimal(by)
+        if not order.resting or by <= ZERO:
+            return order.ack()
+        if by >= order.remaining:
+            self._unrest(order, OrderStatus.CANCELLED, REASON_CANCELLED)
+            return order.ack()
+        book = self._books[order.instrument]
+        book.side(order.side).levels[book.side(order.side).key(order.price)].total -= by
+        order.remaining -= by
+        order.size -= by
+        book.seq += 1
+        return order.ack()
+
+    def queue_ahead(self, account: str, client_order_id: str) -> Decimal | None:
+        """How much rests ahead of a resting order at its price (price-time priority);
+        None when it does not rest."""
+        order = self._orders.get((account, client_order_id))
+        if order is None:
+            raise UnknownOrderError(account, client_order_id)
+        if not order.resting:
+            return None
+        book_side = self._books[order.instrument].side(order.side)
+        ahead = ZERO
+        for other in book_side.levels[book_side.key(order.price)].orders:
+            if other is order:
+                return ahead
+            if other.resting:
+                ahead += other.remaining
+        return ahead
+
     def cancel_all(self, account: str, instrument: str | None = None) -> list[OrderAck]:
         """Cancel every resting order of ``account`` (on one instrument if given), oldest first."""
         by_instrument = self._open.get(account, {})

@@ -137,6 +137,9 @@ class SimSpec:
     polymarket_fee_rate: Decimal | None = None  # default: the scenario's fee_rate, or 0
     kalshi_fee_multiplier: Decimal = field(default=Decimal(1), validator=_ge0)
     kalshi_maker_fees: bool = False
+    # false: the legacy order endpoints (POST/DELETE /portfolio/orders[/batched|/{id}]) are
+    # gone, as Kalshi has announced; they answer as routes the server does not serve
+    kalshi_legacy_orders: bool = True
     heartbeat_timeout_ms: float = field(default=10000.0, validator=attrs.validators.gt(0))
     auto_register: bool = True  # any wallet passing L1 auth gets a Polymarket account
     default_balance: Decimal = field(default=Decimal("10000"), validator=_ge0)

@@ -8,7 +8,7 @@ decimals); prices are USDC per share.
 from __future__ import annotations
 
 import base64
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 
 from eth_hash.auto import keccak
 
@@ -37,6 +37,12 @@ ERR_MARKET = "market not found"
 ERR_RATE = "Too Many Requests"
 ERR_INTERNAL = "could not run the execution"
 ERR_EXPIRATION = "invalid expiration"
+# Reported live for marketable (FOK/FAK) BUYs: py-clob-client-v2 #99, rs-clob-client #114/#261.
+ERR_MARKET_BUY_AMOUNTS = ("invalid amounts, the market buy orders maker amount supports a max "
+                          "accuracy of 2 decimals, taker amount a max of 4 decimals")
+# Reported live for limit BUYs whose amounts are too precise: py-clob-client #253, #305.
+ERR_BUY_AMOUNTS = ("invalid amounts, the buy orders maker amount supports a max accuracy of 4 "
+                   "decimals, taker amount a max of 2 decimals")
 CANCEL_DONE = "already canceled or matched"
 CANCEL_UNKNOWN = "order not found"
 
@@ -70,6 +76,21 @@ def amounts(side: str, price: Decimal, size: Decimal) -> tuple[int, int]:
     shares = int(size * UNIT)
     collateral = int((size * price * UNIT).to_integral_value())
     return (collateral, shares) if side == "BUY" else (shares, collateral)
+
+
+def market_buy_amounts(price: Decimal, size: Decimal) -> tuple[int, int]:
+    """(makerAmount, takerAmount) of a marketable (FOK/FAK) BUY of up to ``size`` shares.
+
+    The CLOB refuses market BUYs whose dollars (maker) have more than 2 decimals or whose
+    shares (taker) have more than 4 (py-clob-client-v2 #99, rs-clob-client #114). As the
+    official market-order builder does, the dollars are ``size x price`` rounded down to the
+    cent and the shares are those dollars / ``price`` rounded down to 4 decimals: the order
+    buys at most ``size`` shares (a little fewer when ``size x price`` is not whole cents) and
+    its implied price is at or just above ``price``, below the next tick.
+    """
+    dollars = (size * price).quantize(Decimal("0.01"), rounding=ROUND_DOWN)
+    shares = (dollars / price).quantize(Decimal("0.0001"), rounding=ROUND_DOWN)
+    return int(dollars * UNIT), int(shares * UNIT)
 
 
 def implied(side: str, maker_amount: int, taker_amount: int) -> tuple[Decimal, Decimal]:

@@ -308,6 +308,7 @@ class PolymarketVenue(ConnectorBase):
         local = self.books.get(token)
         if local is None:
             return
+        self._set_rules(token, summary.get("tick_size"), summary.get("min_order_size"))
         bids = [(Decimal(lv["price"]), Decimal(lv["size"])) for lv in summary["bids"]]
         asks = [(Decimal(lv["price"]), Decimal(lv["size"])) for lv in summary["asks"]]
         if local.bids != dict(bids) or local.asks != dict(asks):
@@ -335,6 +336,7 @@ class PolymarketVenue(ConnectorBase):
             if kind == "book":
                 self._apply_book(event)
             elif kind == "price_change":
+                best: dict[str, tuple[Decimal | None, Decimal | None]] = {}
                 for change in event.get("price_changes", []):
                     token = str(change["asset_id"])
                     local = self.books.get(token)
@@ -342,10 +344,35 @@ class PolymarketVenue(ConnectorBase):
                         continue
                     local.set_level(change["side"] == "BUY", Decimal(change["price"]),
                                     Decimal(change["size"]))
+                    best[token] = (_opt_dec(change.get("best_bid")),
+                                   _opt_dec(change.get("best_ask")))
                     self.mark_changed(token)
+                # the venue's best bid/ask after the event: levels beyond them are stale
+                for token, (bid, ask) in best.items():
+                    if self.books[token].trim(bid, ask):
+                        log.info("venue %s: dropped stale levels of %s beyond %s/%s",
+                                 self.id, token, bid, ask)
             elif kind == "tick_size_change":
-                log.warning("venue %s: tick size of %s changed to %s", self.id,
-                            event.get("asset_id"), event.get("new_tick_size"))
+                self._set_rules(str(event["asset_id"]), event.get("new_tick_size"), None)
+
+    def _set_rules(self, token: str, tick: Any, min_size: Any) -> None:
+        """A new tick size (``tick_size_change``, book snapshots) or minimum order size
+        (book snapshots): the pre-send ``check`` uses them from now on."""
+        market = self.market_of(token)
+        if market is None:
+            return
+        new_tick = Decimal(str(tick)) if tick not in (None, "") else market.tick_size
+        new_min = Decimal(str(min_size)) if min_size not in (None, "") else market.min_size
+        if (new_tick, new_min) == (market.tick_size, market.min_size):
+            return
+        if not (ZERO < new_tick < ONE and new_min > ZERO):
+            log.warning("venue %s: ignored tick %s / min size %s for %s", self.id, tick,
+                        min_size, token)
+            return
+        log.warning("venue %s: %s tick size %s -> %s, min size %s -> %s", self.id,
+                    market.market_id, market.tick_size, new_tick, market.min_size, new_min)
+        updated = attrs.evolve(market, tick_size=new_tick, min_size=new_min)
+        self.set_markets([updated if m is market else m for m in self._markets])
 
     async def _connect_user(self) -> aiohttp.ClientWebSocketResponse:
         assert self.http.session is not None
@@ -508,13 +535,26 @@ class PolymarketVenue(ConnectorBase):
 
     def build_order(self, request: OrderRequest, *, post_only: bool = False
                     ) -> tuple[str, dict[str, Any]]:
-        """The signed order body and its id (the EIP-712 hash), cached by client order id."""
+        """The signed order body and its id (the EIP-712 hash), cached by client order id.
+
+        A FOK/FAK BUY is signed as the venue wants a market BUY (``pm.market_buy_amounts``):
+        it may buy slightly fewer shares than ``request.size`` (at most 0.01 / price + 0.0001
+        fewer, none when size x price is whole cents); its record carries that size.
+        """
         cached = self._signed.get(request.client_order_id)
         if cached is not None:
             return cached
         market = self.check(request)
         side = "BUY" if request.side is Side.BUY else "SELL"
-        maker_amount, taker_amount = pm.amounts(side, request.price, request.size)
+        size = request.size
+        if side == "BUY" and request.time_in_force is not TimeInForce.GTC:
+            maker_amount, taker_amount = pm.market_buy_amounts(request.price, request.size)
+            if maker_amount < pm.UNIT:
+                raise OrderRejected(f"venue {self.id}: a marketable BUY needs at least $1 "
+                                    f"(got ${Decimal(maker_amount) / pm.UNIT})")
+            size = Decimal(taker_amount) / pm.UNIT
+        else:
+            maker_amount, taker_amount = pm.amounts(side, request.price, request.size)
         salt = int.from_bytes(hashlib.sha256(request.client_order_id.encode()).digest()[:6],
                               "big")
         order: dict[str, Any] = {"salt": salt, "maker": self.maker,
@@ -547,7 +587,7 @@ class PolymarketVenue(ConnectorBase):
         self._signed[request.client_order_id] = (order_id, body)
         if request.client_order_id not in self.records:
             rec = OrderRecord(request.client_order_id, order_id, request.instrument,
-                              request.side, request.price, request.size, market.market_id)
+                              request.side, request.price, size, market.market_id)
             self.records[request.client_order_id] = rec
             self.by_venue_id[order_id] = rec
         return order_id, body
@@ -798,3 +838,7 @@ class PolymarketVenue(ConnectorBase):
                                         Decimal(m["matched_amount"])))
             cursor = page.get("next_cursor") or pm.END_CURSOR
         return out
+
+
+def _opt_dec(value: Any) -> Decimal | None:
+    return Decimal(str(value)) if value not in (None, "") else None

@@ -44,6 +44,11 @@ class KMarket:
     title: str
     tick: Decimal
 
+    @property
+    def market_id(self) -> str:
+        """The market's UUID, which websocket book messages carry beside the ticker."""
+        return str(uuid.uuid5(uuid.NAMESPACE_URL, f"pr3dict-sim/kalshi/{self.ticker}"))
+
 
 @attrs.define(eq=False)
 class KOrder:
@@ -67,6 +72,7 @@ class KOrder:
     taker_fees: Decimal = ZERO
     maker_fees: Decimal = ZERO
     updated_ms: int = 0
+    engine_id: str = ""  # the order's id in the matching engine (a new one after an amend)
 
 
 @attrs.define(eq=False)
@@ -109,6 +115,7 @@ class KalshiSim:
         self._quoted: dict[str, tuple[object, int]] = {}
         self.orders: dict[str, KOrder] = {}
         self.by_client: dict[tuple[str, str], KOrder] = {}
+        self._amended: dict[str, str] = {}  # engine id of an amended order -> its order id
         self.fills: list[KFill] = []
         self.maker_fees_paid: dict[str, Decimal] = {}
         self.hub = Hub()
@@ -123,6 +130,11 @@ class KalshiSim:
     def add_routes(self, app: web.Application) -> None:
         r = app.router
         r.add_get(P + "/exchange/status", self.status)
+        r.add_get(P + "/exchange/user_data_timestamp", self.user_data_timestamp)
+        r.add_get(P + "/markets/trades", self.trades)
+        r.add_get(P + "/markets/orderbooks", self.orderbooks)
+        r.add_get(P + "/portfolio/settlements", self.settlements)
+        r.add_get(P + "/portfolio/summary/total_resting_order_value", self.resting_value)
         r.add_get(P + "/markets", self.list_markets)
         r.add_get(P + "/markets/{ticker}", self.get_market)
         r.add_get(P + "/markets/{ticker}/orderbook", self.orderbook)
@@ -130,11 +142,18 @@ class KalshiSim:
         r.add_get(P + "/portfolio/positions", self.positions_ep)
         r.add_get(P + "/portfolio/fills", self.fills_ep)
         r.add_get(P + "/portfolio/orders", self.list_orders)
-        r.add_post(P + "/portfolio/orders/batched", self.batch_create_legacy)
-        r.add_delete(P + "/portfolio/orders/batched", self.batch_cancel_legacy)
+        r.add_get(P + "/portfolio/orders/queue_positions", self.queue_positions)
+        r.add_get(P + "/portfolio/orders/{order_id}/queue_position", self.queue_position)
         r.add_get(P + "/portfolio/orders/{order_id}", self.get_order)
-        r.add_post(P + "/portfolio/orders", self.create_legacy)
-        r.add_delete(P + "/portfolio/orders/{order_id}", self.cancel_legacy)
+        if self.spec.sim.kalshi_legacy_orders:
+            r.add_post(P + "/portfolio/orders/batched", self.batch_create_legacy)
+            r.add_delete(P + "/portfolio/orders/batched", self.batch_cancel_legacy)
+            r.add_post(P + "/portfolio/orders", self.create_legacy)
+            r.add_delete(P + "/portfolio/orders/{order_id}", self.cancel_legacy)
+            r.add_post(P + "/portfolio/orders/{order_id}/decrease", self.decrease_legacy)
+            r.add_post(P + "/portfolio/orders/{order_id}/amend", self.amend_legacy)
+        r.add_post(P + "/portfolio/events/orders/{order_id}/amend", self.amend_v2)
+        r.add_post(P + "/portfolio/events/orders/{order_id}/decrease", self.decrease_v2)
         r.add_post(P + "/portfolio/events/orders/batched", self.batch_create_v2)
         r.add_delete(P + "/portfolio/events/orders/batched", self.batch_cancel_v2)
         r.add_post(P + "/portfolio/events/orders", self.create_v2)
@@ -187,21 +206,87 @@ class KalshiSim:
     async def status(self, request: web.Request) -> web.Response:
         return json_response({"exchange_active": True, "trading_active": True})
 
+    async def user_data_timestamp(self, request: web.Request) -> web.Response:
+        """The simulator's portfolio data is never stale: now."""
+        await self._read_auth(request)
+        return json_response({"as_of_time": _iso(now_ms())})
+
+    async def trades(self, request: web.Request) -> web.Response:
+        """Public trades (one per match, newest first), optionally for one ticker."""
+        ticker = request.query.get("ticker")
+        seen: set[str] = set()
+        items = []
+        for f in reversed(self.fills):
+            if f.trade_id in seen or (ticker and f.order.market.ticker != ticker):
+                continue
+            seen.add(f.trade_id)
+            taker = f.order.book_side if f.is_taker else (
+                "ask" if f.order.book_side == "bid" else "bid")
+            taker_side = "yes" if taker == "bid" else "no"
+            items.append({
+                "trade_id": f.trade_id, "ticker": f.order.market.ticker,
+                "price": float(f.yes_price), "count": int(f.count),
+                "count_fp": kp.count_fp(f.count), "yes_price": int(f.yes_price * 100),
+                "no_price": int((ONE - f.yes_price) * 100),
+                "yes_price_dollars": kp.dollars(f.yes_price),
+                "no_price_dollars": kp.dollars(ONE - f.yes_price), "taker_side": taker_side,
+                "taker_outcome_side": taker_side, "taker_book_side": taker,
+                "is_block_trade": False, "created_time": _iso(f.ts_ms)})
+        return self._page(request, items, "trades")
+
+    async def settlements(self, request: web.Request) -> web.Response:
+        """Simulated markets never settle: always an empty page."""
+        await self._read_auth(request)
+        return json_response({"settlements": [], "cursor": ""})
+
+    async def resting_value(self, request: web.Request) -> web.Response:
+        account = await self._read_auth(request)
+        cents = int(self._reserved(account) * 100)
+        return json_response({"total_resting_order_value": cents,
+                              "resting_order_value_breakdown": [
+                                  {"exchange_index": 0,
+                                   "balance": kp.dollars(Decimal(cents) / 100)}]})
+
     def market_json(self, m: KMarket) -> dict[str, Any]:
+        """A market as GET /markets sends it: every field the official SDK's ``Market``
+        model requires (kalshi_python_sync 3.x), cents and ``_dollars`` twins, ``_fp`` counts."""
         bids, asks = self.engine.book(m.ticker, 1)
         yb = bids[0].price if bids else ZERO
         ya = asks[0].price if asks else ONE
+        yb_size = bids[0].size if bids else ZERO
+        ya_size = asks[0].size if asks else ZERO
+        fills = [f for f in self.fills if f.order.market is m]
+        volume = sum((f.count for f in fills if f.is_taker), ZERO)
+        last = fills[-1].yes_price if fills else ZERO
+        far, opened = "2099-01-01T00:00:00Z", "2025-01-01T00:00:00Z"
         return {
-            "ticker": m.ticker, "event_ticker": m.event_ticker, "title": m.title,
-            "status": "active", "market_type": "binary",
+            "ticker": m.ticker, "event_ticker": m.event_ticker, "market_type": "binary",
+            "title": m.title, "subtitle": "", "yes_sub_title": m.title, "no_sub_title": m.title,
+            "created_time": opened, "updated_time": opened, "open_time": opened,
+            "close_time": far, "settlement_bounds_type": "default",
+            "yes_bid_size_fp": kp.count_fp(yb_size), "yes_ask_size_fp": kp.count_fp(ya_size),
+            "expected_expiration_time": far, "expiration_time": far,
+            "latest_expiration_time": far, "settlement_timer_seconds": 300,
+            "status": "active", "response_price_units": "usd_cent",
             "yes_bid": int(yb * 100), "yes_ask": int(ya * 100),
             "no_bid": int((ONE - ya) * 100), "no_ask": int((ONE - yb) * 100),
             "yes_bid_dollars": kp.dollars(yb), "yes_ask_dollars": kp.dollars(ya),
             "no_bid_dollars": kp.dollars(ONE - ya), "no_ask_dollars": kp.dollars(ONE - yb),
+            "last_price": int(last * 100), "last_price_dollars": kp.dollars(last),
+            "volume": int(volume), "volume_fp": kp.count_fp(volume),
+            "volume_24h": int(volume), "volume_24h_fp": kp.count_fp(volume),
+            "result": "", "can_close_early": True,
+            "open_interest": int(volume), "open_interest_fp": kp.count_fp(volume),
             "notional_value": 100, "notional_value_dollars": "1.0000",
-            "tick_size": int(m.tick * 100), "price_level_structure": "linear_cent",
-            "fractional_trading_enabled": False, "result": "",
-            "close_time": "2099-01-01T00:00:00Z", "expiration_time": "2099-01-01T00:00:00Z",
+            "previous_yes_bid": 0, "previous_yes_bid_dollars": "0.0000",
+            "previous_yes_ask": 0, "previous_yes_ask_dollars": "0.0000",
+            "previous_price": 0, "previous_price_dollars": "0.0000",
+            "liquidity": 0, "liquidity_dollars": "0.0000", "expiration_value": "",
+            "category": "", "risk_limit_cents": 0, "tick_size": int(m.tick * 100),
+            "rules_primary": m.title, "rules_secondary": "",
+            "price_level_structure": "linear_cent",
+            "price_ranges": [{"start": "0.0000", "end": "1.0000", "step": kp.dollars(m.tick)}],
+            "fractional_trading_enabled": False,
         }
 
     async def list_markets(self, request: web.Request) -> web.Response:
@@ -230,6 +315,19 @@ class KalshiSim:
         no = sorted((ONE - lv.price, lv.size) for lv in asks)
         return yes, no
 
+    def orderbook_fp(self, m: KMarket) -> dict[str, Any]:
+        yes, no = self.book_sides(m)
+        return {"yes_dollars": [[kp.dollars(p), kp.count_fp(s)] for p, s in yes],
+                "no_dollars": [[kp.dollars(p), kp.count_fp(s)] for p, s in no]}
+
+    async def orderbooks(self, request: web.Request) -> web.Response:
+        """Several markets' books at once (``tickers`` comma separated; unknown ones left
+        out), in the ``orderbook_fp`` shape of the current SDK."""
+        wanted = [t for t in request.query.get("tickers", "").split(",") if t]
+        return json_response({"orderbooks": [
+            {"ticker": t, "orderbook_fp": self.orderbook_fp(self.by_ticker[t])}
+            for t in wanted if t in self.by_ticker]})
+
     async def orderbook(self, request: web.Request) -> web.Response:
         m = self._market(request)
         yes, no = self.book_sides(m)
@@ -243,8 +341,9 @@ class KalshiSim:
             "orderbook": {
                 "yes": [[int(p * 100), int(s)] for p, s in yes],
                 "no": [[int(p * 100), int(s)] for p, s in no],
-                "yes_dollars": [[kp.dollars(p), int(s)] for p, s in yes],
-                "no_dollars": [[kp.dollars(p), int(s)] for p, s in no]},
+                # dollar levels are [price, count] strings (the SDK's Orderbook model)
+                "yes_dollars": [[kp.dollars(p), str(int(s))] for p, s in yes],
+                "no_dollars": [[kp.dollars(p), str(int(s))] for p, s in no]},
             "orderbook_fp": {
                 "yes_dollars": [[kp.dollars(p), kp.count_fp(s)] for p, s in yes],
                 "no_dollars": [[kp.dollars(p), kp.count_fp(s)] for p, s in no]},
@@ -275,10 +374,19 @@ class KalshiSim:
                 continue
             fees = sum((f.fee for f in self.fills if f.order.account is account
                         and f.order.market.ticker == ticker), ZERO)
+            mine = [f for f in self.fills if f.order.account is account
+                    and f.order.market.ticker == ticker]
+            traded = sum((f.count * (f.yes_price if f.order.side == "yes" else ONE - f.yes_price)
+                          for f in mine), ZERO)
             items.append({"ticker": ticker, "position": int(q), "position_fp": kp.count_fp(q),
                           "market_exposure": 0, "market_exposure_dollars": "0.0000",
-                          "realized_pnl": 0, "fees_paid": int(fees * 100),
-                          "fees_paid_dollars": kp.dollars(fees), "total_traded": 0,
+                          "total_traded": int(traded * 100),
+                          "total_traded_dollars": kp.dollars(traded),
+                          "realized_pnl": 0, "realized_pnl_dollars": "0.0000",
+                          "last_updated_ts": _iso(mine[-1].ts_ms if mine else now_ms()),
+                          "exchange_index": 0,
+                          "fees_paid": int(fees * 100),
+                          "fees_paid_dollars": kp.dollars(fees),
                           "resting_orders_count": sum(
                               1 for o in self.orders.values() if o.account is account
                               and o.market.ticker == ticker and o.status == "resting")})
@@ -307,10 +415,12 @@ class KalshiSim:
         return {
             "order_id": o.id, "user_id": o.account.name, "client_order_id": o.client_order_id,
             "ticker": o.market.ticker, "side": o.side, "action": o.action, "type": "limit",
-            "status": o.status, "book_side": o.book_side, "outcome_side": o.side,
+            "status": o.status, "book_side": o.book_side,
+            "outcome_side": "yes" if o.book_side == "bid" else "no",
             "yes_price": int(o.price * 100), "no_price": int(no_price * 100),
             "yes_price_dollars": kp.dollars(o.price), "no_price_dollars": kp.dollars(no_price),
             "price_dollars": kp.dollars(outcome_price),
+            "exchange_index": 0,
             "fill_count": int(o.filled), "remaining_count": int(remaining),
             "initial_count": int(o.count), "fill_count_fp": kp.count_fp(o.filled),
             "remaining_count_fp": kp.count_fp(remaining), "initial_count_fp": kp.count_fp(o.count),
@@ -425,7 +535,8 @@ class KalshiSim:
                "fill_or_kill": TimeInForce.FOK}[o.tif]
         self._matches.clear()
         try:
-            ack = self.engine.submit(o.account.name, o.id, o.market.ticker,
+            o.engine_id = o.engine_id or o.id
+            ack = self.engine.submit(o.account.name, o.engine_id, o.market.ticker,
                                      Side.BUY if o.book_side == "bid" else Side.SELL, o.price,
                                      o.count, tif, post_only=o.post_only, timestamp=time.time())
         except InvalidOrder as exc:
@@ -457,7 +568,7 @@ class KalshiSim:
             trade_id = str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
             for is_taker, cid, fee in ((True, m.taker_client_order_id, m.taker_fee),
                                        (False, m.maker_client_order_id, None)):
-                order = self.orders.get(cid)
+                order = self.orders.get(self._amended.get(cid, cid))
                 if order is None:
                     continue  # the market maker's side
                 if fee is None:
@@ -559,13 +670,123 @@ class KalshiSim:
             raise kerr(404, kp.NOT_FOUND, "order not found")
         if o.status != "resting":
             raise kerr(404, kp.NOT_FOUND, "order is not resting")
-        self.engine.cancel(account.name, o.id)
+        self.engine.cancel(account.name, o.engine_id)
         reduced = o.count - o.filled
         o.status = "canceled"
         o.updated_ms = now_ms()
         self._push_order(o)
         self.publish_books()
         return o, reduced
+
+    async def _decrease(self, request: web.Request) -> KOrder:
+        """Decrease a resting order by ``reduce_by`` or to ``reduce_to`` (exactly one; K
+        docs "Decrease Order"): it keeps its place in the queue; to zero it is cancelled."""
+        account = await self._write_auth(request)
+        body = await self._json(request)
+        o = self.orders.get(request.match_info["order_id"])
+        if o is None or o.account is not account:
+            raise kerr(404, kp.NOT_FOUND, "order not found")
+        if not isinstance(body, dict) or (body.get("reduce_by") is None) == \
+                (body.get("reduce_to") is None):
+            raise kerr(400, kp.INVALID_ORDER, "exactly one of reduce_by or reduce_to")
+        try:
+            remaining = o.count - o.filled
+            by = Decimal(str(body["reduce_by"])) if body.get("reduce_by") is not None \
+                else remaining - Decimal(str(body["reduce_to"]))
+        except (InvalidOperation, ValueError):
+            raise kerr(400, kp.INVALID_ORDER, "invalid reduce_by or reduce_to") from None
+        if o.status != "resting":
+            raise kerr(404, kp.NOT_FOUND, "order is not resting")
+        if not by.is_finite() or by < 0 or by % 1:
+            raise kerr(400, kp.INVALID_ORDER, "invalid reduce_by or reduce_to")
+        by = min(by, remaining)
+        self.engine.decrease(account.name, o.engine_id, by)
+        o.count -= by
+        if o.count <= o.filled:
+            o.status = "canceled"
+        o.updated_ms = now_ms()
+        self._push_order(o)
+        self.publish_books()
+        return o
+
+    async def _amend(self, request: web.Request, v2: bool) -> tuple[dict[str, Any], KOrder]:
+        """Amend a resting order's price and/or total count (filled + to rest; K docs "Amend
+        Order"): it keeps its id, leaves the queue and is matched again at the new price."""
+        account = await self._write_auth(request)
+        body = await self._json(request)
+        o = self.orders.get(request.match_info["order_id"])
+        if o is None or o.account is not account:
+            raise kerr(404, kp.NOT_FOUND, "order not found")
+        if not isinstance(body, dict) or body.get("ticker") != o.market.ticker:
+            raise kerr(400, kp.INVALID_ORDER, "ticker does not match the order")
+        try:
+            if v2:
+                if body.get("side") != o.book_side:
+                    raise kerr(400, kp.INVALID_ORDER, "side does not match the order")
+                price, count = Decimal(str(body["price"])), Decimal(str(body["count"]))
+            else:
+                if (body.get("side"), body.get("action")) != (o.side, o.action):
+                    raise kerr(400, kp.INVALID_ORDER, "side/action do not match the order")
+                count = Decimal(str(body.get("count", o.count)))
+                price = o.price
+                if "yes_price" in body:
+                    price = Decimal(int(body["yes_price"])) / 100
+                elif "no_price" in body:
+                    price = ONE - Decimal(int(body["no_price"])) / 100
+                elif "yes_price_dollars" in body:
+                    price = Decimal(str(body["yes_price_dollars"]))
+                elif "no_price_dollars" in body:
+                    price = ONE - Decimal(str(body["no_price_dollars"]))
+        except (KeyError, InvalidOperation, ValueError, TypeError):
+            raise kerr(400, kp.INVALID_ORDER, "invalid price or count") from None
+        if o.status != "resting":
+            raise kerr(404, kp.NOT_FOUND, "order is not resting")
+        m = o.market
+        if not price.is_finite() or price % m.tick or not m.tick <= price <= ONE - m.tick:
+            raise kerr(400, kp.INVALID_PRICE,
+                       f"price {price} is not a valid price for this market (tick {m.tick})")
+        if not count.is_finite() or count % 1 or count <= o.filled:
+            raise kerr(400, kp.INVALID_ORDER, "count must be whole and above the filled count")
+        old = self.order_json(o)
+        new_cid = str(body.get("updated_client_order_id") or "")
+        if new_cid and new_cid != o.client_order_id:
+            if (account.name, new_cid) in self.by_client:
+                raise kerr(409, kp.DUPLICATE, "an order with this client_order_id already exists")
+            self.by_client.pop((account.name, o.client_order_id), None)
+            o.client_order_id = new_cid
+            self.by_client[(account.name, new_cid)] = o
+        self.engine.cancel(account.name, o.engine_id)
+        o.engine_id = f"{o.id}#{uuid.UUID(int=self._rng.getrandbits(128), version=4)}"
+        self._amended[o.engine_id] = o.id
+        o.price, o.count = price, count
+        self._matches.clear()
+        ack = self.engine.submit(account.name, o.engine_id, m.ticker,
+                                 Side.BUY if o.book_side == "bid" else Side.SELL, price,
+                                 count - o.filled, TimeInForce.GTC, timestamp=time.time())
+        o.updated_ms = now_ms()
+        self._record_matches()
+        if ack.status is not OrderStatus.OPEN and o.status == "resting":
+            o.status = "executed"
+        self._push_order(o)
+        self.publish_books()
+        return old, o
+
+    async def amend_legacy(self, request: web.Request) -> web.Response:
+        old, o = await self._amend(request, v2=False)
+        return json_response({"old_order": old, "order": self.order_json(o)})
+
+    async def amend_v2(self, request: web.Request) -> web.Response:
+        _, o = await self._amend(request, v2=True)
+        return json_response(self.v2_ack(o))
+
+    async def decrease_legacy(self, request: web.Request) -> web.Response:
+        return json_response({"order": self.order_json(await self._decrease(request))})
+
+    async def decrease_v2(self, request: web.Request) -> web.Response:
+        o = await self._decrease(request)
+        remaining = o.count - o.filled if o.status == "resting" else ZERO
+        return json_response({"order_id": o.id, "client_order_id": o.client_order_id,
+                              "remaining_count": kp.count_fp(remaining), "ts_ms": o.updated_ms})
 
     async def cancel_legacy(self, request: web.Request) -> web.Response:
         account = await self._write_auth(request)
@@ -577,7 +798,7 @@ class KalshiSim:
         account = await self._write_auth(request)
         o, reduced = self._cancel(account, request.match_info["order_id"])
         return json_response({"order_id": o.id, "client_order_id": o.client_order_id,
-                              "reduced_by": kp.count_fp(reduced)})
+                              "reduced_by": kp.count_fp(reduced), "ts_ms": o.updated_ms})
 
     async def batch_cancel_legacy(self, request: web.Request) -> web.Response:
         account = await self._write_auth(request)
@@ -608,7 +829,8 @@ class KalshiSim:
             try:
                 o, reduced = self._cancel(account, oid)
                 out.append({"order_id": o.id, "client_order_id": o.client_order_id,
-                            "reduced_by": kp.count_fp(reduced), "error": None})
+                            "reduced_by": kp.count_fp(reduced), "ts_ms": o.updated_ms,
+                            "error": None})
             except web.HTTPException as exc:
                 out.append({"order_id": oid, "client_order_id": None, "reduced_by": "0.00",
                             "error": json.loads(exc.text or "{}").get("error")})
@@ -623,6 +845,29 @@ class KalshiSim:
         for o in list(self.orders.values()):
             if o.account is account and o.status == "resting":
                 self._cancel(account, o.id)
+
+    def _queue(self, o: KOrder) -> dict[str, Any]:
+        """Contracts ahead of the order at its price (K docs: price-time priority); both the
+        3.2 SDK's integer and the current ``_fp`` string."""
+        ahead = self.engine.queue_ahead(o.account.name, o.engine_id) or ZERO
+        return {"queue_position": int(ahead), "queue_position_fp": kp.count_fp(ahead)}
+
+    async def queue_position(self, request: web.Request) -> web.Response:
+        account = await self._read_auth(request)
+        o = self.orders.get(request.match_info["order_id"])
+        if o is None or o.account is not account or o.status != "resting":
+            raise kerr(404, kp.NOT_FOUND, "order not found")
+        return json_response(self._queue(o))
+
+    async def queue_positions(self, request: web.Request) -> web.Response:
+        account = await self._read_auth(request)
+        tickers = {t for t in request.query.get("market_tickers", "").split(",") if t}
+        event = request.query.get("event_ticker")
+        return json_response({"queue_positions": [
+            dict(self._queue(o), order_id=o.id, market_ticker=o.market.ticker)
+            for o in self.orders.values() if o.account is account and o.status == "resting"
+            and (not tickers or o.market.ticker in tickers)
+            and (not event or o.market.event_ticker == event)]})
 
     async def get_order(self, request: web.Request) -> web.Response:
         account = await self._read_auth(request)
@@ -647,11 +892,18 @@ class KalshiSim:
             "fill_id": f.fill_id, "trade_id": f.trade_id, "order_id": o.id,
             "client_order_id": o.client_order_id, "ticker": o.market.ticker,
             "market_ticker": o.market.ticker, "side": o.side, "action": o.action,
+            # buy-yes and sell-no are YES bids: the outcome side is "yes" (K SDK Order docs)
+            "outcome_side": "yes" if o.book_side == "bid" else "no",
+            "exchange_index": 0,
             "book_side": o.book_side, "count": int(f.count), "count_fp": kp.count_fp(f.count),
             "yes_price": int(f.yes_price * 100), "no_price": int((ONE - f.yes_price) * 100),
             "yes_price_fixed": kp.dollars(f.yes_price),
             "no_price_fixed": kp.dollars(ONE - f.yes_price),
-            "yes_price_dollars": kp.dollars(f.yes_price), "is_taker": f.is_taker,
+            "yes_price_dollars": kp.dollars(f.yes_price),
+            "no_price_dollars": kp.dollars(ONE - f.yes_price), "is_taker": f.is_taker,
+            # deprecated in the SDK ("use yes_price or no_price"); its unit is not
+            # documented: the simulator sends the fill's own side's price in dollars
+            "price": float(f.yes_price if o.side == "yes" else ONE - f.yes_price),
             "fee_cost": kp.dollars(f.fee), "created_time": _iso(f.ts_ms), "ts": f.ts_ms // 1000,
         }
 
@@ -723,16 +975,17 @@ class KalshiSim:
                     self.hub.send(ws, {"type": "orderbook_delta", "sid": st["book_sid"],
                                        "seq": st["seq"], "msg": {
                                            "market_ticker": m.ticker,
+                                           "market_id": m.market_id,
                                            "price_dollars": kp.dollars(price),
                                            "delta_fp": kp.count_fp(d), "side": side,
-                                           "ts_ms": now_ms()}})
+                                           "ts": _iso(now_ms()), "ts_ms": now_ms()}})
 
     def _snapshot(self, ws: web.WebSocketResponse, st: dict[str, Any], ticker: str) -> None:
         m = self.by_ticker[ticker]
         yes, no = self._published.get(ticker) or tuple(map(dict, self.book_sides(m)))
         st["seq"] += 1
         self.hub.send(ws, {"type": "orderbook_snapshot", "sid": st["book_sid"], "seq": st["seq"],
-                           "msg": {"market_ticker": ticker,
+                           "msg": {"market_ticker": ticker, "market_id": m.market_id,
                                    "yes_dollars_fp": [[kp.dollars(p), kp.count_fp(s)]
                                                       for p, s in sorted(yes.items())],
                                    "no_dollars_fp": [[kp.dollars(p), kp.count_fp(s)]

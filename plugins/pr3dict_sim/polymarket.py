@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 
 MARKET_MAKER = "mm"
 VENUE = "polymarket"
+ENGINE_MIN_SIZE = Decimal("0.0001")  # the venue's size rules are checked before the engine
 
 
 @attrs.define(eq=False)
@@ -107,6 +108,7 @@ class PTrade:
     match_time: int
     status: str = "MATCHED"
     updated: int = 0
+    tx_hash: str = ""  # set once MINED: the settlement transaction (py-clob-client-v2 waits)
 
 
 class PolymarketSim:
@@ -135,7 +137,7 @@ class PolymarketSim:
         self.by_token = {t: m for m in self.markets for t in (m.yes, m.no)}
         for m in self.markets:
             for t in (m.yes, m.no):
-                self.engine.add_instrument(t, tick_size=m.tick, min_size=m.min_size)
+                self.engine.add_instrument(t, tick_size=m.tick, min_size=ENGINE_MIN_SIZE)
             self.engine.pair(m.yes, m.no)
         self.process = MarketProcess(
             spec, [Market(VENUE, m.id, m.yes, m.no) for m in self.markets], spec.seed)
@@ -161,7 +163,13 @@ class PolymarketSim:
     def add_routes(self, app: web.Application) -> None:
         r = app.router
         for path, handler in (
-            ("/time", self.time), ("/version", self.version), ("/ok", self.ok),
+            ("/", self.ok), ("/time", self.time), ("/version", self.version), ("/ok", self.ok),
+            ("/simplified-markets", self.list_simplified), ("/sampling-markets", self.list_markets),
+            ("/sampling-simplified-markets", self.list_simplified),
+            ("/markets-by-token/{token_id}", self.market_by_token),
+            ("/auth/api-keys", self.api_keys),
+            ("/auth/ban-status/closed-only", self.closed_only),
+            ("/notifications", self.notifications), ("/order-scoring", self.order_scoring),
             ("/book", self.book), ("/tick-size", self.tick_size), ("/neg-risk", self.neg_risk),
             ("/fee-rate", self.fee_rate), ("/midpoint", self.midpoint), ("/price", self.price),
             ("/spread", self.spread), ("/last-trade-price", self.last_trade_price),
@@ -175,6 +183,13 @@ class PolymarketSim:
         ):
             r.add_get(path, handler)
         r.add_post("/books", self.books)
+        r.add_post("/midpoints", self.midpoints)
+        r.add_post("/prices", self.prices)
+        r.add_post("/spreads", self.spreads)
+        r.add_post("/last-trades-prices", self.last_trades_prices)
+        r.add_delete("/notifications", self.drop_notifications)
+        r.add_post("/orders-scoring", self.orders_scoring)
+        r.add_delete("/auth/api-key", self.delete_api_key)
         r.add_post("/auth/api-key", self.create_api_key)
         r.add_post("/order", self.post_order)
         r.add_post("/orders", self.post_orders)
@@ -241,6 +256,47 @@ class PolymarketSim:
                 out.append(self.book_json(market, token))
         return json_response(out)
 
+    async def _book_params(self, request: web.Request) -> list[tuple[str, str]]:
+        """``[{"token_id", "side"?}]`` bodies of the batch price endpoints (max 500)."""
+        try:
+            items = json.loads(await request.text())
+            out = [(str(i["token_id"]), str(i.get("side", ""))) for i in items]
+        except (ValueError, TypeError, KeyError, AttributeError):
+            raise http_error(400, {"error": "Invalid payload"}) from None
+        if len(out) > 500:
+            raise http_error(400, {"error": "Too many token ids, max allowed: 500"})
+        return [(t, side) for t, side in out if t in self.by_token]
+
+    async def midpoints(self, request: web.Request) -> web.Response:
+        out = {}
+        for token, _ in await self._book_params(request):
+            bid, ask = self._best(token)
+            if bid is not None and ask is not None:
+                out[token] = pm.dec((bid + ask) / 2)
+        return json_response(out)
+
+    async def prices(self, request: web.Request) -> web.Response:
+        out: dict[str, dict[str, str]] = {}
+        for token, side in await self._book_params(request):
+            bid, ask = self._best(token)
+            for s in ((side,) if side in ("BUY", "SELL") else ("BUY", "SELL")):
+                value = bid if s == "BUY" else ask
+                if value is not None:
+                    out.setdefault(token, {})[s] = pm.dec(value)
+        return json_response(out)
+
+    async def spreads(self, request: web.Request) -> web.Response:
+        out = {}
+        for token, _ in await self._book_params(request):
+            bid, ask = self._best(token)
+            if bid is not None and ask is not None:
+                out[token] = pm.dec(ask - bid)
+        return json_response(out)
+
+    async def last_trades_prices(self, request: web.Request) -> web.Response:
+        return json_response([dict(self._last_trade(self.by_token[t], t), token_id=t)
+                              for t, _ in await self._book_params(request)])
+
     async def tick_size(self, request: web.Request) -> web.Response:
         market, _ = self._token(request)
         return json_response({"minimum_tick_size": float(market.tick)})
@@ -270,8 +326,9 @@ class PolymarketSim:
         if side not in ("BUY", "SELL"):
             raise http_error(400, {"error": "Invalid side"})
         bid, ask = self._best(token)
-        # BUY: what a buyer pays (the best ask); SELL: what a seller gets (the best bid)
-        value = ask if side == "BUY" else bid
+        # the live CLOB answers the best bid for BUY and the best ask for SELL (the side of
+        # the book's resting orders; py-clob-client PR #78)
+        value = bid if side == "BUY" else ask
         if value is None:
             raise http_error(404, {"error": pm.ERR_NO_BOOK})
         return json_response({"price": pm.dec(value)})
@@ -284,15 +341,31 @@ class PolymarketSim:
         return json_response({"spread": pm.dec(ask - bid)})
 
     async def last_trade_price(self, request: web.Request) -> web.Response:
-        market, _ = self._token(request)
-        return json_response({"price": pm.dec(market.last_trade) if market.last_trade else "0"})
+        market, token = self._token(request)
+        return json_response(self._last_trade(market, token))
+
+    def _last_trade(self, market: PMarket, token: str) -> dict[str, Any]:
+        """``{"price", "side"}`` of the token's last trade (docs: get-last-trade-price)."""
+        for t in reversed(self.trade_log):
+            if t.token == token:
+                return {"price": pm.dec(t.price), "side": t.side}
+        return {"price": "0.5", "side": ""}
+
+    def token_price(self, token: str) -> float:
+        """A token's price in ``/markets``: the book's midpoint, else its last trade."""
+        bid, ask = self._best(token)
+        if bid is not None and ask is not None:
+            return float((bid + ask) / 2)  # a JSON number on the wire, as the CLOB sends it
+        return float(self._last_trade(self.by_token[token], token)["price"])
+
+    def tokens_json(self, m: PMarket) -> list[dict[str, Any]]:
+        return [{"token_id": t, "outcome": o, "price": self.token_price(t), "winner": False}
+                for t, o in ((m.yes, "Yes"), (m.no, "No"))]
 
     def market_json(self, m: PMarket) -> dict[str, Any]:
         return {
             "condition_id": m.condition_id, "question_id": m.question_id, "question": m.title,
-            "market_slug": m.id,
-            "tokens": [{"token_id": m.yes, "outcome": "Yes", "price": 0.5, "winner": False},
-                       {"token_id": m.no, "outcome": "No", "price": 0.5, "winner": False}],
+            "market_slug": m.id, "tokens": self.tokens_json(m),
             "minimum_order_size": float(m.min_size), "minimum_tick_size": float(m.tick),
             "neg_risk": m.neg_risk, "neg_risk_market_id": m.neg_risk_market_id,
             "neg_risk_request_id": "", "accepting_orders": True, "active": True,
@@ -301,20 +374,25 @@ class PolymarketSim:
             "end_date_iso": "", "tags": [], "rewards": None,
         }
 
+    def simplified_json(self, m: PMarket) -> dict[str, Any]:
+        return {"condition_id": m.condition_id, "tokens": self.tokens_json(m), "rewards": None,
+                "active": True, "closed": False, "archived": False, "accepting_orders": True}
+
     async def list_markets(self, request: web.Request) -> web.Response:
-        try:
-            start = pm.offset(request.query.get("next_cursor"))
-        except ValueError:
-            raise http_error(400, {"error": "invalid next_cursor"}) from None
-        if start < 0:
-            return json_response({"data": [], "next_cursor": pm.END_CURSOR, "limit": 0,
-                                  "count": 0})
-        page = self.markets[start:start + self.page_size]
-        nxt = start + len(page)
-        return json_response({
-            "data": [self.market_json(m) for m in page],
-            "next_cursor": pm.cursor(nxt) if nxt < len(self.markets) else pm.END_CURSOR,
-            "limit": self.page_size, "count": len(page)})
+        """``/markets`` and ``/sampling-markets`` (every simulated market is "sampling")."""
+        return self._page(request, [self.market_json(m) for m in self.markets])
+
+    async def list_simplified(self, request: web.Request) -> web.Response:
+        return self._page(request, [self.simplified_json(m) for m in self.markets])
+
+    async def market_by_token(self, request: web.Request) -> web.Response:
+        """The market of one token (py-clob-client-v2 resolves a token's condition with it;
+        beyond ``condition_id`` the live shape is not documented)."""
+        m = self.by_token.get(request.match_info["token_id"])
+        if m is None:
+            raise http_error(404, {"error": pm.ERR_MARKET})
+        return json_response({"condition_id": m.condition_id, "primary_token_id": m.yes,
+                              "secondary_token_id": m.no})
 
     def _market(self, request: web.Request) -> PMarket:
         market = self.by_condition.get(request.match_info["condition_id"])
@@ -381,6 +459,44 @@ class PolymarketSim:
                               "passphrase": c.passphrase})
 
     derive_api_key = create_api_key
+
+    async def api_keys(self, request: web.Request) -> web.Response:
+        creds = self._l2(request, "")
+        return json_response({"apiKeys": [c.api_key for c in self.creds.values()
+                                          if c.account is creds.account]})
+
+    async def delete_api_key(self, request: web.Request) -> web.Response:
+        creds = self._l2(request, "")
+        self.creds.pop(creds.api_key, None)
+        return json_response("OK")
+
+    async def closed_only(self, request: web.Request) -> web.Response:
+        """Accounts are never restricted to closing positions in the simulator."""
+        self._l2(request, "")
+        return json_response({"closed_only": False})
+
+    async def notifications(self, request: web.Request) -> web.Response:
+        """No notifications are generated (the live venue sends e.g. order-fill notices)."""
+        self._l2(request, "")
+        return json_response([])
+
+    async def order_scoring(self, request: web.Request) -> web.Response:
+        """Whether an order earns liquidity rewards: the simulator runs no rewards program."""
+        self._l2(request, "")
+        return json_response({"scoring": False})
+
+    async def orders_scoring(self, request: web.Request) -> web.Response:
+        body = await request.text()
+        self._l2(request, body)
+        try:
+            ids = [str(i) for i in json.loads(body)]
+        except (ValueError, TypeError):
+            raise http_error(400, {"error": "Invalid payload"}) from None
+        return json_response({i: False for i in ids})
+
+    async def drop_notifications(self, request: web.Request) -> web.Response:
+        self._l2(request, "")
+        return json_response("OK")
 
     def _l2(self, request: web.Request, body: str) -> Creds:
         h = request.headers
@@ -475,11 +591,23 @@ class PolymarketSim:
         if order_id in self.orders:
             raise http_error(400, {"error": pm.err_duplicate(order_id)})
         tick = market.tick
-        if price % tick or not tick <= price <= 1 - tick:
-            raise http_error(400, {"error": pm.err_tick(order_id, price, tick)})
-        if size % pm.SIZE_STEP:
-            raise http_error(400, {"error": pm.ERR_PAYLOAD})
-        if size < market.min_size:
+        if order_type in ("FOK", "FAK") and side == "BUY":
+            # A market BUY signs dollars (maker, 2 decimals) for shares (taker, <= 4
+            # decimals): its implied price is off tick and the venue takes it (clob-client
+            # PR #61); more precise amounts are refused (py-clob-client-v2 #99, rs #114).
+            if maker_amount % 10_000 or taker_amount % 100:
+                raise http_error(400, {"error": pm.ERR_MARKET_BUY_AMOUNTS})
+            if not tick <= price <= 1 - tick:
+                raise http_error(400, {"error": pm.err_tick(order_id, price, tick)})
+        else:
+            if price % tick or not tick <= price <= 1 - tick:
+                raise http_error(400, {"error": pm.err_tick(order_id, price, tick)})
+            if size % pm.SIZE_STEP:
+                raise http_error(400, {"error": pm.ERR_BUY_AMOUNTS if side == "BUY"
+                                       else pm.ERR_PAYLOAD})
+        # minimum_order_size (shares) binds limit orders; a marketable BUY has the $1
+        # minimum instead (py-clob-client #301, nautilus_trader #3874)
+        if size < market.min_size and not (order_type in ("FOK", "FAK") and side == "BUY"):
             raise http_error(400, {"error": pm.err_size(order_id, size, market.min_size)})
         post_only = bool(item.get("postOnly", False))
         if post_only and order_type not in ("GTC", "GTD"):
@@ -547,9 +675,11 @@ class PolymarketSim:
                "FAK": TimeInForce.FAK}[order.order_type]
         self._matches.clear()
         try:
+            # an off-tick market BUY price matches exactly like the tick below it
+            limit = order.price - order.price % order.market.tick
             ack = self.engine.submit(order.account.name, order.id, order.token,
                                      Side.BUY if order.side == "BUY" else Side.SELL,
-                                     order.price, order.size, tif, post_only=order.post_only,
+                                     limit, order.size, tif, post_only=order.post_only,
                                      timestamp=time.time())
         except InvalidOrder as exc:  # validated above; a safety net
             raise http_error(400, {"error": f"order {order.id} is invalid. {exc.message}"}
@@ -658,6 +788,8 @@ class PolymarketSim:
             return
         trade.status = status
         trade.updated = int(time.time())
+        if status == "MINED":
+            trade.tx_hash = "0x" + hashlib.sha256(f"tx/{trade.id}".encode()).hexdigest()
         if status == "FAILED":
             self._reverse(trade)
         self._push_trade(trade)
@@ -876,7 +1008,9 @@ class PolymarketSim:
         maker_entries = []
         for maker, m in t.makers:
             maker_entries.append({
-                "order_id": m.maker_client_order_id,
+                # the market maker's orders get hash-shaped ids like everyone's
+                "order_id": maker.id if maker else
+                "0x" + hashlib.sha256(f"mm/{m.maker_client_order_id}".encode()).hexdigest(),
                 "owner": maker.owner if maker else "", "maker_address": maker.maker if maker
                 else "", "matched_amount": pm.dec(m.size), "price": pm.dec(m.maker_price),
                 "fee_rate_bps": "0", "asset_id": m.maker_instrument,
@@ -889,7 +1023,8 @@ class PolymarketSim:
             "price": pm.dec(t.price), "status": t.status, "match_time": str(t.match_time),
             "last_update": str(t.updated), "outcome": "Yes" if t.token == t.market.yes else "No",
             "bucket_index": 0, "owner": t.taker.owner if t.taker else "",
-            "maker_address": t.taker.maker if t.taker else "", "transaction_hash": "",
+            "maker_address": t.taker.maker if t.taker else "",
+            "transaction_hash": t.tx_hash,
             "trader_side": "TAKER" if mine_taker else "MAKER", "maker_orders": maker_entries,
         }
 
@@ -952,10 +1087,39 @@ class PolymarketSim:
 
     # ------------------------------------------------------------------ websockets
 
+    def set_tick(self, market: PMarket, tick: Decimal) -> None:
+        """Change a market's tick size and tell the market websocket (``tick_size_change``)."""
+        old = market.tick
+        if tick == old:
+            return
+        market.tick = tick
+        for token in (market.yes, market.no):
+            self.engine.add_instrument(token, tick_size=tick, min_size=ENGINE_MIN_SIZE)
+        ts = str(now_ms())
+        for ws, assets in self.market_hub.sockets.items():
+            for token in (market.yes, market.no):
+                if token in assets:
+                    self.market_hub.send(ws, {
+                        "event_type": "tick_size_change", "asset_id": token,
+                        "market": market.condition_id, "old_tick_size": pm.dec(old),
+                        "new_tick_size": pm.dec(tick), "timestamp": ts})
+
+    def _auto_tick(self, m: PMarket) -> None:
+        """The CLOB narrows a market's tick from 0.01 to 0.001 once its book trades beyond
+        0.96 or below 0.04 (Polymarket docs: tick_size_change); whether and when it widens
+        back is not documented: the simulator widens when the book is back inside."""
+        if self.spec.tick_size != Decimal("0.01"):
+            return
+        bid, ask = self._best(m.yes)
+        extreme = any(p is not None and not Decimal("0.04") <= p <= Decimal("0.96")
+                      for p in (bid, ask))
+        self.set_tick(m, Decimal("0.001") if extreme else self.spec.tick_size)
+
     def publish_books(self) -> None:
         """Send price_change events for every level that changed since the last publish."""
         changes: dict[str, list[dict[str, Any]]] = {}
         for m in self.markets:
+            self._auto_tick(m)
             for token in (m.yes, m.no):
                 seq = self.engine.sequence(token)
                 if self._published_seq.get(token) == seq:
@@ -967,14 +1131,16 @@ class PolymarketSim:
                 self._published[token] = new
                 best_bid = pm.dec(bids[0].price) if bids else "0"
                 best_ask = pm.dec(asks[0].price) if asks else "1"
+                # each level carries the hash of the token's book after the change
+                book_hash = self.book_json(m, token)["hash"]
                 for idx, side in ((0, "BUY"), (1, "SELL")):
-                    for price in set(old[idx]) | set(new[idx]):
+                    for price in sorted(set(old[idx]) | set(new[idx])):
                         size = new[idx].get(price, ZERO)
                         if old[idx].get(price) != size:
                             changes.setdefault(m.condition_id, []).append({
                                 "asset_id": token, "price": pm.dec(price), "side": side,
-                                "size": pm.dec(size), "hash": "", "best_bid": best_bid,
-                                "best_ask": best_ask})
+                                "size": pm.dec(size), "hash": book_hash,
+                                "best_bid": best_bid, "best_ask": best_ask})
         if not changes or not self.market_hub.sockets:
             return
         ts = str(now_ms())
@@ -1051,8 +1217,10 @@ class PolymarketSim:
     def _push_order(self, order: POrder, kind: str) -> None:
         if not self.user_hub.sockets:
             return
+        # REST gives created_at as a number, the user channel as a string (live captures)
         payload = dict(self.order_json(order), event_type="order", type=kind,
-                       order_owner=order.owner, timestamp=str(now_ms()))
+                       order_owner=order.owner, timestamp=str(now_ms()),
+                       created_at=str(order.created))
         if kind == "CANCELLATION" and order.status == "CANCELED" and not order.filled \
                 and order.order_type == "FOK":
             payload["status"] = "CANCELED_" + pm.ERR_FOK

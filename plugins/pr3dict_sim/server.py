@@ -41,7 +41,9 @@ class SimServer:
         self.page_size = page_size
         self.clock = clock
         self.secret = secrets.token_hex(16)  # API credentials differ per server run
-        self.rng = random.Random(spec.seed ^ 0x5151)
+        # ids (orders, trades, fills, heartbeats) never repeat across runs: a live venue's
+        # ids are unique, and a journal replayed against a restarted sim must not match old ids
+        self.rng = random.Random(f"{spec.seed}/{self.secret}")
         faults = spec.sim.faults
         self.faults = Faults(faults, spec.seed if faults.seed is None else faults.seed)
         base_dir = base_dir or Path.cwd()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from decimal import Decimal
@@ -28,6 +29,9 @@ class ConnectorBase:
     """State and plumbing; subclasses speak their venue's protocol."""
 
     type = ""
+    WS_BACKOFF_BASE_S = 0.05  # the first reconnect after a long-lived connection
+    WS_BACKOFF_CAP_S = 5.0
+    WS_STABLE_S = 5.0  # a connection that lived this long resets the backoff
 
     def __init__(self, id: str, *, rest_url: str, ws_url: str, timeout_s: float,
                  rate_per_s: float, poll_wait_s: float, websocket: bool,
@@ -54,6 +58,8 @@ class ConnectorBase:
         self._tasks: list[asyncio.Task[Any]] = []
         self._closing = False
         self.ws_connects = 0  # how many times the websockets (re)connected
+        self.ws_reconnects: dict[str, int] = {}  # feed name -> reconnect attempts
+        self._jitter = random.Random()
         self.failed_trades: list[str] = []
         self._last_seen: float | None = None  # monotonic time of the last venue message
         self.bad_messages = 0  # websocket messages that could not be handled (ignored)
@@ -172,22 +178,44 @@ class ConnectorBase:
                 await task
         self._tasks.clear()
 
+    def reconnect_delay(self, failures: int) -> float:
+        """Seconds before the next websocket connect after ``failures`` consecutive failed
+        or short-lived connections: capped exponential backoff with jitter (half to all of
+        it), so a venue that accepts and drops at once is not hammered by every client in
+        step."""
+        ceiling = min(self.WS_BACKOFF_CAP_S, self.WS_BACKOFF_BASE_S * 2 ** min(failures, 30))
+        return ceiling * self._jitter.uniform(0.5, 1.0)  # timing, not money
+
     async def run_websocket(self, connect: Callable[[], Awaitable[aiohttp.ClientWebSocketResponse]],
                             on_open: Callable[[aiohttp.ClientWebSocketResponse], Awaitable[None]],
                             on_message: Callable[[str], None], name: str,
                             ready: asyncio.Event | None = None) -> None:
-        """Keep one websocket open: reconnect with backoff, resubscribe, resync on reconnect."""
-        backoff = 0.05
+        """Keep one websocket open: reconnect with backoff, resubscribe, resync on reconnect.
+
+        Every reconnect waits ``reconnect_delay`` (the backoff grows while connections fail
+        or last under ``WS_STABLE_S``), takes a token of the client-side rate limiter, is
+        logged and counted in ``ws_reconnects[name]``; ``on_open`` then subscribes again,
+        which brings a fresh snapshot.
+        """
+        failures = 0
+        first = True
         while not self._closing:
+            if not first:
+                delay = self.reconnect_delay(failures)
+                self.ws_reconnects[name] = self.ws_reconnects.get(name, 0) + 1
+                log.warning("venue %s: %s websocket reconnect #%d in %.2f s (%d failed in a "
+                            "row)", self.id, name, self.ws_reconnects[name], delay, failures)
+                await asyncio.sleep(delay)
+                await self.limiter.acquire()
+            first = False
             try:
                 ws = await connect()
             except (aiohttp.ClientError, OSError, TimeoutError, VenueError) as exc:
                 log.warning("venue %s: %s websocket connect failed: %s", self.id, name, exc)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
+                failures += 1
                 continue
             self.ws_connects += 1
-            backoff = 0.05
+            opened = time.monotonic()
             try:
                 await on_open(ws)
                 if ready is not None:
@@ -209,8 +237,7 @@ class ConnectorBase:
             finally:
                 with contextlib.suppress(Exception):
                     await ws.close()
-            if not self._closing:
-                await asyncio.sleep(0.02)
+            failures = 0 if time.monotonic() - opened >= self.WS_STABLE_S else failures + 1
 
     # A venue (or a hostile peer) can send garbage at line rate: one line per interval.
     BAD_MESSAGE_LOG_INTERVAL_S = 10.0

@@ -38,6 +38,20 @@ class LocalBook:
         self.seq += 1
         self._book = None
 
+    def trim(self, best_bid: Decimal | None, best_ask: Decimal | None) -> bool:
+        """Drop levels better than the venue's own best bid / best ask (stale levels a lost
+        or reordered delta left behind, which would cross the book). True if any went."""
+        stale_bids = [p for p in self.bids if best_bid is not None and p > best_bid]
+        stale_asks = [p for p in self.asks if best_ask is not None and p < best_ask]
+        for p in stale_bids:
+            del self.bids[p]
+        for p in stale_asks:
+            del self.asks[p]
+        if stale_bids or stale_asks:
+            self.seq += 1
+            self._book = None
+        return bool(stale_bids or stale_asks)
+
     def add_level(self, bid: bool, price: Decimal, delta: Decimal) -> None:
         side = self.bids if bid else self.asks
         self.set_level(bid, price, side.get(price, ZERO) + delta)

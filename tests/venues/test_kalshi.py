@@ -3,7 +3,6 @@ as two books, idempotent client order ids, error shapes and faults."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from decimal import Decimal
@@ -208,8 +207,52 @@ async def test_websocket_drop_reconnects(make_sim):
     sim = await make_sim(clock=True, step_ms=20, faults=SimFaultSpec(ws_drop_every_s=0.1))
     venue = kalshi_venue(sim)
     await venue.start()
-    await asyncio.sleep(0.35)
-    assert venue.ws_connects >= 3
+    await until(lambda: venue.ws_connects >= 3, timeout=5)
+    assert venue.ws_reconnects["feed"] >= 2
     bids, _ = sim.kalshi.engine.book("M2")
     await until(lambda: venue.book("M2:yes").bids == bids)
     await venue.close()
+
+
+async def test_legacy_order_endpoints_gone(make_sim):
+    """Kalshi retires POST /portfolio/orders: the default V2 connector does not notice; a
+    legacy-configured one gets each order refused, nothing crashes. (What status the live
+    venue will answer is not announced: the simulator answers as for a route it does not
+    serve, 405 where the path has other methods.)"""
+    sim = await make_sim(kalshi_legacy_orders=False)
+    venue = kalshi_venue(sim)
+    await venue.start()
+    k_book(sim, "M1", bids=[("0.45", 50)], asks=[("0.52", 50)])
+    ack = await venue.place_order(req("v1", "M1:yes", price="0.55", size="3"))
+    assert ack.status is OrderStatus.FILLED
+    results = await venue.place_orders([
+        req("v2", "M1:yes", price="0.30", size="2", tif=TimeInForce.GTC),
+        req("v3", "M1:no", price="0.30", size="2", tif=TimeInForce.GTC)])
+    assert [r.status for r in results] == [OrderStatus.OPEN] * 2
+    assert [a.status for a in await venue.cancel_orders(["v2", "v3"])] == \
+        [OrderStatus.CANCELLED] * 2
+    assert (await venue.get_order("v1")).filled == D(3)
+    await venue.close()
+    legacy = kalshi_venue(sim, api="legacy")
+    await legacy.start()
+    with pytest.raises(OrderRejected, match="405"):
+        await legacy.place_order(req("l1", "M1:yes", price="0.55", size="3"))
+    await legacy.close()
+
+
+async def test_amend_to_a_crossing_price_fills_and_decrease_keeps_the_order(kalshi, sim):
+    k_book(sim, "M1", bids=[("0.45", 50)], asks=[("0.52", 50)])
+    ack = await kalshi.place_order(req("am", "M1:yes", price="0.30", size="5",
+                                       tif=TimeInForce.GTC))
+    oid = kalshi.records["am"].venue_order_id
+    base = f"/portfolio/events/orders/{oid}"
+    status, body = await signed(sim, "POST", base + "/decrease", {"reduce_by": "1.00"})
+    assert (status, body["remaining_count"]) == (200, "4.00")
+    status, body = await signed(sim, "POST", base + "/amend", {
+        "ticker": "M1", "side": "bid", "price": "0.5500", "count": "4.00"})
+    assert status == 200 and body["order_id"] == oid
+    assert (body["fill_count"], body["average_fill_price"]) == ("4.00", "0.5200")
+    assert ack.status is OrderStatus.OPEN
+    status, body = await signed(sim, "POST", base + "/amend", {
+        "ticker": "M1", "side": "bid", "price": "0.5500", "count": "4.00"})
+    assert status == 404  # no longer resting

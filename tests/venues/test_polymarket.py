@@ -136,14 +136,20 @@ async def test_simulator_error_replies_are_the_venues(poly, sim):
     """What the venue answers when a client skips the checks the connector makes."""
     m = poly.markets()[0]
     address = poly.signer.address
-    # a price off the tick, signed correctly
+    # a limit price off the tick, signed correctly
     poly._signed.clear()
-    _, body = poly.build_order(req("e1", m.yes, price="0.50"))
+    _, body = poly.build_order(req("e1", m.yes, price="0.50", tif=TimeInForce.GTC))
     body["order"]["makerAmount"] = str(int(D("10") * D("0.505") * pm.UNIT))
     body["order"]["signature"] = poly.signer.sign_digest(poly._domain(m).digest(body["order"]))
     status, reply = await _post(sim, poly._creds, address, body)
     oid = poly._domain(m).order_id(body["order"])
     assert (status, reply) == (400, {"error": pm.err_tick(oid, D("0.505"), D("0.01"))})
+    # a market (FAK) BUY paying $3.1563: more than 2 decimals of dollars
+    _, body = poly.build_order(req("e1b", m.yes, price="0.50"))
+    body["order"]["makerAmount"], body["order"]["takerAmount"] = "3156300", "6312600"
+    body["order"]["signature"] = poly.signer.sign_digest(poly._domain(m).digest(body["order"]))
+    status, reply = await _post(sim, poly._creds, address, body)
+    assert (status, reply) == (400, {"error": pm.ERR_MARKET_BUY_AMOUNTS})
     # a tampered order: the recovered signer is someone else
     _, body = poly.build_order(req("e2", m.yes))
     body["order"]["takerAmount"] = "20000000"
@@ -311,8 +317,8 @@ async def test_dropped_websockets_reconnect_and_resync(make_sim):
     pushed = []
     venue.subscribe_orders(pushed.append)
     await venue.place_order(req("ws1", m.yes, price="0.45", size="10", tif=TimeInForce.GTC))
-    await asyncio.sleep(0.35)
-    assert venue.ws_connects >= 4  # two feeds, reconnected at least once each
+    # two feeds, reconnected at least once each
+    await until(lambda: venue.ws_connects >= 4 and len(venue.ws_reconnects) == 2, timeout=5)
     pm_book(sim, m.yes, asks=[("0.44", 10)])
     await until(lambda: venue.book(m.yes).bids == () or pushed)
     await until(lambda: (pushed and pushed[-1].filled == D(10)) or
@@ -370,3 +376,49 @@ async def test_auto_registered_second_wallet_trades_against_us(poly, sim):
     assert ack.filled == D(10) and ack.fills[0].price == D("0.53")
     await until(lambda: pushed and pushed[-1].filled == D(10))
     await other.close()
+
+
+def test_market_buy_amounts_are_the_official_builders_and_the_venues():
+    """FOK/FAK BUYs: dollars to the cent, shares to 4 decimals, as py-clob-client-v2 builds
+    a market BUY; 1501 sizes 5.00-20.00 at 0.63 (the limit rounding broke 1485 of them)."""
+    from py_clob_client_v2.order_builder.builder import ROUNDING_CONFIG, OrderBuilder
+    from py_clob_client_v2.order_builder.constants import BUY
+
+    official = object.__new__(OrderBuilder)
+    price = D("0.63")
+    for cents in range(500, 2001):
+        size = D(cents) / 100
+        maker, taker = pm.market_buy_amounts(price, size)
+        assert maker % 10_000 == 0 and taker % 100 == 0  # what the venue accepts
+        # (+1e-9: the official builder floors floats, and 4.02 * 100 is 401.999...)
+        dollars = float((size * price).quantize(D("0.01"), rounding="ROUND_DOWN")) + 1e-9
+        _, o_maker, o_taker = official.get_market_order_amounts(BUY, dollars, 0.63,
+                                                                ROUNDING_CONFIG["0.01"])
+        assert (maker, taker) == (int(o_maker), int(o_taker))
+        shares = D(taker) / pm.UNIT
+        assert size - D("0.01") / price - D("0.0001") <= shares <= size
+        assert price <= D(maker) / D(taker) < price + D("0.01")
+
+
+async def test_fak_buy_of_uneven_dollars_fills_the_representable_size(poly, sim):
+    m = poly.markets()[0]
+    pm_book(sim, m.yes, asks=[("0.63", 50)])
+    pm_book(sim, m.no, bids=[])
+    ack = await poly.place_order(req("odd", m.yes, price="0.63", size="5.02"))
+    assert ack.status is OrderStatus.FILLED and ack.filled == D("5.0158")
+    assert sum(f.size * f.price for f in ack.fills) == D("5.0158") * D("0.63")
+    _, body = poly.build_order(req("odd", m.yes, price="0.63", size="5.02"))
+    assert (body["order"]["makerAmount"], body["order"]["takerAmount"]) == ("3160000", "5015800")
+
+
+async def test_sim_narrows_the_tick_near_the_extremes_and_the_connector_follows(poly, sim):
+    m = poly.markets()[0]
+    pm_book(sim, m.no, bids=[], asks=[])
+    pm_book(sim, m.yes, bids=[("0.97", 10)], asks=[("0.98", 10)])
+    await until(lambda: poly.market_of(m.yes).tick_size == D("0.001"))
+    ack = await poly.place_order(req("fine", m.yes, price="0.975", size="10",
+                                     tif=TimeInForce.GTC))
+    assert ack.status is OrderStatus.OPEN
+    await poly.cancel_order("fine")
+    pm_book(sim, m.yes, bids=[("0.50", 10)], asks=[("0.52", 10)])
+    await until(lambda: poly.market_of(m.yes).tick_size == D("0.01"))
