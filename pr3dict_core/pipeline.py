@@ -145,8 +145,9 @@ class Halt:
     reason: str
 
 
-# Halts that outlive the process: restored from the journal before any entry.
-PERSISTENT_HALTS = frozenset({"exposure"})
+# Halts that outlive the process: restored from the journal before any entry, and their
+# trades worked again (exposure: complete or unwind; break: re-hedge a reopened trade).
+PERSISTENT_HALTS = frozenset({"exposure", "break"})
 
 
 class Engine:
@@ -666,12 +667,15 @@ class Engine:
     def _late_change(self, trade: Trade) -> None:
         """A finished trade's fills changed (a fill reversed on chain, or a late fill): a
         journaled break reopens it, and it is completed or unwound like a short leg."""
-        if trade.id in self._unresolved or self._stopping:
+        if trade.id in self._unresolved:
             return
+        # Durable at once: a break interrupted by a crash or a stop is taken up at start.
+        self.halt("break", trade.id, f"trade {trade.id} changed after it was final: "
+                                     "re-hedging")
         self._dirty.add(trade.id)
-        if trade.id not in self._breaking:
+        if trade.id not in self._breaking and not self._stopping:
             self._breaking.add(trade.id)
-            self._spawn(self._break(trade))
+            self._spawn(self._break(trade), wait=True)
 
     async def _break(self, trade: Trade) -> None:
         """Re-hedge a finished trade until what it holds matches its final state again
@@ -692,6 +696,7 @@ class Engine:
                     await executor.rollback(trade)
                 self._after(trade, [])
                 self._record(trade)
+            self.lift("break", trade.id)
         finally:
             self._breaking.discard(trade.id)
 
@@ -729,9 +734,22 @@ class Engine:
                     changed = await self._executor.recheck(trade)
                 self._executor.remember(trade)
                 if changed:
-                    self._dirty.add(trade.id)
-                    self._breaking.add(trade.id)
-                    await self._break(trade)
+                    self.halt("break", trade.id, f"trade {trade.id} changed after it was "
+                                                 "final: re-hedging")
+        for (cause, subject), _ in list(self.halts.items()):
+            if cause == "break":  # reopened, maybe by an earlier process: re-hedge it now
+                try:
+                    trade = self.journal.load_trade(subject)
+                except KeyError:
+                    self.lift(cause, subject)
+                    continue
+                trade.observer = self.journal.trade_transition
+                for leg in trade.all_legs:
+                    leg.observer = self.journal.leg_transition
+                self._executor.remember(trade)
+                self._dirty.add(trade.id)
+                self._breaking.add(trade.id)
+                await self._break(trade)
         for (cause, subject), _ in list(self.halts.items()):
             if cause == "exposure" and subject not in self._exposed:
                 try:

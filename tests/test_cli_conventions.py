@@ -293,14 +293,17 @@ def test_an_internal_error_is_one_line_and_a_logged_traceback(pr3dict_pm, regist
 
 def test_halts_are_logged_when_they_appear_and_lift(caplog):
     from pr3dict_core.cli import _HaltLog
+    from pr3dict_core.pipeline import Halt
 
+    kill = {("kill", ""): Halt("kill", "", "kill switch: SIGUSR1")}
+    unresolved = {("unresolved", "t1"): Halt("unresolved", "t1", "trade t1 is unresolved")}
     halts = _HaltLog()
     with caplog.at_level(logging.WARNING, logger="pr3dict"):
         halts.update({})
-        halts.update({"kill": "kill switch: SIGUSR1"})
-        halts.update({"kill": "kill switch: SIGUSR1"})
-        halts.update({"kill": "kill switch: SIGUSR1", "unresolved:t1": "trade t1 is unresolved"})
-        halts.update({"kill": "kill switch: SIGUSR1"})
+        halts.update(kill)
+        halts.update(kill)
+        halts.update({**kill, **unresolved})
+        halts.update(kill)
     assert [r.getMessage() for r in caplog.records] == [
         "halted: kill switch: SIGUSR1", "halted: trade t1 is unresolved",
         "halt lifted: trade t1 is unresolved"]

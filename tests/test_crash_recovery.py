@@ -11,6 +11,7 @@ import os
 import pickle
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -58,6 +59,20 @@ def venue_truth(path: Path) -> tuple[dict[str, Decimal], set[str]]:
     return positions, orders
 
 
+def sent(journal: Path) -> int:
+    """How many orders the journal holds (0 while it does not exist)."""
+    if not journal.exists():
+        return 0
+    try:
+        db = sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=5)
+        try:
+            return db.execute("SELECT COUNT(*) FROM orders").fetchone()[0]
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return 0
+
+
 def test_sigkill_at_random_points_then_recover(tmp_path):
     (tmp_path / "p.toml").write_text(PIPELINE.replace("{scenario}", str(DEMO_SCENARIO)))
     rng = random.Random(1234)
@@ -69,11 +84,13 @@ def test_sigkill_at_random_points_then_recover(tmp_path):
         proc = subprocess.Popen([str(PR3DICT), "run", "p.toml", "--duration", "60", "--quiet"],
                                 cwd=tmp_path, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE)
-        # Wait until it trades, then kill it without warning somewhere in the middle.
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not (tmp_path / "venue.state").exists():
+        # Readiness: this run has sent orders (the journal's order count grew); then a
+        # kill without warning somewhere in the middle.
+        before, deadline = sent(tmp_path / "journal.sqlite"), time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None \
+                and sent(tmp_path / "journal.sqlite") <= before:
             time.sleep(0.02)
-        time.sleep(rng.uniform(0.2, 1.2))
+        time.sleep(rng.uniform(0.0, 0.6))
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)
         kills += proc.returncode == -signal.SIGKILL

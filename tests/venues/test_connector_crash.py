@@ -182,6 +182,21 @@ async def kalshi_truth(url: str) -> Truth:
         await venue.close()
 
 
+def explain(journal_path: Path, tokens: tuple[str, str]) -> None:
+    """On failure: every trade that touched the market, as the journal has it."""
+    journal = Journal(journal_path)
+    try:
+        for row in journal.trades(limit=100000):
+            trade = journal.load_trade(row["id"])
+            if any(leg.instrument in tokens for leg in trade.all_legs):
+                print(trade.id, trade.state.value, trade.error, [
+                    (leg.venue, leg.instrument[-6:], leg.side.value, leg.purpose,
+                     leg.state.value, str(leg.filled)) for leg in trade.all_legs])
+        print("halts", list(journal.db.execute("SELECT * FROM halts")))
+    finally:
+        journal.close()
+
+
 def net_kalshi(booked: dict[str, Decimal]) -> dict[str, Decimal]:
     """Kalshi nets YES against NO: one signed position per market, as the venue reports."""
     net: dict[str, Decimal] = {}
@@ -279,6 +294,8 @@ def test_sigkill_the_connector_run_then_recover(tmp_path, venue):
             assert mine == {k: v for k, v in positions.items() if v}, name  # journal = venue
         if not exposed:  # every market hedged or flat, or journaled as halted
             for market, yes, no in held_sets(poly, kalshi):
+                if yes != no:
+                    explain(journal_path, poly[3][market])
                 assert yes == no, (market, yes, no)
     finally:
         stop_process(sim)
