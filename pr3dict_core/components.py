@@ -259,8 +259,10 @@ class LegContext(Protocol):
     (a pushed or polled fill) or at ``until``; ``resting`` says whether an order of the leg
     may rest."""
 
-    deadline: float  # perf_counter seconds
+    deadline: float  # seconds on the engine's clock (``now()``)
     max_slippage_ticks: int
+
+    def now(self) -> float: ...  # the engine's clock; a test may inject one
 
     @property
     def resting(self) -> bool: ...

@@ -164,3 +164,33 @@ async def test_unwind_respects_the_loss_cap():
 
 def test_time_in_force_names_match_config():
     assert {t.value for t in TimeInForce} >= {"FAK", "FOK", "GTC"}
+
+
+class ManualClock:
+    """A clock the test moves: deadlines follow it, not the wall."""
+
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+async def test_deadlines_follow_the_injected_clock():
+    """A one-minute limit deadline passes in milliseconds when the clock says so."""
+    venue = scripted_venue()
+    clock = ManualClock()
+    engine = engine_for(venue, strategy=LimitStrategy(),
+                        execution=ExecutionSection(deadline_ms=60_000))
+    engine.clock = clock
+    opp = await detect_then(engine, venue, lambda: no_leg_gone(venue))
+    task = asyncio.ensure_future(engine.execute_opportunity(opp))
+    while not venue.engine.open_orders("pr3dict"):
+        await asyncio.sleep(0.001)  # readiness: both legs rest
+    assert not task.done()
+    clock.t += 61  # a minute later, on the engine's clock
+    trade = await asyncio.wait_for(task, 5)
+    await engine.close()
+    assert trade.legs[1].state is LegState.CANCELLED and trade.legs[1].filled == 0
+    assert trade.state is TradeState.ROLLED_BACK
+    assert venue.engine.open_orders("pr3dict") == []

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from decimal import Decimal
 from typing import ClassVar
 
@@ -27,7 +26,7 @@ async def rest_until(leg: Leg, ctx: LegContext, until: float) -> None:
     if size <= 0:
         return
     await ctx.submit(leg.target_price, size, TimeInForce.GTC)
-    while ctx.resting and not leg.state.is_final and time.perf_counter() < until:
+    while ctx.resting and not leg.state.is_final and ctx.now() < until:
         await ctx.wait(until)
     if ctx.resting and not leg.state.is_final:
         await ctx.cancel()
@@ -75,12 +74,12 @@ class HybridStrategy:
         return cls(config)
 
     async def execute_leg(self, leg: Leg, ctx: LegContext) -> None:
-        start = time.perf_counter()
+        start = ctx.now()
         fallback_at = min(start + self.config.fallback_after_ms / 1000, ctx.deadline)
         await rest_until(leg, ctx, fallback_at)
         price = _chase_price(leg, self.config.max_slippage_ticks)
         while not leg.state.is_final and leg.state is not LegState.UNRESOLVED \
-                and time.perf_counter() < ctx.deadline:
+                and ctx.now() < ctx.deadline:
             size = quantize_down(leg.remaining, ctx.residual)
             if size <= 0:
                 return

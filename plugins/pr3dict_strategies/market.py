@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from decimal import Decimal
 from typing import ClassVar, Literal
 
@@ -52,7 +51,7 @@ class MarketStrategy:
             if leg.state is LegState.FILLED or leg.state.is_final \
                     or leg.state is LegState.UNRESOLVED or self.tif is TimeInForce.FOK:
                 return
-            if time.perf_counter() >= ctx.deadline or not self._liquidity_within(leg, ctx, price):
+            if ctx.now() >= ctx.deadline or not self._liquidity_within(leg, ctx, price):
                 return
 
     @staticmethod

@@ -296,6 +296,7 @@ def test_sigkill_the_connector_run_then_recover(tmp_path, venue):
             for market, yes, no in held_sets(poly, kalshi):
                 if yes != no:
                     explain(journal_path, poly[3][market])
+                    print("poly", poly[0], poly[3][market], "kalshi", kalshi and kalshi[0])
                 assert yes == no, (market, yes, no)
     finally:
         stop_process(sim)
