@@ -53,6 +53,7 @@ from pr3dict_venuekit.base import ConnectorBase, now_ms
 from pr3dict_venuekit.http import Reply, TokenBucket, check_mode, secret
 from pr3dict_venuekit.orders import OrderRecord
 
+from . import marketdata as md
 from . import protocol as kp
 
 log = logging.getLogger("pr3dict.venues.kalshi")
@@ -220,40 +221,11 @@ class KalshiVenue(ConnectorBase):
         books = await asyncio.gather(*(self._get(f"/markets/{t}/orderbook")
                                        for t in self._tickers))
         for ticker, body in zip(self._tickers, books, strict=False):
-            fp = body.get("orderbook_fp")
-            if fp is not None:
-                yes = [(Decimal(p), Decimal(q)) for p, q in fp.get("yes_dollars") or []]
-                no = [(Decimal(p), Decimal(q)) for p, q in fp.get("no_dollars") or []]
-            else:
-                ob = body.get("orderbook") or {}
-                yes = [(Decimal(p) / 100, Decimal(q)) for p, q in ob.get("yes") or []]
-                no = [(Decimal(p) / 100, Decimal(q)) for p, q in ob.get("no") or []]
+            yes, no = md.rest_orderbook(body)
             self._snapshot(ticker, yes, no)
 
-    def _snapshot(self, ticker: str, yes: list[tuple[Decimal, Decimal]],
-                  no: list[tuple[Decimal, Decimal]]) -> None:
-        """YES and NO bids -> two books: each side's asks are 1 - the other's bids."""
-        m = self._tickers.get(ticker)
-        if m is None:
-            return
-        y, n = self.books[m.yes], self.books[m.no]
-        y_asks = [(ONE - p, q) for p, q in no]
-        n_asks = [(ONE - p, q) for p, q in yes]
-        if y.bids != dict(yes) or y.asks != dict(y_asks):
-            y.snapshot(yes, y_asks)
-            n.snapshot(no, n_asks)
-            self.mark_changed(m.yes)
-            self.mark_changed(m.no)
-
-    def _delta(self, ticker: str, side: str, price: Decimal, delta: Decimal) -> None:
-        m = self._tickers.get(ticker)
-        if m is None:
-            return
-        bid_book, ask_book = (m.yes, m.no) if side == "yes" else (m.no, m.yes)
-        self.books[bid_book].add_level(True, price, delta)
-        self.books[ask_book].add_level(False, ONE - price, delta)
-        self.mark_changed(m.yes)
-        self.mark_changed(m.no)
+    def _snapshot(self, ticker: str, yes: md.Levels, no: md.Levels) -> None:
+        md.apply_snapshot(self.books, self._tickers.get(ticker), yes, no, self.mark_changed)
 
     async def _load_positions(self) -> None:
         cursor = ""
@@ -316,15 +288,7 @@ class KalshiVenue(ConnectorBase):
                     self.spawn(self._ws.close(), "resubscribe")
                 return
             self._book_seq = seq or self._book_seq
-            if kind == "orderbook_snapshot":
-                self._snapshot(body["market_ticker"],
-                               [(Decimal(p), Decimal(q)) for p, q in body.get("yes_dollars_fp")
-                                or []],
-                               [(Decimal(p), Decimal(q)) for p, q in body.get("no_dollars_fp")
-                                or []])
-            else:
-                self._delta(body["market_ticker"], body["side"], Decimal(body["price_dollars"]),
-                            Decimal(body["delta_fp"]))
+            md.apply_book_message(self.books, self._tickers, kind, body, self.mark_changed)
         elif kind == "user_order":
             rec = self.by_venue_id.get(str(body.get("order_id")))
             if rec is None and body.get("client_order_id"):

@@ -58,6 +58,7 @@ from pr3dict_venuekit.base import ConnectorBase
 from pr3dict_venuekit.http import Reply, check_mode, secret, strip_comments
 from pr3dict_venuekit.orders import OrderRecord
 
+from . import marketdata as md
 from . import protocol as pm
 from .signing import ZERO_BYTES32, OrderDomain, Signer, l1_headers, l2_headers
 
@@ -278,15 +279,7 @@ class PolymarketVenue(ConnectorBase):
                 self._apply_book(summary)
 
     def _apply_book(self, summary: Mapping[str, Any]) -> None:
-        token = str(summary["asset_id"])
-        local = self.books.get(token)
-        if local is None:
-            return
-        bids = [(Decimal(lv["price"]), Decimal(lv["size"])) for lv in summary["bids"]]
-        asks = [(Decimal(lv["price"]), Decimal(lv["size"])) for lv in summary["asks"]]
-        if local.bids != dict(bids) or local.asks != dict(asks):
-            local.snapshot(bids, asks)
-            self.mark_changed(token)
+        md.apply_book(self.books, summary, self.mark_changed)
 
     # ------------------------------------------------------------------ websockets
 
@@ -303,23 +296,7 @@ class PolymarketVenue(ConnectorBase):
                                       "custom_feature_enabled": False}))
 
     def _on_market(self, text: str) -> None:
-        data = json.loads(text)
-        for event in data if isinstance(data, list) else [data]:
-            kind = event.get("event_type")
-            if kind == "book":
-                self._apply_book(event)
-            elif kind == "price_change":
-                for change in event.get("price_changes", []):
-                    token = str(change["asset_id"])
-                    local = self.books.get(token)
-                    if local is None:
-                        continue
-                    local.set_level(change["side"] == "BUY", Decimal(change["price"]),
-                                    Decimal(change["size"]))
-                    self.mark_changed(token)
-            elif kind == "tick_size_change":
-                log.warning("venue %s: tick size of %s changed to %s", self.id,
-                            event.get("asset_id"), event.get("new_tick_size"))
+        md.apply_market_message(self.books, text, self.mark_changed, self.id)
 
     async def _connect_user(self) -> aiohttp.ClientWebSocketResponse:
         assert self.http.session is not None

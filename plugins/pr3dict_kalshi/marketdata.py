@@ -1,0 +1,67 @@
+"""Kalshi market-data parsing, shared by the connector, ``pr3dict record``, the ``replay``
+venue and shadow runs. Kalshi quotes YES and NO bids of one market; each side's asks are
+1 - the other side's bids, so one message updates two books."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from decimal import Decimal
+from typing import Any
+
+from pr3dict_core.model import ONE, Market
+from pr3dict_venuekit.books import LocalBook
+
+Changed = Callable[[str], None]
+Levels = list[tuple[Decimal, Decimal]]
+
+
+def rest_orderbook(body: Mapping[str, Any]) -> tuple[Levels, Levels]:
+    """(YES bids, NO bids) of a ``GET /markets/{ticker}/orderbook`` reply."""
+    fp = body.get("orderbook_fp")
+    if fp is not None:
+        yes = [(Decimal(p), Decimal(q)) for p, q in fp.get("yes_dollars") or []]
+        no = [(Decimal(p), Decimal(q)) for p, q in fp.get("no_dollars") or []]
+    else:
+        ob = body.get("orderbook") or {}
+        yes = [(Decimal(p) / 100, Decimal(q)) for p, q in ob.get("yes") or []]
+        no = [(Decimal(p) / 100, Decimal(q)) for p, q in ob.get("no") or []]
+    return yes, no
+
+
+def apply_snapshot(books: Mapping[str, LocalBook], market: Market | None, yes: Levels,
+                   no: Levels, changed: Changed) -> None:
+    """YES and NO bids -> two books: each side's asks are 1 - the other's bids."""
+    if market is None:
+        return
+    y, n = books[market.yes], books[market.no]
+    y_asks = [(ONE - p, q) for p, q in no]
+    n_asks = [(ONE - p, q) for p, q in yes]
+    if y.bids != dict(yes) or y.asks != dict(y_asks):
+        y.snapshot(yes, y_asks)
+        n.snapshot(no, n_asks)
+        changed(market.yes)
+        changed(market.no)
+
+
+def apply_delta(books: Mapping[str, LocalBook], market: Market | None, side: str,
+                price: Decimal, delta: Decimal, changed: Changed) -> None:
+    if market is None:
+        return
+    bid_book, ask_book = (market.yes, market.no) if side == "yes" else (market.no, market.yes)
+    books[bid_book].add_level(True, price, delta)
+    books[ask_book].add_level(False, ONE - price, delta)
+    changed(market.yes)
+    changed(market.no)
+
+
+def apply_book_message(books: Mapping[str, LocalBook], tickers: Mapping[str, Market],
+                       kind: str, body: Mapping[str, Any], changed: Changed) -> None:
+    """An ``orderbook_snapshot`` or ``orderbook_delta`` websocket message body."""
+    if kind == "orderbook_snapshot":
+        apply_snapshot(books, tickers.get(body["market_ticker"]),
+                       [(Decimal(p), Decimal(q)) for p, q in body.get("yes_dollars_fp") or []],
+                       [(Decimal(p), Decimal(q)) for p, q in body.get("no_dollars_fp") or []],
+                       changed)
+    else:
+        apply_delta(books, tickers.get(body["market_ticker"]), body["side"],
+                    Decimal(body["price_dollars"]), Decimal(body["delta_fp"]), changed)
