@@ -4,12 +4,15 @@ venue and shadow runs. Kalshi quotes YES and NO bids of one market; each side's 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
 from pr3dict_core.model import ONE, Market
 from pr3dict_venuekit.books import LocalBook
+
+from . import protocol as kp
 
 Changed = Callable[[str], None]
 Levels = list[tuple[Decimal, Decimal]]
@@ -65,3 +68,34 @@ def apply_book_message(books: Mapping[str, LocalBook], tickers: Mapping[str, Mar
     else:
         apply_delta(books, tickers.get(body["market_ticker"]), body["side"],
                     Decimal(body["price_dollars"]), Decimal(body["delta_fp"]), changed)
+
+
+GetJson = Callable[..., Awaitable[Any]]  # (path, params=None) -> parsed JSON
+
+
+async def load_markets(get: GetJson, venue_id: str, tickers: Sequence[str],
+                       max_markets: int) -> list[Market]:
+    """The markets to trade (``tickers``, or the first open ones), from public endpoints."""
+    if tickers:
+        raw = [m["market"] for m in await asyncio.gather(
+            *(get(f"/markets/{t}") for t in tickers))]
+    else:
+        raw, cursor = [], ""
+        while len(raw) < max_markets:
+            page = await get("/markets", {"status": "open", "limit": "100",
+                                          **({"cursor": cursor} if cursor else {})})
+            raw.extend(page.get("markets", []))
+            cursor = page.get("cursor") or ""
+            if not cursor:
+                break
+        raw = raw[:max_markets]
+    markets = []
+    for m in raw:
+        ticker = m["ticker"]
+        tick = Decimal(m.get("tick_size", 1)) / 100
+        fractional = bool(m.get("fractional_trading_enabled"))
+        markets.append(Market(venue=venue_id, market_id=ticker, yes=f"{ticker}:yes",
+                              no=f"{ticker}:no", title=m.get("title", ticker), tick_size=tick,
+                              min_size=kp.COUNT_Q if fractional else ONE,
+                              size_step=kp.COUNT_Q if fractional else ONE))
+    return markets

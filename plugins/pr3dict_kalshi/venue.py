@@ -191,30 +191,9 @@ class KalshiVenue(ConnectorBase):
         return reply.json()
 
     async def load_markets(self) -> None:
-        if self.config.markets:
-            raw = [m["market"] for m in await asyncio.gather(
-                *(self._get(f"/markets/{t}") for t in self.config.markets))]
-        else:
-            raw, cursor = [], ""
-            while len(raw) < self.config.max_markets:
-                page = await self._get("/markets", {"status": "open", "limit": "100",
-                                                    **({"cursor": cursor} if cursor else {})})
-                raw.extend(page.get("markets", []))
-                cursor = page.get("cursor") or ""
-                if not cursor:
-                    break
-            raw = raw[: self.config.max_markets]
-        markets = []
-        for m in raw:
-            ticker = m["ticker"]
-            tick = Decimal(m.get("tick_size", 1)) / 100
-            fractional = bool(m.get("fractional_trading_enabled"))
-            market = Market(venue=self.id, market_id=ticker, yes=f"{ticker}:yes",
-                            no=f"{ticker}:no", title=m.get("title", ticker), tick_size=tick,
-                            min_size=kp.COUNT_Q if fractional else ONE,
-                            size_step=kp.COUNT_Q if fractional else ONE)
-            markets.append(market)
-            self._tickers[ticker] = market
+        markets = await md.load_markets(self._get, self.id, self.config.markets,
+                                        self.config.max_markets)
+        self._tickers.update((m.market_id, m) for m in markets)
         self.set_markets(markets)
 
     async def refresh_books(self) -> None:

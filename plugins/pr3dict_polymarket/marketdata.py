@@ -3,13 +3,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
+from attrs import frozen
+
+from pr3dict_core.model import Market
 from pr3dict_venuekit.books import LocalBook
+
+from . import protocol as pm
 
 log = logging.getLogger("pr3dict.venues.polymarket")
 
@@ -60,3 +66,47 @@ def apply_market_message(books: Mapping[str, LocalBook], text: str, changed: Cha
         elif kind == "tick_size_change":
             log.warning("venue %s: tick size of %s changed to %s", venue_id,
                         event.get("asset_id"), event.get("new_tick_size"))
+
+
+@frozen
+class MarketInfo:
+    market: Market
+    fee_rate: Decimal  # taker fee rate (``fd.r`` of /clob-markets)
+    neg_risk: bool
+
+
+GetJson = Callable[..., Awaitable[Any]]  # (path, params=None) -> parsed JSON
+
+
+async def load_markets(get_json: GetJson, venue_id: str, ids: Sequence[str],
+                       max_markets: int) -> list[MarketInfo]:
+    """The markets to trade (``ids``, or the first listed ones), from public endpoints."""
+    listed: list[dict[str, Any]] = []
+    if not ids:
+        cursor = pm.INITIAL_CURSOR
+        while cursor != pm.END_CURSOR and len(listed) < max_markets:
+            page = await get_json("/markets", {"next_cursor": cursor})
+            listed.extend(m for m in page["data"] if m.get("enable_order_book", True)
+                          and m.get("active", True) and not m.get("closed", False))
+            cursor = page.get("next_cursor") or pm.END_CURSOR
+        listed = listed[:max_markets]
+    else:
+        listed = list(await asyncio.gather(*(get_json(f"/markets/{cid}") for cid in ids)))
+    infos = await asyncio.gather(*(get_json(f"/clob-markets/{m['condition_id']}")
+                                   for m in listed))
+    out = []
+    for raw, info in zip(listed, infos, strict=False):
+        tokens = {t["outcome"].lower(): str(t["token_id"]) for t in raw["tokens"]}
+        yes, no = tokens.get("yes"), tokens.get("no")
+        if yes is None or no is None:
+            yes, no = (str(t["token_id"]) for t in raw["tokens"][:2])
+        cid = raw["condition_id"]
+        market = Market(
+            venue=venue_id, market_id=cid, yes=yes, no=no,
+            title=raw.get("question") or raw.get("market_slug") or cid,
+            tick_size=Decimal(str(raw["minimum_tick_size"])),
+            min_size=Decimal(str(raw["minimum_order_size"])), size_step=pm.SIZE_STEP)
+        fd = info.get("fd") or {}
+        rate = Decimal(str(fd.get("r", 0))) if fd else Decimal(0)
+        out.append(MarketInfo(market, rate, bool(raw.get("neg_risk") or info.get("nr"))))
+    return out

@@ -235,38 +235,13 @@ class PolymarketVenue(ConnectorBase):
         raise map_error(reply, f"venue {self.id}: L1 authentication")
 
     async def load_markets(self) -> None:
-        ids = list(self.config.markets)
-        listed: list[dict[str, Any]] = []
-        if not ids:
-            cursor = pm.INITIAL_CURSOR
-            while cursor != pm.END_CURSOR and len(listed) < self.config.max_markets:
-                page = await self._get_json("/markets", {"next_cursor": cursor})
-                listed.extend(m for m in page["data"] if m.get("enable_order_book", True)
-                              and m.get("active", True) and not m.get("closed", False))
-                cursor = page.get("next_cursor") or pm.END_CURSOR
-            listed = listed[: self.config.max_markets]
-        else:
-            listed = list(await asyncio.gather(*(self._get_json(f"/markets/{cid}")
-                                                 for cid in ids)))
-        infos = await asyncio.gather(*(self._get_json(f"/clob-markets/{m['condition_id']}")
-                                       for m in listed))
-        markets = []
-        for raw, info in zip(listed, infos, strict=False):
-            tokens = {t["outcome"].lower(): str(t["token_id"]) for t in raw["tokens"]}
-            yes, no = tokens.get("yes"), tokens.get("no")
-            if yes is None or no is None:
-                yes, no = (str(t["token_id"]) for t in raw["tokens"][:2])
-            cid = raw["condition_id"]
-            markets.append(Market(
-                venue=self.id, market_id=cid, yes=yes, no=no,
-                title=raw.get("question") or raw.get("market_slug") or cid,
-                tick_size=Decimal(str(raw["minimum_tick_size"])),
-                min_size=Decimal(str(raw["minimum_order_size"])), size_step=pm.SIZE_STEP))
-            fd = info.get("fd") or {}
-            rate = Decimal(str(fd.get("r", 0))) if fd else Decimal(0)
-            self._fee_rates[yes] = self._fee_rates[no] = rate
-            self._neg_risk[cid] = bool(raw.get("neg_risk") or info.get("nr"))
-        self.set_markets(markets)
+        infos = await md.load_markets(self._get_json, self.id, self.config.markets,
+                                      self.config.max_markets)
+        for info in infos:
+            m = info.market
+            self._fee_rates[m.yes] = self._fee_rates[m.no] = info.fee_rate
+            self._neg_risk[m.market_id] = info.neg_risk
+        self.set_markets([info.market for info in infos])
 
     async def refresh_books(self) -> None:
         tokens = [inst for m in self._markets for inst in (m.yes, m.no)]
