@@ -221,6 +221,10 @@ def cmd_validate(args: argparse.Namespace, configs: list[PipelineConfig], regist
     problems: list[ConfigProblem] = []
     failed = False
     for config in configs:
+        found = [p for ps in pm.hook.pr3dict_check_pipeline(config=config) for p in ps or ()]
+        if found:
+            problems.extend(found)
+            continue
         try:
             problem = asyncio.run(_check_components(config, registry, pm,
                                                     environment=not args.no_environment))
@@ -452,8 +456,16 @@ async def _run_engine(engine: Engine, cycles: int | None, duration: float | None
         await engine.start()
         if cycles is None and duration is None:
             duration = None  # run until interrupted
+        # A venue with ``exhausted()`` (a replay) ends the run when all such venues are.
+        finite = [v for v in engine.venues.values() if callable(getattr(v, "exhausted", None))]
+
+        def on_cycle(engine: Engine, cycle: int) -> None:
+            status.update(engine, cycle)
+            if finite and all(v.exhausted() for v in finite):
+                stop.set()
+
         await engine.run(cycles=cycles, duration=duration, stop=stop, interval=interval,
-                         on_cycle=status.update)
+                         on_cycle=on_cycle)
     finally:
         for sig in installed:
             loop.remove_signal_handler(sig)

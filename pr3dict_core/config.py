@@ -73,6 +73,7 @@ class SecretRef:
 
 class Mode(enum.StrEnum):
     PAPER = "paper"
+    SHADOW = "shadow"  # live public market data, orders filled locally (pr3dict_replay)
     LIVE = "live"
 
 
@@ -138,6 +139,7 @@ class PipelineConfig:
     strategy_options: Any
     telemetry: TelemetrySection
     components: dict[str, dict[str, ComponentSpec]]  # section -> id -> spec
+    tests: Any = ()  # the raw ``[[tests]]`` tables (``pr3dict test`` checks and runs them)
 
     @property
     def base_dir(self) -> Path:
@@ -286,7 +288,8 @@ def _join(path: str, key: str | int) -> str:
 
 # --------------------------------------------------------------------------- loading
 
-_KNOWN_SECTIONS = {"pipeline", "execution", "telemetry", *KINDS}
+# ``[[tests]]`` belongs to ``pr3dict test`` (checked by its plugin's pr3dict_check_pipeline).
+_KNOWN_SECTIONS = {"pipeline", "execution", "telemetry", "tests", *KINDS}
 
 
 def load_pipeline(path: str | Path, registry: ComponentRegistry) -> PipelineConfig:
@@ -405,12 +408,17 @@ def load_pipeline(path: str | Path, registry: ComponentRegistry) -> PipelineConf
                         problem(f"{kind}.{cid}.{attr_name}{suffix}",
                                 f"no {label} with id {r!r}{hint}")
 
+    if pipeline is not None and pipeline.mode is Mode.SHADOW and raw.get("settlers"):
+        problem("settlers", "a shadow run (pipeline.mode = \"shadow\") trades nothing real "
+                "and settles nothing: remove the settlers")
+
     if problems:
         raise ConfigError(problems)
     assert pipeline is not None and execution is not None and telemetry is not None
     return PipelineConfig(
         file=path.resolve(), pipeline=pipeline, execution=execution,
         strategy_options=strategy_options, telemetry=telemetry, components=components,
+        tests=raw.get("tests", []),
     )
 
 

@@ -133,6 +133,10 @@ class KalshiVenue(ConnectorBase):
 
     @classmethod
     def from_config(cls, id: str, config: Config, ctx: BuildContext) -> KalshiVenue:
+        if ctx.mode == "shadow":  # public market data only; orders filled locally
+            from pr3dict_replay.venue import ShadowVenue  # no secret is read below
+
+            return ShadowVenue.for_connector(id, cls.type, config, ctx)  # type: ignore[return-value]
         key = secret(ctx, config.private_key)
         assert key is not None
         return cls(id, config, key_id=config.key_id, private_key=key, mode=ctx.mode,

@@ -146,6 +146,10 @@ class PolymarketVenue(ConnectorBase):
 
     @classmethod
     def from_config(cls, id: str, config: Config, ctx: BuildContext) -> PolymarketVenue:
+        if ctx.mode == "shadow":  # public market data only; orders filled locally
+            from pr3dict_replay.venue import ShadowVenue  # no secret is read below
+
+            return ShadowVenue.for_connector(id, cls.type, config, ctx)  # type: ignore[return-value]
         key = secret(ctx, config.private_key)
         assert key is not None
         parts = [secret(ctx, r) for r in (config.api_key, config.api_secret,

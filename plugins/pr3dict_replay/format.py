@@ -61,6 +61,7 @@ class RecordingWriter:
         self.parts: list[Path] = []
         self.records = 0
         self.raw_bytes = 0  # uncompressed JSON bytes written
+        self._closed_bytes = 0
         self._file: Any = None
         self._stream: Any = None
         self._opened_ns = 0
@@ -69,8 +70,7 @@ class RecordingWriter:
 
     @property
     def compressed_bytes(self) -> int:
-        done = sum(p.stat().st_size for p in self.parts[:-1])
-        return done + (self._file.tell() if self._file is not None else 0)
+        return self._closed_bytes + (self._file.tell() if self._file is not None else 0)
 
     def _open_next(self) -> None:
         self.part += 1
@@ -115,6 +115,7 @@ class RecordingWriter:
         self._line(last)
         self._stream.flush(zstandard.FLUSH_FRAME)
         self._stream.close()
+        self._closed_bytes += self._file.tell()
         self._file.close()
         self._file = None
 
