@@ -40,7 +40,7 @@ class SimProcess:
     def served(self) -> dict[str, int]:
         """Stop the simulator and return the routes it served (its last stdout line)."""
         os.kill(self.proc.pid, signal.SIGTERM)
-        out, err = self.proc.communicate(timeout=30)
+        out, _ = self.proc.communicate(timeout=30)
         self.tail = out
         line = next(ln for ln in out.splitlines() if ln.startswith("pr3dict sim: served"))
         routes = {}

@@ -31,7 +31,7 @@ def test_replayed_books_equal_the_simulators_books_at_every_snapshot(recording):
             streaming.add(v)
         if r["k"] == "markets":
             replayed[v].apply(r)
-        elif v == "poly" and r["k"] == "ws" or v == "kalshi" and r["k"] == "rest":
+        elif (v == "poly" and r["k"] == "ws") or (v == "kalshi" and r["k"] == "rest"):
             replayed[v].apply(r)
             timeline[v].append((n, _state(replayed[v])))
         if r["k"] == "rest" and v in streaming:  # ... against the simulator's own books
@@ -96,7 +96,8 @@ def test_a_replay_twice_gives_identical_trades(recording, run_pr3dict, tmp_path)
     run_pr3dict("validate", str(pipeline)).assert_success()
     first = run_pr3dict("run", str(pipeline), "--run-id", "r1").assert_success()
     second = run_pr3dict("run", str(pipeline), "--run-id", "r2").assert_success()
-    a, b = trades_of(tmp_path / "runs/r1/metrics.jsonl"), trades_of(tmp_path / "runs/r2/metrics.jsonl")
+    a = trades_of(tmp_path / "runs/r1/metrics.jsonl")
+    b = trades_of(tmp_path / "runs/r2/metrics.jsonl")
     assert a == b
     assert any(t[1] == "committed" for t in a), first.out
     assert "trades committed" in second.out
