@@ -12,6 +12,10 @@ def pr3dict_register_venues(registry):  # type: ignore[no-untyped-def]
 
 @hookimpl
 def pr3dict_add_commands(subparsers):  # type: ignore[no-untyped-def]
-    from .record import add_command
+    from . import record, testcmd
 
-    add_command(subparsers)
+    record.add_command(subparsers)
+    testcmd.add_command(subparsers)
+
+
+from .testcmd import pr3dict_check_pipeline  # noqa: E402,F401  (validate checks [[tests]])

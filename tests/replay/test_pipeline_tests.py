@@ -1,0 +1,46 @@
+"""`pr3dict test`: the example pipelines' [[tests]] pass; a changed expectation fails with
+expected vs got; a malformed table is a config error (also for `validate`)."""
+
+from __future__ import annotations
+
+from replay_helpers import REPO
+
+EXAMPLES = [REPO / "pipelines" / "cross-venue-replay.toml",
+            REPO / "pipelines" / "complement-paper.toml"]
+
+
+def test_the_example_tests_pass(run_pr3dict):
+    outcome = run_pr3dict("test", *map(str, EXAMPLES))
+    assert outcome.code == 0, outcome.out + outcome.err
+    assert "cross-venue-replay.toml::cross-venue windows in the recording are taken PASSED" \
+        in outcome.out
+    assert "3 passed" in outcome.out
+
+
+def test_a_changed_expectation_fails_with_expected_and_got(run_pr3dict, tmp_path):
+    text = EXAMPLES[0].read_text().replace("committed = 50,", "committed = 51,")
+    text = text.replace('recording = "recordings/', f'recording = "{REPO}/pipelines/recordings/')
+    text = text.replace('mapping = "mappings/', f'mapping = "{REPO}/pipelines/mappings/')
+    changed = tmp_path / "changed.toml"
+    changed.write_text(text)
+    outcome = run_pr3dict("test", str(changed))
+    assert outcome.code == 1, outcome.out + outcome.err
+    assert "changed.toml::cross-venue windows in the recording are taken FAILED" in outcome.out
+    assert "    trades.committed: expected 51, got 50" in outcome.out
+    assert "1 failed" in outcome.out
+
+
+def test_a_malformed_test_table_is_a_config_error(run_pr3dict, tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text(EXAMPLES[1].read_text().replace(
+        'scenario = "scenarios/demo.toml"', f'scenario = "{REPO}/pipelines/scenarios/demo.toml"'
+    ).replace("opportunities = 0", 'opportunities = "many"').replace(
+        'rejected_by = []', 'rejected_by = ["nope"]').replace(
+        'venue = "sim", instrument = "fed-cut-dec:no", asks = [["0.50"',
+        'venue = "simm", instrument = "fed-cut-dec:no", asks = [["0.50"'))
+    for command in ("test", "validate"):
+        outcome = run_pr3dict(command, str(bad))
+        assert outcome.code == 78, outcome.out + outcome.err
+        assert "tests[0].expect.rejected_by: no gate 'nope'" in outcome.err
+        assert "tests[1].expect.opportunities" in outcome.err
+        assert "tests[0].books[1].venue: 'simm' is not a paper venue" in outcome.err
