@@ -4,12 +4,12 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
+import orjson
 from attrs import frozen
 
 from pr3dict_core.model import Market
@@ -38,12 +38,12 @@ def apply_book(books: Mapping[str, LocalBook], summary: Mapping[str, Any],
 
 def apply_books_reply(books: Mapping[str, LocalBook], text: str, changed: Changed) -> None:
     """The body of ``POST /books``: a list of book summaries."""
-    for summary in json.loads(text):
+    for summary in orjson.loads(text):
         apply_book(books, summary, changed)
 
 
 def events(text: str) -> Iterable[Mapping[str, Any]]:
-    data = json.loads(text)
+    data = orjson.loads(text)
     return data if isinstance(data, list) else [data]
 
 

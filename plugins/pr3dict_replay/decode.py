@@ -7,10 +7,11 @@ live connector builds it.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
+
+import orjson
 
 from pr3dict_core.model import ZERO, Market
 from pr3dict_kalshi import marketdata as kmd
@@ -64,7 +65,7 @@ class Decoder:
             if self.venue_type == "polymarket":
                 pmd.apply_market_message(self.books, record["raw"], self.changed, self.venue_id)
             else:
-                msg = json.loads(record["raw"])
+                msg = orjson.loads(record["raw"])
                 if msg.get("type") in ("orderbook_snapshot", "orderbook_delta"):
                     kmd.apply_book_message(self.books, self.tickers, msg["type"],
                                            msg.get("msg") or {}, self.changed)
@@ -72,7 +73,7 @@ class Decoder:
             if self.venue_type == "polymarket":
                 pmd.apply_books_reply(self.books, record["raw"], self.changed)
             else:
-                yes, no = kmd.rest_orderbook(json.loads(record["raw"]))
+                yes, no = kmd.rest_orderbook(orjson.loads(record["raw"]))
                 kmd.apply_snapshot(self.books, self.tickers.get(record["ticker"]), yes, no,
                                    self.changed)
         elif kind == "markets":

@@ -40,8 +40,9 @@ class FillSimulator:
     def __init__(self, venue_id: str, books: Mapping[str, LocalBook],
                  market_of: Callable[[str], Market | None],
                  fee: Callable[[str, Decimal, Decimal], Decimal],
-                 twin: Callable[[str], str | None]):
+                 twin: Callable[[str], str | None], clock: Callable[[], float] = lambda: 0.0):
         self.venue_id = venue_id
+        self.clock = clock  # the replayed (or live) time stamped on fills, in seconds
         self.books = books
         self.market_of = market_of
         self.fee = fee
@@ -51,7 +52,6 @@ class FillSimulator:
         self.positions: dict[str, Decimal] = {}
         self._taken: dict[Key, tuple[Decimal, Decimal]] = {}  # key -> (displayed, taken)
         self._n = 0
-        self.now = 0.0  # the replayed time (seconds) stamped on fills
 
     # ------------------------------------------------------------------ displayed depth
 
@@ -132,7 +132,7 @@ class FillSimulator:
     def _fill(self, rec: OrderRecord, size: Decimal, price: Decimal, *, taker: bool) -> None:
         fee = self.fee(rec.instrument, price, size) if taker else ZERO
         rec.observe(rec.filled + size, notional=rec.notional + size * price,
-                    fees=rec.fees + fee, timestamp=self.now)
+                    fees=rec.fees + fee, timestamp=self.clock())
         sign = 1 if rec.side is Side.BUY else -1
         self.positions[rec.instrument] = self.positions.get(rec.instrument, ZERO) + sign * size
 

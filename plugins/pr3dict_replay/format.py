@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import zstandard
 
 from pr3dict_core.model import Pr3dictError
@@ -128,15 +129,14 @@ def read_part(path: Path) -> Iterator[dict[str, Any]]:
     """The records of one part; stops at a truncated tail (a crash mid-frame)."""
     dctx = zstandard.ZstdDecompressor()
     with path.open("rb") as f:
-        reader = dctx.stream_reader(f, read_across_frames=True)
-        text = io.TextIOWrapper(io.BufferedReader(reader, 1 << 16), encoding="utf-8")
+        reader = io.BufferedReader(dctx.stream_reader(f, read_across_frames=True), 1 << 16)
         n = 0
         try:
-            for line in text:
-                if not line.endswith("\n"):
+            for line in reader:
+                if not line.endswith(b"\n"):
                     log.warning("recording %s: truncated last line ignored", path)
                     return
-                record = json.loads(line)
+                record = orjson.loads(line)
                 if n == 0:
                     check_header(path, record)
                 n += 1

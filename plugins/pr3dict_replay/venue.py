@@ -30,13 +30,13 @@ class SimulatedVenue:
 
     type: ClassVar[str] = ""
 
-    def __init__(self, id: str, venue_type: str):
+    def __init__(self, id: str, venue_type: str, clock: Callable[[], float] = time.time):
         self.id = id
         self.venue_type = venue_type
         self.decoder = Decoder(id, venue_type, self._changed_cb)
         self._by_instrument: dict[str, Market] = {}
         self.fills = FillSimulator(id, self.decoder.books, self._by_instrument.get,
-                                   self.decoder.fee, self.decoder.twin)
+                                   self.decoder.fee, self.decoder.twin, clock)
         self._changed: set[str] = set()
         self._subscribers: list[Callable[[OrderAck], None]] = []
         self._heartbeat: float | None = None
@@ -44,6 +44,8 @@ class SimulatedVenue:
 
     def _changed_cb(self, instrument: str) -> None:
         self._changed.add(instrument)
+        if not self.fills.resting:
+            return
         for rec in self.fills.on_book(instrument):
             ack = rec.ack()
             for callback in self._subscribers:
@@ -155,11 +157,11 @@ class Player:
             self.now_ns = self.cycle_ns = self._t0 = r["t"]
 
     def _apply(self, record: dict[str, Any]) -> None:
-        self.now_ns = max(self.now_ns, record["t"])
+        if record["t"] > self.now_ns:
+            self.now_ns = record["t"]
         self.applied += 1
         venue = self.venues.get(record.get("v", ""))
         if venue is not None:
-            venue.fills.now = self.now_ns / 1e9
             venue.apply(record)
 
     async def _pace(self, t_ns: int) -> None:
@@ -173,13 +175,21 @@ class Player:
             await asyncio.sleep(delay)
 
     async def advance(self) -> None:
-        first = self._peek()
-        if first is not None:
-            await self._pace(first["t"])
-            end = first["t"] + self.batch_ns
-            while (r := self._peek()) is not None and r["t"] <= end:
-                self._next = None
-                self._apply(r)
+        r = self._peek()
+        if r is not None:
+            await self._pace(r["t"])
+            end = r["t"] + self.batch_ns
+            self._next = None
+            apply, records = self._apply, self._records
+            while True:  # the hot loop of a replay: no call it can do without
+                apply(r)
+                r = next(records, None)
+                if r is None:
+                    self.exhausted = True
+                    break
+                if r["t"] > end:
+                    self._next = r
+                    break
         self.cycle_ns = self.now_ns
         self.generation += 1
 
@@ -232,7 +242,7 @@ class ReplayVenue(SimulatedVenue):
         if rec is None:
             raise Pr3dictError(f"venue {id}: the recording {player.path} has no venue "
                                f"{source!r} (it has {', '.join(sorted(player.markets))})")
-        super().__init__(id, rec["venue_type"])
+        super().__init__(id, rec["venue_type"], clock=lambda: player.now_ns / 1e9)
         if source in player.venues:
             raise Pr3dictError(f"venue {id}: recorded venue {source!r} is replayed twice")
         player.venues[source] = self
@@ -305,7 +315,6 @@ class ShadowVenue(SimulatedVenue):
         return cls(id, venue_type, options, base_dir=ctx.base_dir)
 
     def _record(self, record: dict[str, Any]) -> None:
-        self.fills.now = record["t"] / 1e9
         self.apply(record)
         self._heartbeat = time.monotonic()
         self._event.set()

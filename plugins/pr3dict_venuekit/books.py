@@ -11,7 +11,7 @@ from pr3dict_core.model import ZERO, Book, Level
 class LocalBook:
     """One instrument's levels (price -> size per side); ``book()`` caches until a change."""
 
-    __slots__ = ("_book", "asks", "bids", "instrument", "seq", "venue")
+    __slots__ = ("_book", "_levels", "asks", "bids", "instrument", "seq", "venue")
 
     def __init__(self, venue: str, instrument: str):
         self.venue = venue
@@ -20,6 +20,9 @@ class LocalBook:
         self.asks: dict[Decimal, Decimal] = {}
         self.seq = 0
         self._book: Book | None = None
+        # Level objects by (bid?, price) as last built: a change usually touches one level,
+        # so the others are reused rather than built (and validated) again.
+        self._levels: dict[tuple[bool, Decimal], Level] = {}
 
     def snapshot(self, bids: list[tuple[Decimal, Decimal]],
                  asks: list[tuple[Decimal, Decimal]]) -> None:
@@ -44,8 +47,18 @@ class LocalBook:
 
     def book(self) -> Book:
         if self._book is None:
-            bids = tuple(Level(p, self.bids[p]) for p in sorted(self.bids, reverse=True))
-            asks = tuple(Level(p, self.asks[p]) for p in sorted(self.asks))
+            levels = self._levels
+            out = []
+            for bid, side in ((True, self.bids), (False, self.asks)):
+                built = []
+                for p in sorted(side, reverse=bid):
+                    size = side[p]
+                    level = levels.get((bid, p))
+                    if level is None or level.size != size:
+                        level = levels[bid, p] = Level(p, size)
+                    built.append(level)
+                out.append(tuple(built))
+            bids, asks = out
             self._book = Book(self.venue, self.instrument, bids, asks, timestamp=time.time(),
                               sequence=self.seq)
         return self._book
