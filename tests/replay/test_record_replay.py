@@ -101,6 +101,10 @@ def test_a_replay_twice_gives_identical_trades(recording, run_pr3dict, tmp_path)
     assert a == b
     assert any(t[1] == "committed" for t in a), first.out
     assert "trades committed" in second.out
+    report = run_pr3dict("report", "r1", "--no-html").assert_success()
+    assert "By market (realised / expected = capture)" in report.out
+    assert "% captured)" in report.out
+    assert "kalshi:FED-CUT-DEC" in report.out or "kalshi:BTC-150K-2026" in report.out
 
 
 def test_a_shadow_run_trades_locally_and_the_simulator_sees_no_order(run_pr3dict, tmp_path,
@@ -124,6 +128,8 @@ path = "runs/{{run_id}}/metrics.jsonl"
         routes = sim.served()
     trades = trades_of(tmp_path / "runs/s1/metrics.jsonl")
     assert any(t[1] == "committed" for t in trades), outcome.out + outcome.err
+    report = run_pr3dict("report", "s1", "--no-html").assert_success()
+    assert "By market (realised / expected = capture)" in report.out
     public = {"GET /markets", "GET /markets/{condition_id}", "GET /clob-markets/{condition_id}",
               "POST /books", "GET /ws/market", "GET /trade-api/v2/markets",
               "GET /trade-api/v2/markets/{ticker}", "GET /trade-api/v2/markets/{ticker}/orderbook"}
