@@ -43,6 +43,9 @@ def test_replayed_books_equal_the_simulators_books_at_every_snapshot(recording):
                 state = {i: b for i, b in state.items() if i.startswith(r["ticker"] + ":")}
             snapshots.append((n, v, state))
     assert len([s for s in snapshots if s[1] == "poly"]) >= 5
+    # The stream was dropped and resumed, and the recording says so.
+    assert sum(r["k"] == "connect" and r["v"] == "poly" for r in records) >= 2
+    assert any(r["k"] == "gap" and r["v"] == "poly" for r in records)
     for n, v, truth in snapshots:
         # The snapshot and the stream race by at most a few simulator steps.
         near = [{i: state[i] for i in truth} for k, state in timeline[v] if abs(k - n) <= 40]
