@@ -59,16 +59,21 @@ class Decoder:
         self.fee_multiplier = Decimal(record.get("fee_multiplier", "1"))
         self.neg_risk = dict(record.get("neg_risk", {}))
 
+    def apply_ws(self, raw: str) -> None:
+        """One websocket message (the most frequent record)."""
+        if self.venue_type == "polymarket":
+            pmd.apply_market_message(self.books, raw, self.changed, self.venue_id)
+        else:
+            msg = orjson.loads(raw)
+            kind = msg.get("type")
+            if kind == "orderbook_delta" or kind == "orderbook_snapshot":
+                kmd.apply_book_message(self.books, self.tickers, kind, msg.get("msg") or {},
+                                       self.changed)
+
     def apply(self, record: Mapping[str, Any]) -> None:
         kind = record["k"]
         if kind == "ws":
-            if self.venue_type == "polymarket":
-                pmd.apply_market_message(self.books, record["raw"], self.changed, self.venue_id)
-            else:
-                msg = orjson.loads(record["raw"])
-                if msg.get("type") in ("orderbook_snapshot", "orderbook_delta"):
-                    kmd.apply_book_message(self.books, self.tickers, msg["type"],
-                                           msg.get("msg") or {}, self.changed)
+            self.apply_ws(record["raw"])
         elif kind == "rest":
             if self.venue_type == "polymarket":
                 pmd.apply_books_reply(self.books, record["raw"], self.changed)

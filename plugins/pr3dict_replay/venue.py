@@ -180,9 +180,18 @@ class Player:
             await self._pace(r["t"])
             end = r["t"] + self.batch_ns
             self._next = None
-            apply, records = self._apply, self._records
+            records, venues, now, n = self._records, self.venues, self.now_ns, 0
             while True:  # the hot loop of a replay: no call it can do without
-                apply(r)
+                t = r["t"]
+                if t > now:
+                    now = self.now_ns = t
+                n += 1
+                venue = venues.get(r.get("v", ""))
+                if venue is not None:
+                    if r["k"] == "ws":
+                        venue.decoder.apply_ws(r["raw"])
+                    else:
+                        venue.apply(r)
                 r = next(records, None)
                 if r is None:
                     self.exhausted = True
@@ -190,6 +199,7 @@ class Player:
                 if r["t"] > end:
                     self._next = r
                     break
+            self.applied += n
         self.cycle_ns = self.now_ns
         self.generation += 1
 

@@ -9,9 +9,11 @@ from pr3dict_core.model import ZERO, Book, Level
 
 
 class LocalBook:
-    """One instrument's levels (price -> size per side); ``book()`` caches until a change."""
+    """One instrument's levels (price -> size per side). ``book()`` caches until a change,
+    and rebuilds only the side that changed, reusing the ``Level``s whose size did not:
+    books are rebuilt after every message of a feed (and of a replay)."""
 
-    __slots__ = ("_book", "_levels", "asks", "bids", "instrument", "seq", "venue")
+    __slots__ = ("_book", "_levels", "_sides", "asks", "bids", "instrument", "seq", "venue")
 
     def __init__(self, venue: str, instrument: str):
         self.venue = venue
@@ -20,9 +22,8 @@ class LocalBook:
         self.asks: dict[Decimal, Decimal] = {}
         self.seq = 0
         self._book: Book | None = None
-        # Level objects by (bid?, price) as last built: a change usually touches one level,
-        # so the others are reused rather than built (and validated) again.
-        self._levels: dict[tuple[bool, Decimal], Level] = {}
+        self._sides: list[tuple[Level, ...] | None] = [None, None]  # built asks, bids
+        self._levels: dict[tuple[bool, Decimal], Level] = {}  # (bid?, price) -> last built
 
     def snapshot(self, bids: list[tuple[Decimal, Decimal]],
                  asks: list[tuple[Decimal, Decimal]]) -> None:
@@ -30,6 +31,7 @@ class LocalBook:
         self.asks = {p: s for p, s in asks if s > ZERO}
         self.seq += 1
         self._book = None
+        self._sides = [None, None]
 
     def set_level(self, bid: bool, price: Decimal, size: Decimal) -> None:
         """Absolute size at a level; 0 deletes it."""
@@ -40,25 +42,29 @@ class LocalBook:
             side.pop(price, None)
         self.seq += 1
         self._book = None
+        self._sides[bid] = None
 
     def add_level(self, bid: bool, price: Decimal, delta: Decimal) -> None:
         side = self.bids if bid else self.asks
         self.set_level(bid, price, side.get(price, ZERO) + delta)
 
+    def _side(self, bid: bool) -> tuple[Level, ...]:
+        built = self._sides[bid]
+        if built is None:
+            levels = self._levels
+            side = self.bids if bid else self.asks
+            out = []
+            for p in sorted(side, reverse=bid):
+                size = side[p]
+                level = levels.get((bid, p))
+                if level is None or level.size != size:
+                    level = levels[bid, p] = Level(p, size)
+                out.append(level)
+            built = self._sides[bid] = tuple(out)
+        return built
+
     def book(self) -> Book:
         if self._book is None:
-            levels = self._levels
-            out = []
-            for bid, side in ((True, self.bids), (False, self.asks)):
-                built = []
-                for p in sorted(side, reverse=bid):
-                    size = side[p]
-                    level = levels.get((bid, p))
-                    if level is None or level.size != size:
-                        level = levels[bid, p] = Level(p, size)
-                    built.append(level)
-                out.append(tuple(built))
-            bids, asks = out
-            self._book = Book(self.venue, self.instrument, bids, asks, timestamp=time.time(),
-                              sequence=self.seq)
+            self._book = Book(self.venue, self.instrument, self._side(True), self._side(False),
+                              timestamp=time.time(), sequence=self.seq)
         return self._book
