@@ -47,6 +47,8 @@ class Decoder:
         self.fee_multiplier = Decimal(1)  # kalshi
         self.neg_risk: dict[str, bool] = {}
         self.gaps = 0
+        # Kalshi deltas after a gap are skipped until the market's next snapshot.
+        self._resync: set[str] = set()
 
     def set_markets(self, record: Mapping[str, Any]) -> None:
         markets = [Market(venue=self.venue_id, **m) for m in record["markets"]]
@@ -67,8 +69,14 @@ class Decoder:
             msg = orjson.loads(raw)
             kind = msg.get("type")
             if kind == "orderbook_delta" or kind == "orderbook_snapshot":
-                kmd.apply_book_message(self.books, self.tickers, kind, msg.get("msg") or {},
-                                       self.changed)
+                body = msg.get("msg") or {}
+                if self._resync:
+                    ticker = body.get("market_ticker")
+                    if kind == "orderbook_snapshot":
+                        self._resync.discard(ticker)
+                    elif ticker in self._resync:
+                        return
+                kmd.apply_book_message(self.books, self.tickers, kind, body, self.changed)
 
     def apply(self, record: Mapping[str, Any]) -> None:
         kind = record["k"]
@@ -78,6 +86,7 @@ class Decoder:
             if self.venue_type == "polymarket":
                 pmd.apply_books_reply(self.books, record["raw"], self.changed)
             else:
+                self._resync.discard(record["ticker"])
                 yes, no = kmd.rest_orderbook(orjson.loads(record["raw"]))
                 kmd.apply_snapshot(self.books, self.tickers.get(record["ticker"]), yes, no,
                                    self.changed)
@@ -85,6 +94,8 @@ class Decoder:
             self.set_markets(record)
         elif kind == "gap":
             self.gaps += 1
+            if self.venue_type == "kalshi":
+                self._resync = set(self.tickers)
 
     # ------------------------------------------------------------------ venue rules
 

@@ -1,10 +1,11 @@
 """Live public market data of one venue as records (``docs/recording.md``).
 
-A feed needs no credentials: Polymarket's ``/markets``, ``/books`` and market websocket
-are public, and so are Kalshi's ``/markets`` and order books (Kalshi's websocket needs a
-signed handshake, so a feed polls its REST order books instead). Every record carries its
-receive time in ns; reconnects and failed polls are marked with ``gap`` records. Used by
-``pr3dict record`` (records go to a file) and by shadow runs (records go to a ``Decoder``).
+Polymarket's ``/markets``, ``/books`` and market websocket are public, and so are Kalshi's
+``/markets`` and order books. Kalshi's websocket (snapshots and deltas) needs a signed
+handshake: a feed given ``kalshi_key`` (``pr3dict record`` only) uses it, otherwise it polls
+the REST order books. Every record carries its receive time in ns; reconnects, sequence gaps
+and failed polls are marked with ``gap`` records. Used by ``pr3dict record`` (records go to a
+file) and by shadow runs (records go to a ``Decoder``; no key, ever).
 """
 
 from __future__ import annotations
@@ -18,11 +19,14 @@ from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
+import orjson
 
 from pr3dict_core.components import VenueError
 from pr3dict_kalshi import marketdata as kmd
+from pr3dict_kalshi import protocol as kp
 from pr3dict_polymarket import marketdata as pmd
 from pr3dict_venuekit.http import HttpClient
 
@@ -38,7 +42,8 @@ class Feed:
 
     def __init__(self, venue_id: str, venue_type: str, options: Any, emit: Emit, *,
                  snapshot_s: float = 60.0, poll_s: float = 0.5, base_dir: Path | None = None,
-                 clock: Callable[[], int] = time.time_ns):
+                 clock: Callable[[], int] = time.time_ns,
+                 kalshi_key: tuple[str, Any] | None = None):
         self.venue_id = venue_id
         self.venue_type = venue_type
         self.options = options
@@ -46,6 +51,7 @@ class Feed:
         self.snapshot_s = snapshot_s
         self.poll_s = poll_s
         self.clock = clock
+        self.kalshi_key = kalshi_key  # (key id, RSA private key): sign the websocket handshake
         self.rest_url = options.rest_url
         self.ws_url = options.ws_url
         self.sim: Any = None
@@ -107,6 +113,8 @@ class Feed:
         self._spawn(self._snapshot_loop())
         if self.venue_type == "polymarket":
             self._spawn(self._websocket())
+        elif self.kalshi_key is not None:
+            self._spawn(self._kalshi_websocket())
         else:
             self._spawn(self._poll_loop())
 
@@ -229,3 +237,55 @@ class Feed:
             await asyncio.sleep(10)
             with contextlib.suppress(Exception):
                 await ws.send_str("PING")
+
+    # ------------------------------------------------------------------ kalshi websocket
+
+    async def _kalshi_websocket(self) -> None:
+        """Order book snapshots and deltas; a sequence gap reconnects (fresh snapshots)."""
+        assert self.kalshi_key is not None and self.http.session is not None
+        key_id, key = self.kalshi_key
+        path = urlsplit(self.ws_url).path
+        backoff = 0.05
+        while True:
+            headers = kp.headers(key_id, key, str(time.time_ns() // 1_000_000), "GET", path)
+            try:
+                ws = await self.http.session.ws_connect(
+                    self.ws_url, headers=headers, heartbeat=10.0,
+                    timeout=aiohttp.ClientWSTimeout(ws_close=1.0))
+            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                self.gap(f"connect failed: {exc}")
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                continue
+            backoff = 0.05
+            self.connects += 1
+            self.emit({"k": "connect", "t": self.clock(), "v": self.venue_id,
+                       "n": self.connects, "channel": "orderbook_delta"})
+            reason = "websocket closed"
+            try:
+                await ws.send_str(json.dumps({"id": 1, "cmd": "subscribe", "params": {
+                    "channels": ["orderbook_delta"], "market_tickers": self._tickers}}))
+                self.ready.set()
+                seq = 0
+                async for msg in ws:
+                    if msg.type is not aiohttp.WSMsgType.TEXT:
+                        if msg.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR,
+                                        aiohttp.WSMsgType.CLOSE):
+                            break
+                        continue
+                    self.messages += 1
+                    self.emit({"k": "ws", "t": self.clock(), "v": self.venue_id,
+                               "raw": msg.data})
+                    n = orjson.loads(msg.data).get("seq")
+                    if n is not None:
+                        if seq and n != seq + 1:
+                            reason = f"sequence gap ({n} after {seq})"
+                            break
+                        seq = n
+            except (aiohttp.ClientError, OSError) as exc:
+                log.warning("venue %s: websocket failed: %s", self.venue_id, exc)
+            finally:
+                with contextlib.suppress(Exception):
+                    await ws.close()
+            self.gap(reason)  # the resubscription sends fresh snapshots
+            await asyncio.sleep(0.02)

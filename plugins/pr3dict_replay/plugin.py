@@ -1,4 +1,5 @@
-"""Registers the ``replay`` venue and the ``record`` and ``test`` commands."""
+"""Registers the ``replay`` venue, the ``record`` and ``test`` commands, and the
+``[[tests]]`` check of ``pr3dict validate``."""
 
 from pr3dict_core import hookimpl
 
@@ -18,4 +19,8 @@ def pr3dict_add_commands(subparsers):  # type: ignore[no-untyped-def]
     testcmd.add_command(subparsers)
 
 
-from .testcmd import pr3dict_check_pipeline  # noqa: E402,F401  (validate checks [[tests]])
+@hookimpl
+def pr3dict_check_pipeline(config):  # type: ignore[no-untyped-def]
+    from .testcmd import check_tests
+
+    return check_tests(config)[1]

@@ -9,7 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pr3dict_core.config import EX_CONFIG, ConfigError, load_pipelines
+from pr3dict_core.config import EX_CONFIG, ConfigError, SecretRef, load_pipelines
+from pr3dict_kalshi import protocol as kp
 
 from .decode import VENUE_TYPES
 from .feeds import Feed
@@ -30,6 +31,9 @@ def add_command(subparsers: Any) -> None:
                    help="Kalshi order books are polled this often (default 500)")
     p.add_argument("--rotate-mb", type=float, help="start a new part after this many MB")
     p.add_argument("--rotate-s", type=float, help="start a new part after this many seconds")
+    p.add_argument("--no-kalshi-ws", action="store_true",
+                   help="poll Kalshi's public REST order books instead of reading the venue's "
+                        "key to sign its websocket handshake")
     p.set_defaults(handler=run_record)
 
 
@@ -61,7 +65,10 @@ async def _record(args: Any, ctx: Any, config: Any, specs: list[Any], out: Path)
             writer.write(record)
 
     feeds = [Feed(s.id, s.type, s.options, emit, snapshot_s=args.snapshot_s,
-                  poll_s=args.poll_ms / 1000, base_dir=config.file.parent) for s in specs]
+                  poll_s=args.poll_ms / 1000, base_dir=config.file.parent,
+                  kalshi_key=None if s.type != "kalshi" or args.no_kalshi_ws
+                  else _kalshi_key(ctx, config, s))
+             for s in specs]
 
     def on_rotate() -> None:  # each part stands alone: markets, then full books
         for feed in feeds:
@@ -106,3 +113,18 @@ async def _record(args: Any, ctx: Any, config: Any, specs: list[Any], out: Path)
     for part in writer.parts:
         print(f"  {part}", file=ctx.stdout)
     return 0
+
+
+def _kalshi_key(ctx: Any, config: Any, spec: Any) -> tuple[str, Any] | None:
+    """The Kalshi key, only to sign the websocket handshake (nothing else is signed);
+    without one the feed polls the public REST order books."""
+    ref = spec.options.private_key
+    if ref.file is not None and not Path(ref.file).is_absolute():
+        ref = SecretRef(file=str(config.base_dir / ref.file))
+    try:
+        text = ctx.pm.hook.pr3dict_resolve_secret(ref=ref)
+        return (spec.options.key_id.strip(), kp.load_private_key(text)) if text else None
+    except Exception as exc:  # no key: public data only
+        print(f"pr3dict record: venue {spec.id}: no usable key ({type(exc).__name__}); "
+              "polling the REST order books instead of the websocket", file=ctx.stderr)
+        return None

@@ -134,11 +134,6 @@ def _path(config: PipelineConfig, value: str) -> Path:
     return p if p.is_absolute() else config.file.parent / p
 
 
-@hookimpl
-def pr3dict_check_pipeline(config: PipelineConfig) -> list[ConfigProblem]:
-    return check_tests(config)[1]
-
-
 # --------------------------------------------------------------------------- running
 
 
