@@ -53,8 +53,8 @@ def test_replayed_books_equal_the_simulators_books_at_every_snapshot(recording):
         # The REST reply and the stream race (by a few simulator steps on a loaded machine):
         # the snapshot must equal the streamed books at some point around it.
         pos = bisect.bisect([k for k, _ in timeline[v]], n)  # this venue's messages around
-        near = [{i: state[i] for i in truth} for _, state in timeline[v][max(pos - 60, 0):
-                                                                            pos + 60]]
+        near = [{i: state[i] for i in truth} for _, state in timeline[v][max(pos - 150, 0):
+                                                                            pos + 150]]
         assert truth in near, f"{v} snapshot at record {n} matches no replayed book near it"
 
 
@@ -125,7 +125,7 @@ def test_a_shadow_run_trades_locally_and_the_simulator_sees_no_order(run_pr3dict
 [pipeline]
 name = "shadow"
 mode = "shadow"
-cycles = 150
+cycles = 60
 journal = ""
 {venues_toml(sim.url, key_env="PR3DICT_NEVER_SET")}
 {DETECTORS}
