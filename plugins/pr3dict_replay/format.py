@@ -148,7 +148,7 @@ def read_part(path: Path) -> Iterator[dict[str, Any]]:
 
 def check_header(path: Path, record: dict[str, Any]) -> None:
     if record.get("k") != "header" or record.get("format") != FORMAT:
-        raise RecordingError(f"{path} is not a pr3dict recording")
+        raise RecordingError(f"{path.name} is not a pr3dict recording")
     if not isinstance(record.get("version"), int) or record["version"] > VERSION:
         raise RecordingError(f"{path}: recording format version {record.get('version')} is "
                              f"newer than this pr3dict reads ({VERSION})")
@@ -157,7 +157,7 @@ def check_header(path: Path, record: dict[str, Any]) -> None:
 def read_recording(path: Path) -> Iterator[dict[str, Any]]:
     """Every record of a recording, following rotated parts from the first one."""
     if not path.exists():
-        raise RecordingError(f"no such recording: {path}")
+        raise RecordingError("no such recording file")
     current: Path | None = path
     while current is not None:
         nxt = None

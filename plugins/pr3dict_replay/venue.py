@@ -16,6 +16,7 @@ import attrs
 from attrs import frozen
 
 from pr3dict_core.components import BuildContext
+from pr3dict_core.config import ConfigError, ConfigProblem
 from pr3dict_core.model import Book, Market, OrderAck, OrderRequest, Pr3dictError
 
 from .decode import Decoder
@@ -211,11 +212,16 @@ class Player:
 
 
 def _speed(value: Any) -> float | None:
+    """None for "max", else the multiple of real time."""
     if value == "max":
         return None
     if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise ValueError(f'speed must be "max" or a positive number, not {value!r}')
+        raise ValueError(f"'speed' must be \"max\" or a positive number: {value!r}")
     return float(value)
+
+
+def _check_speed(_: Any, __: Any, value: Any) -> None:
+    _speed(value)
 
 
 class ReplayVenue(SimulatedVenue):
@@ -231,13 +237,10 @@ class ReplayVenue(SimulatedVenue):
         latency_ms: float = attrs.field(default=0.0, validator=attrs.validators.ge(0))
         # Extra latency drawn uniformly in [0, jitter_ms] per order from ``seed``.
         jitter_ms: float = attrs.field(default=0.0, validator=attrs.validators.ge(0))
-        speed: Any = attrs.field(default="max")
+        speed: Any = attrs.field(default="max", validator=_check_speed)
         seed: int = 0
         # Records received within this many ms of a cycle's first are one cycle's books.
         batch_ms: float = attrs.field(default=1.0, validator=attrs.validators.ge(0))
-
-        def __attrs_post_init__(self) -> None:
-            _speed(self.speed)
 
     def __init__(self, id: str, player: Player, *, source: str, latency_ms: float,
                  jitter_ms: float = 0.0, seed: int = 0):
@@ -247,11 +250,15 @@ class ReplayVenue(SimulatedVenue):
         self.jitter_ns = int(jitter_ms * 1e6)
         self.rng = random.Random(seed)
         self._generation = 0
-        player.start()
+        try:
+            player.start()
+        except RecordingError as exc:  # a bad input file: a configuration problem
+            raise ConfigError([ConfigProblem(str(player.path), "", str(exc))]) from None
         rec = player.markets.get(source)
         if rec is None:
-            raise Pr3dictError(f"venue {id}: the recording {player.path} has no venue "
-                               f"{source!r} (it has {', '.join(sorted(player.markets))})")
+            raise ConfigError([ConfigProblem(
+                str(player.path), "", f"has no venue {source!r} for venue {id} (it has "
+                f"{', '.join(sorted(player.markets)) or 'none'}); set `source`")])
         super().__init__(id, rec["venue_type"], clock=lambda: player.now_ns / 1e9)
         if source in player.venues:
             raise Pr3dictError(f"venue {id}: recorded venue {source!r} is replayed twice")

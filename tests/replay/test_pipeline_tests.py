@@ -44,3 +44,21 @@ def test_a_malformed_test_table_is_a_config_error(run_pr3dict, tmp_path):
         assert "tests[0].expect.rejected_by: no gate 'nope'" in outcome.err
         assert "tests[1].expect.opportunities" in outcome.err
         assert "tests[0].books[1].venue: 'simm' is not a paper venue" in outcome.err
+
+
+def test_bad_replay_venue_tables_are_config_errors(run_pr3dict, tmp_path):
+    text = EXAMPLES[0].read_text().split("[[tests]]")[0].replace(
+        'mapping = "mappings/', f'mapping = "{REPO}/pipelines/mappings/')
+    text = text.replace('recording = "recordings/sim-cross.jsonl.zst"\nlatency_ms = 5\n\n'
+                        '[venues.kalshi]', 'recording = "nope.jsonl.zst"\nlatency_ms = 5\n\n'
+                        '[venues.kalshi]', 1)
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text.replace("latency_ms = 5", 'latency_ms = 5\nspeed = "fast"', 1))
+    outcome = run_pr3dict("validate", str(bad))
+    assert outcome.code == 78
+    assert f"{bad}: venues.poly.speed: must be \"max\" or a positive number (got 'fast')" \
+        in outcome.err
+    bad.write_text(text)
+    outcome = run_pr3dict("validate", str(bad))
+    assert outcome.code == 78
+    assert f"{tmp_path / 'nope.jsonl.zst'}: no such recording file" in outcome.err
