@@ -67,8 +67,11 @@ class SimulatedVenue:
         return self.decoder.markets
 
     def book(self, instrument: str) -> Book | None:
+        # Detectors call this several times per message: the cached Book without a call.
         local = self.decoder.books.get(instrument)
-        return local.book() if local is not None else None
+        if local is None:
+            return None
+        return local._book or local.book()
 
     def _take_changed(self) -> list[Book]:
         changed, self._changed = self._changed, set()
@@ -310,11 +313,7 @@ class ShadowVenue(SimulatedVenue):
     the ``polymarket``/``kalshi`` connector when ``[pipeline] mode = "shadow"``: it holds no
     credentials and has no order path to the venue."""
 
-    type: ClassVar[str] = "shadow"
-
-    @frozen(kw_only=True)
-    class Config:  # never built from a table: see ``for_connector``
-        latency_ms: float = 0.0
+    type: ClassVar[str] = "shadow"  # never built from a table: see ``for_connector``
 
     def __init__(self, id: str, venue_type: str, options: Any, *, base_dir: Path | None,
                  latency_ms: float = 50.0, snapshot_s: float = 60.0, poll_s: float = 0.5):
