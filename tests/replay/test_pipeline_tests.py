@@ -62,3 +62,27 @@ def test_bad_replay_venue_tables_are_config_errors(run_pr3dict, tmp_path):
     outcome = run_pr3dict("validate", str(bad))
     assert outcome.code == 78
     assert f"{tmp_path / 'nope.jsonl.zst'}: no such recording file" in outcome.err
+
+
+def test_a_connector_pipeline_is_tested_on_a_recording_without_its_secrets(run_pr3dict,
+                                                                            tmp_path,
+                                                                            monkeypatch):
+    monkeypatch.delenv("PR3DICT_NEVER_SET", raising=False)
+    text = (REPO / "pipelines" / "cross-venue-sim.toml").read_text()
+    for folder in ("scenarios", "mappings"):
+        text = text.replace(f'"{folder}/', f'"{REPO}/pipelines/{folder}/')
+    text = text.replace('{ file = "keys/TEST-ONLY-sim-polymarket.key" }',
+                        '{ env = "PR3DICT_NEVER_SET" }').replace(
+        '{ file = "keys/TEST-ONLY-sim-kalshi.pem" }', '{ env = "PR3DICT_NEVER_SET" }')
+    path = tmp_path / "connectors.toml"
+    path.write_text(text + f"""
+[[tests]]
+name = "the connectors' pipeline on the committed recording"
+recording = "{REPO}/pipelines/recordings/sim-cross.jsonl.zst"
+[tests.expect]
+min_opportunities = 1
+kinds = ["cross_venue"]
+""")
+    outcome = run_pr3dict("test", str(path))
+    assert outcome.code == 0, outcome.out + outcome.err
+    assert "1 passed" in outcome.out
