@@ -457,11 +457,12 @@ async def _run_engine(engine: Engine, cycles: int | None, duration: float | None
         if cycles is None and duration is None:
             duration = None  # run until interrupted
         # A venue with ``exhausted()`` (a replay) ends the run when all such venues are.
-        finite = [v for v in engine.venues.values() if callable(getattr(v, "exhausted", None))]
+        finite = [f for v in engine.venues.values()
+                  if callable(f := getattr(v, "exhausted", None))]
 
         def on_cycle(engine: Engine, cycle: int) -> None:
             status.update(engine, cycle)
-            if finite and all(v.exhausted() for v in finite):
+            if finite and all(exhausted() for exhausted in finite):
                 stop.set()
 
         await engine.run(cycles=cycles, duration=duration, stop=stop, interval=interval,
