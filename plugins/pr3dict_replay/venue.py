@@ -134,6 +134,7 @@ class Player:
         self.exhausted = False
         self.applied = 0
         self._wall0: float | None = None
+        self._batch: asyncio.Future[None] | None = None
         self._t0 = 0
         self._started = False
 
@@ -169,8 +170,7 @@ class Player:
             venue.apply(record)
 
     async def _pace(self, t_ns: int) -> None:
-        if self.speed is None:
-            return
+        assert self.speed is not None
         if self._wall0 is None:
             self._wall0 = time.monotonic()
         due = self._wall0 + (t_ns - self._t0) / 1e9 / self.speed
@@ -179,9 +179,25 @@ class Player:
             await asyncio.sleep(delay)
 
     async def advance(self) -> None:
+        # Counted first: a venue polled while this one waits for real time (speed not
+        # "max") waits for this batch instead of starting another (``settled``).
+        self.generation += 1
+        self._batch = asyncio.get_running_loop().create_future()
+        try:
+            await self._advance()
+        finally:
+            self._batch.set_result(None)
+
+    async def settled(self) -> None:
+        """Return once the batch being applied (if any) is applied."""
+        if self._batch is not None and not self._batch.done():
+            await asyncio.shield(self._batch)
+
+    async def _advance(self) -> None:
         r = self._peek()
         if r is not None:
-            await self._pace(r["t"])
+            if self.speed is not None:
+                await self._pace(r["t"])
             end = r["t"] + self.batch_ns
             self._next = None
             records, venues, now, n = self._records, self.venues, self.now_ns, 0
@@ -205,7 +221,6 @@ class Player:
                     break
             self.applied += n
         self.cycle_ns = self.now_ns
-        self.generation += 1
 
     def advance_to(self, t_ns: int) -> None:
         while (r := self._peek()) is not None and r["t"] <= t_ns:
@@ -295,6 +310,8 @@ class ReplayVenue(SimulatedVenue):
     async def poll_books(self) -> Sequence[Book]:
         if self._generation == self.player.generation:  # first venue polled this cycle
             await self.player.advance()
+        else:
+            await self.player.settled()
         self._generation = self.player.generation
         return self._take_changed()
 

@@ -76,7 +76,8 @@ async def test_the_replay_venue_plays_every_record_into_its_books(recording):
     assert {b.instrument for m in poly.markets() for b in (poly.book(m.yes), poly.book(m.no))}
 
 
-def _replay_pipeline(recording: Path, tmp_path: Path, name: str = "replay") -> Path:
+def _replay_pipeline(recording: Path, tmp_path: Path, name: str = "replay",
+                     speed: str = '"max"') -> Path:
     path = tmp_path / f"{name}.toml"
     path.write_text(f"""
 [pipeline]
@@ -87,11 +88,13 @@ journal = ""
 type = "replay"
 recording = "{recording}"
 latency_ms = 5
+speed = {speed}
 
 [venues.kalshi]
 type = "replay"
 recording = "{recording}"
 latency_ms = 5
+speed = {speed}
 {DETECTORS}
 [sinks.metrics]
 type = "jsonl"
@@ -100,7 +103,7 @@ path = "runs/{{run_id}}/metrics.jsonl"
     return path
 
 
-def test_a_replay_twice_gives_identical_trades(recording, run_pr3dict, tmp_path):
+def test_a_replay_twice_or_paced_gives_identical_trades(recording, run_pr3dict, tmp_path):
     pipeline = _replay_pipeline(recording, tmp_path)
     run_pr3dict("validate", str(pipeline)).assert_success()
     first = run_pr3dict("run", str(pipeline), "--run-id", "r1").assert_success()
@@ -108,6 +111,10 @@ def test_a_replay_twice_gives_identical_trades(recording, run_pr3dict, tmp_path)
     a = trades_of(tmp_path / "runs/r1/metrics.jsonl")
     b = trades_of(tmp_path / "runs/r2/metrics.jsonl")
     assert a == b
+    # Paced at 25x real time instead of as fast as possible: the same trades too.
+    paced = _replay_pipeline(recording, tmp_path, "paced", speed="25")
+    run_pr3dict("run", str(paced), "--run-id", "r3").assert_success()
+    assert trades_of(tmp_path / "runs/r3/metrics.jsonl") == a
     assert any(t[1] == "committed" for t in a), first.out
     assert "trades committed" in second.out
     report = run_pr3dict("report", "r1", "--no-html").assert_success()
