@@ -316,9 +316,9 @@ class ReplayVenue(SimulatedVenue):
         return self._take_changed()
 
     async def _arrive(self) -> None:
+        # Latency is replayed time only: no real wait, even when paced (``speed`` paces the
+        # books between cycles), so orders are handled in the same order at any speed.
         delay = self.latency_ns + (self.rng.randint(0, self.jitter_ns) if self.jitter_ns else 0)
-        if self.player.speed is not None and delay:
-            await asyncio.sleep(delay / 1e9 / self.player.speed)
         self.player.advance_to(max(self.player.now_ns, self.player.cycle_ns + delay))
 
 

@@ -88,12 +88,16 @@ journal = ""
 type = "replay"
 recording = "{recording}"
 latency_ms = 5
+jitter_ms = 3
+seed = 7
 speed = {speed}
 
 [venues.kalshi]
 type = "replay"
 recording = "{recording}"
 latency_ms = 5
+jitter_ms = 3
+seed = 7
 speed = {speed}
 {DETECTORS}
 [sinks.metrics]
