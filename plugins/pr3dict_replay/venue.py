@@ -222,6 +222,13 @@ class Player:
             self.applied += n
         self.cycle_ns = self.now_ns
 
+    def close(self) -> None:
+        """Release the file (the last venue over this recording closed)."""
+        close = getattr(self._records, "close", None)
+        if close is not None:
+            close()
+        self.exhausted = True
+
     def advance_to(self, t_ns: int) -> None:
         while (r := self._peek()) is not None and r["t"] <= t_ns:
             self._next = None
@@ -302,6 +309,9 @@ class ReplayVenue(SimulatedVenue):
     async def close(self) -> None:
         for rec in list(self.fills.records.values()):
             self.fills.cancel(rec.client_order_id)
+        self.player.venues.pop(self.source, None)
+        if not self.player.venues:
+            self.player.close()
 
     def exhausted(self) -> bool:
         """The recording is over and every change was delivered: a run may stop."""
