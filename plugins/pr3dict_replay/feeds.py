@@ -144,12 +144,14 @@ class Feed:
         if self.venue_type == "polymarket":
             for start in range(0, len(self._tokens), 500):
                 body = json.dumps([{"token_id": t} for t in self._tokens[start:start + 500]])
+                sent = self.clock()
                 reply = await self.http.request("POST", "/books", body=body)
                 if reply.status != 200:
                     raise VenueError(f"venue {self.venue_id}: POST /books: HTTP {reply.status}")
                 self.emit({"k": "rest", "t": self.clock(), "v": self.venue_id,
-                           "path": "/books", "raw": reply.text})
+                           "sent": sent, "path": "/books", "raw": reply.text})
             return
+        sent = self.clock()
         replies = await asyncio.gather(*(self.http.request("GET", f"/markets/{t}/orderbook")
                                          for t in self._tickers))
         t = self.clock()
@@ -159,7 +161,7 @@ class Feed:
                                  f"HTTP {reply.status}")
             if force or self._last_raw.get(ticker) != reply.text:
                 self._last_raw[ticker] = reply.text
-                self.emit({"k": "rest", "t": t, "v": self.venue_id,
+                self.emit({"k": "rest", "t": t, "v": self.venue_id, "sent": sent,
                            "path": f"/markets/{ticker}/orderbook", "ticker": ticker,
                            "raw": reply.text})
 

@@ -27,17 +27,27 @@ def test_replayed_books_equal_the_simulators_books_at_every_snapshot(recording):
     replayed = {v: Decoder(v, t, lambda i: None) for v, t in streams.items()}
     timeline: dict[str, list[tuple[int, dict]]] = {v: [] for v in streams}
     snapshots: list[tuple[int, str, dict]] = []
-    streaming: set[str] = set()
+    # A snapshot is comparable when its request and reply both fell while the stream was
+    # live: from a venue's first message after a connect until its next gap.
+    live_since: dict[str, int | None] = {v: None for v in streams}
+    awaiting_first: set[str] = set()
     for n, r in enumerate(records):
         v = r.get("v")
         if r["k"] == "connect":
-            streaming.add(v)
+            awaiting_first.add(v)
+        elif r["k"] == "gap":
+            live_since[v] = None
+        elif r["k"] == "ws" and v in awaiting_first:
+            awaiting_first.discard(v)
+            live_since[v] = r["t"]
         if r["k"] == "markets":
             replayed[v].apply(r)
         elif r["k"] in ("ws", "gap"):
             replayed[v].apply(r)
             timeline[v].append((n, _state(replayed[v])))
-        if r["k"] == "rest" and v in streaming:  # ... against the simulator's own books
+        since = live_since.get(v)
+        comparable = since is not None and r.get("sent", 0) >= since
+        if r["k"] == "rest" and comparable:  # ... against the simulator's own books
             truth = Decoder(v, streams[v], lambda i: None)
             truth.set_markets(next(m for m in records if m["k"] == "markets" and m["v"] == v))
             truth.apply(r)
