@@ -339,6 +339,10 @@ def cmd_validate(args: argparse.Namespace, configs: list[PipelineConfig], regist
     problems: list[ConfigProblem] = []
     failed = False
     for config in configs:
+        found = [p for ps in pm.hook.pr3dict_check_pipeline(config=config) for p in ps or ()]
+        if found:
+            problems.extend(found)
+            continue
         try:
             problem = asyncio.run(_check_components(config, registry, pm,
                                                     environment=not args.no_environment))
@@ -695,8 +699,17 @@ async def _run_engine(engine: Engine, cycles: int | None, duration: float | None
             kills.append("SIGUSR1")
         for reason in kills:
             engine.kill(reason)
+        # A venue with ``exhausted()`` (a replay) ends the run when all such venues are.
+        finite = [f for v in engine.venues.values()
+                  if callable(f := getattr(v, "exhausted", None))]
+
+        def until_exhausted(engine: Engine, cycle: int) -> None:
+            on_cycle(engine, cycle)
+            if finite and all(exhausted() for exhausted in finite):
+                stop.set()
+
         await engine.run(cycles=cycles, duration=duration, stop=stop, interval=interval,
-                         on_cycle=on_cycle)
+                         on_cycle=until_exhausted)
     except BaseException:
         failed = True
         raise

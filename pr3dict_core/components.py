@@ -188,6 +188,9 @@ class Venue(Protocol):
     #         the `connectivity` gate refuses trades when it is too old or None.
     #     def events(self) -> Sequence[OutcomeSet]
     #         Sets of mutually exclusive markets (negative-risk events) for `multi_outcome`.
+    #     def exhausted(self) -> bool
+    #         A finite source of books (a `replay` venue) has delivered all of them;
+    #         `pr3dict run` stops once every venue that defines it is exhausted.
 
 
 @runtime_checkable

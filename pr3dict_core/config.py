@@ -160,6 +160,7 @@ def references(options: Any) -> Iterator[tuple[str, Ref, str]]:
 
 class Mode(enum.StrEnum):
     PAPER = "paper"
+    SHADOW = "shadow"  # live public market data, orders filled locally (pr3dict_replay)
     LIVE = "live"
 
 
@@ -246,6 +247,7 @@ class PipelineConfig:
     components: dict[str, dict[str, ComponentSpec]]  # section -> id -> spec
     # (section, id) with every component after those it refers to (declared with `ref`).
     build_order: tuple[tuple[str, str], ...] = ()
+    tests: Any = ()  # the raw ``[[tests]]`` tables (``pr3dict test`` checks and runs them)
 
     @property
     def base_dir(self) -> Path:
@@ -510,7 +512,8 @@ def _join(path: str, key: str | int) -> str:
 
 # --------------------------------------------------------------------------- loading
 
-_KNOWN_SECTIONS = {"pipeline", "execution", "telemetry", *KINDS}
+# ``[[tests]]`` belongs to ``pr3dict test`` (checked by its plugin's pr3dict_check_pipeline).
+_KNOWN_SECTIONS = {"pipeline", "execution", "telemetry", "tests", *KINDS}
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -641,6 +644,10 @@ def load_pipeline(path: str | Path, registry: ComponentRegistry) -> PipelineConf
                 if a.metadata.get(_OUTPUT) and isinstance(value, str):
                     _check_output(value, f"{kind}.{cid}.{a.name}", problem)
 
+    if pipeline is not None and pipeline.mode is Mode.SHADOW and raw.get("settlers"):
+        problem("settlers", "a shadow run (pipeline.mode = \"shadow\") trades nothing real "
+                "and settles nothing: remove the settlers")
+
     if problems:
         raise ConfigError(problems)
     assert pipeline is not None and execution is not None and telemetry is not None
@@ -648,6 +655,7 @@ def load_pipeline(path: str | Path, registry: ComponentRegistry) -> PipelineConf
         file=path.resolve(), pipeline=pipeline, execution=execution,
         strategy_options=strategy_options, telemetry=telemetry, components=components,
         build_order=build_order,
+        tests=raw.get("tests", []),
     )
 
 

@@ -122,6 +122,13 @@ def pr3dict_resolve_secret(ref: SecretRef) -> str | None:
     """
 
 
+@hookspec
+def pr3dict_check_pipeline(config: PipelineConfig) -> list[Any] | None:
+    """Check parts of a loaded pipeline a plugin owns (``[[tests]]``): return
+    ``ConfigProblem``s (each with its exact TOML path); ``pr3dict validate`` reports them
+    with the core's and exits 78."""
+
+
 # --------------------------------------------------------------------------- lifecycle
 
 

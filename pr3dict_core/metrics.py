@@ -77,6 +77,7 @@ class TradeRecord:
     deadline_ms: float | None = None  # the execution deadline the trade ran under
     within_deadline: bool | None = None  # entry_final_ms <= deadline_ms
     gas_spent: Decimal = ZERO  # native token (POL) settlers spent on this trade
+    markets: tuple[str, ...] = ()  # "venue:market id" of each leg of the opportunity
 
     @classmethod
     def from_trade(cls, trade: Trade) -> TradeRecord:
@@ -107,6 +108,8 @@ class TradeRecord:
             gate=trade.gate, recorded_at=time.time(), entry_final_ms=entry_final,
             deadline_ms=None if deadline is None else float(deadline), within_deadline=within,
             gas_spent=getattr(trade, "gas_spent", ZERO),
+            markets=tuple(dict.fromkeys(f"{leg.venue}:{leg.market_id or leg.instrument}"
+                                        for leg in opp.legs)),
         )
 
     def to_json(self) -> dict[str, Any]:

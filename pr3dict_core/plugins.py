@@ -29,6 +29,7 @@ BUILTIN_PLUGINS: dict[str, str] = {
     "polymarket": "pr3dict_polymarket.plugin",
     "kalshi": "pr3dict_kalshi.plugin",
     "sim": "pr3dict_sim.plugin",
+    "replay": "pr3dict_replay.plugin",
     "core": "pr3dict_core.defaults",
 }
 # The core defaults (secret resolution) cannot be blocked.

@@ -337,6 +337,26 @@ def test_hook_pr3dict_resolve_secret(pr3dict_pm, register_plugin, monkeypatch, t
         hook(ref=SecretRef(env="MISSING_VAR"))
 
 
+class NeedsADescription:
+    @hookimpl
+    def pr3dict_check_pipeline(self, config):
+        if not config.pipeline.description:
+            from pr3dict_core.config import ConfigProblem
+
+            return [ConfigProblem(str(config.file), "pipeline.description", "required here")]
+        return []
+
+
+def test_hook_pr3dict_check_pipeline(write_pipeline, run_pr3dict, register_plugin):
+    register_plugin(NeedsADescription(), name="needs-description")
+    path = write_pipeline(MINIMAL)
+    outcome = run_pr3dict("validate", str(path))
+    assert outcome.code == 78
+    assert f"{path}: pipeline.description: required here" in outcome.err
+    path.write_text(path.read_text().replace('name = "t"', 'name = "t"\ndescription = "x"'))
+    run_pr3dict("validate", str(path)).assert_success()
+
+
 # --------------------------------------------------------------------------- meta-tests
 
 HOOKS = sorted(name for name, _ in inspect.getmembers(hookspecs, inspect.isfunction)

@@ -61,6 +61,7 @@ from pr3dict_venuekit.http import (
 )
 from pr3dict_venuekit.orders import OrderRecord, amount
 
+from . import marketdata as md
 from . import protocol as kp
 
 log = logging.getLogger("pr3dict.venues.kalshi")
@@ -150,6 +151,10 @@ class KalshiVenue(ConnectorBase):
 
     @classmethod
     def from_config(cls, id: str, config: Config, ctx: BuildContext) -> KalshiVenue:
+        if ctx.mode == "shadow":  # public market data only; orders filled locally
+            from pr3dict_replay.venue import ShadowVenue  # no secret is read below
+
+            return ShadowVenue.for_connector(id, cls.type, config, ctx)  # type: ignore[return-value]
         embedded_scenario(ctx, config)
         key = secret(ctx, config.private_key)
         assert key is not None
@@ -214,70 +219,20 @@ class KalshiVenue(ConnectorBase):
         return reply.json()
 
     async def load_markets(self) -> None:
-        if self.config.markets:
-            raw = [m["market"] for m in await asyncio.gather(
-                *(self._get(f"/markets/{t}") for t in self.config.markets))]
-        else:
-            raw, cursor = [], ""
-            while len(raw) < self.config.max_markets:
-                page = await self._get("/markets", {"status": "open", "limit": "100",
-                                                    **({"cursor": cursor} if cursor else {})})
-                raw.extend(page.get("markets", []))
-                cursor = page.get("cursor") or ""
-                if not cursor:
-                    break
-            raw = raw[: self.config.max_markets]
-        markets = []
-        for m in raw:
-            ticker = m["ticker"]
-            tick = Decimal(m.get("tick_size", 1)) / 100
-            fractional = bool(m.get("fractional_trading_enabled"))
-            market = Market(venue=self.id, market_id=ticker, yes=f"{ticker}:yes",
-                            no=f"{ticker}:no", title=m.get("title", ticker), tick_size=tick,
-                            min_size=kp.COUNT_Q if fractional else ONE,
-                            size_step=kp.COUNT_Q if fractional else ONE)
-            markets.append(market)
-            self._tickers[ticker] = market
+        markets = await md.load_markets(self._get, self.id, self.config.markets,
+                                        self.config.max_markets)
+        self._tickers.update((m.market_id, m) for m in markets)
         self.set_markets(markets)
 
     async def refresh_books(self) -> None:
         books = await asyncio.gather(*(self._get(f"/markets/{t}/orderbook")
                                        for t in self._tickers))
         for ticker, body in zip(self._tickers, books, strict=False):
-            fp = body.get("orderbook_fp")
-            if fp is not None:
-                yes = [(Decimal(p), Decimal(q)) for p, q in fp.get("yes_dollars") or []]
-                no = [(Decimal(p), Decimal(q)) for p, q in fp.get("no_dollars") or []]
-            else:
-                ob = body.get("orderbook") or {}
-                yes = [(Decimal(p) / 100, Decimal(q)) for p, q in ob.get("yes") or []]
-                no = [(Decimal(p) / 100, Decimal(q)) for p, q in ob.get("no") or []]
+            yes, no = md.rest_orderbook(body)
             self._snapshot(ticker, yes, no)
 
-    def _snapshot(self, ticker: str, yes: list[tuple[Decimal, Decimal]],
-                  no: list[tuple[Decimal, Decimal]]) -> None:
-        """YES and NO bids -> two books: each side's asks are 1 - the other's bids."""
-        m = self._tickers.get(ticker)
-        if m is None:
-            return
-        y, n = self.books[m.yes], self.books[m.no]
-        y_asks = [(ONE - p, q) for p, q in no]
-        n_asks = [(ONE - p, q) for p, q in yes]
-        if y.bids != dict(yes) or y.asks != dict(y_asks):
-            y.snapshot(yes, y_asks)
-            n.snapshot(no, n_asks)
-            self.mark_changed(m.yes)
-            self.mark_changed(m.no)
-
-    def _delta(self, ticker: str, side: str, price: Decimal, delta: Decimal) -> None:
-        m = self._tickers.get(ticker)
-        if m is None:
-            return
-        bid_book, ask_book = (m.yes, m.no) if side == "yes" else (m.no, m.yes)
-        self.books[bid_book].add_level(True, price, delta)
-        self.books[ask_book].add_level(False, ONE - price, delta)
-        self.mark_changed(m.yes)
-        self.mark_changed(m.no)
+    def _snapshot(self, ticker: str, yes: md.Levels, no: md.Levels) -> None:
+        md.apply_snapshot(self.books, self._tickers.get(ticker), yes, no, self.mark_changed)
 
     async def _load_positions(self) -> None:
         cursor = ""
@@ -340,15 +295,7 @@ class KalshiVenue(ConnectorBase):
                     self.spawn(self._ws.close(), "resubscribe")
                 return
             self._book_seq = seq or self._book_seq
-            if kind == "orderbook_snapshot":
-                self._snapshot(body["market_ticker"],
-                               [(Decimal(p), Decimal(q)) for p, q in body.get("yes_dollars_fp")
-                                or []],
-                               [(Decimal(p), Decimal(q)) for p, q in body.get("no_dollars_fp")
-                                or []])
-            else:
-                self._delta(body["market_ticker"], body["side"], Decimal(body["price_dollars"]),
-                            Decimal(body["delta_fp"]))
+            md.apply_book_message(self.books, self._tickers, kind, body, self.mark_changed)
         elif kind == "user_order":
             rec = self.by_venue_id.get(str(body.get("order_id")))
             if rec is None and body.get("client_order_id"):

@@ -66,6 +66,7 @@ from pr3dict_venuekit.http import (
 )
 from pr3dict_venuekit.orders import OrderRecord, amount
 
+from . import marketdata as md
 from . import protocol as pm
 from .signing import ZERO_BYTES32, OrderDomain, Signer, l1_headers, l2_headers
 
@@ -165,6 +166,10 @@ class PolymarketVenue(ConnectorBase):
 
     @classmethod
     def from_config(cls, id: str, config: Config, ctx: BuildContext) -> PolymarketVenue:
+        if ctx.mode == "shadow":  # public market data only; orders filled locally
+            from pr3dict_replay.venue import ShadowVenue  # no secret is read below
+
+            return ShadowVenue.for_connector(id, cls.type, config, ctx)  # type: ignore[return-value]
         embedded_scenario(ctx, config)
         key = secret(ctx, config.private_key)
         assert key is not None
@@ -260,38 +265,13 @@ class PolymarketVenue(ConnectorBase):
         raise map_error(reply, f"venue {self.id}: L1 authentication")
 
     async def load_markets(self) -> None:
-        ids = list(self.config.markets)
-        listed: list[dict[str, Any]] = []
-        if not ids:
-            cursor = pm.INITIAL_CURSOR
-            while cursor != pm.END_CURSOR and len(listed) < self.config.max_markets:
-                page = await self._get_json("/markets", {"next_cursor": cursor})
-                listed.extend(m for m in page["data"] if m.get("enable_order_book", True)
-                              and m.get("active", True) and not m.get("closed", False))
-                cursor = page.get("next_cursor") or pm.END_CURSOR
-            listed = listed[: self.config.max_markets]
-        else:
-            listed = list(await asyncio.gather(*(self._get_json(f"/markets/{cid}")
-                                                 for cid in ids)))
-        infos = await asyncio.gather(*(self._get_json(f"/clob-markets/{m['condition_id']}")
-                                       for m in listed))
-        markets = []
-        for raw, info in zip(listed, infos, strict=False):
-            tokens = {t["outcome"].lower(): str(t["token_id"]) for t in raw["tokens"]}
-            yes, no = tokens.get("yes"), tokens.get("no")
-            if yes is None or no is None:
-                yes, no = (str(t["token_id"]) for t in raw["tokens"][:2])
-            cid = raw["condition_id"]
-            markets.append(Market(
-                venue=self.id, market_id=cid, yes=yes, no=no,
-                title=raw.get("question") or raw.get("market_slug") or cid,
-                tick_size=Decimal(str(raw["minimum_tick_size"])),
-                min_size=Decimal(str(raw["minimum_order_size"])), size_step=pm.SIZE_STEP))
-            fd = info.get("fd") or {}
-            rate = Decimal(str(fd.get("r", 0))) if fd else Decimal(0)
-            self._fee_rates[yes] = self._fee_rates[no] = rate
-            self._neg_risk[cid] = bool(raw.get("neg_risk") or info.get("nr"))
-        self.set_markets(markets)
+        infos = await md.load_markets(self._get_json, self.id, self.config.markets,
+                                      self.config.max_markets)
+        for info in infos:
+            m = info.market
+            self._fee_rates[m.yes] = self._fee_rates[m.no] = info.fee_rate
+            self._neg_risk[m.market_id] = info.neg_risk
+        self.set_markets([info.market for info in infos])
 
     async def refresh_books(self) -> None:
         tokens = [inst for m in self._markets for inst in (m.yes, m.no)]
@@ -304,16 +284,7 @@ class PolymarketVenue(ConnectorBase):
                 self._apply_book(summary)
 
     def _apply_book(self, summary: Mapping[str, Any]) -> None:
-        token = str(summary["asset_id"])
-        local = self.books.get(token)
-        if local is None:
-            return
-        self._set_rules(token, summary.get("tick_size"), summary.get("min_order_size"))
-        bids = [(Decimal(lv["price"]), Decimal(lv["size"])) for lv in summary["bids"]]
-        asks = [(Decimal(lv["price"]), Decimal(lv["size"])) for lv in summary["asks"]]
-        if local.bids != dict(bids) or local.asks != dict(asks):
-            local.snapshot(bids, asks)
-            self.mark_changed(token)
+        md.apply_book(self.books, summary, self.mark_changed, self._set_rules)
 
     # ------------------------------------------------------------------ websockets
 
@@ -330,30 +301,8 @@ class PolymarketVenue(ConnectorBase):
                                       "custom_feature_enabled": False}))
 
     def _on_market(self, text: str) -> None:
-        data = json.loads(text)
-        for event in data if isinstance(data, list) else [data]:
-            kind = event.get("event_type")
-            if kind == "book":
-                self._apply_book(event)
-            elif kind == "price_change":
-                best: dict[str, tuple[Decimal | None, Decimal | None]] = {}
-                for change in event.get("price_changes", []):
-                    token = str(change["asset_id"])
-                    local = self.books.get(token)
-                    if local is None:
-                        continue
-                    local.set_level(change["side"] == "BUY", Decimal(change["price"]),
-                                    Decimal(change["size"]))
-                    best[token] = (_opt_dec(change.get("best_bid")),
-                                   _opt_dec(change.get("best_ask")))
-                    self.mark_changed(token)
-                # the venue's best bid/ask after the event: levels beyond them are stale
-                for token, (bid, ask) in best.items():
-                    if self.books[token].trim(bid, ask):
-                        log.info("venue %s: dropped stale levels of %s beyond %s/%s",
-                                 self.id, token, bid, ask)
-            elif kind == "tick_size_change":
-                self._set_rules(str(event["asset_id"]), event.get("new_tick_size"), None)
+        md.apply_market_message(self.books, text, self.mark_changed, self.id,
+                                self._set_rules)
 
     def _set_rules(self, token: str, tick: Any, min_size: Any) -> None:
         """A new tick size (``tick_size_change``, book snapshots) or minimum order size

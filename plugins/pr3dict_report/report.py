@@ -118,6 +118,8 @@ def _group_rows(groups: Mapping[str, Mapping[str, Any]]) -> list[list[str]]:
             for name, s in groups.items()]
 
 
+MARKET_HEADERS = ("markets", "executed", "committed", "PnL (USDC)", "expected (USDC)",
+                  "capture", "rejected")
 GROUP_HEADERS = ("", "executed", "committed", "success", "leg fill", "failed arb",
                  "final p50", "final p99", "PnL (USDC)", "rejected")
 
@@ -183,6 +185,8 @@ class Report:
                               ("By execution strategy", c.strategy_performance())):
             out += [title, *("  " + line for line in table(GROUP_HEADERS,
                                                             _group_rows(groups))), ""]
+        out += ["By market (realised / expected = capture)", *("  " + line for line in table(
+            MARKET_HEADERS, self._market_rows(), left=(0,))), ""]
         venues = c.venue_performance()
         out += ["Entry legs by venue", *("  " + line for line in table(
             ("venue", "legs", "fill rate", "share fill", "latency p50", "latency p99",
@@ -204,6 +208,13 @@ class Report:
                   money(r.realised_pnl), ms(r.decision_to_final_ms)] for r in last],
                 left=(0, 1, 2))), ""]
         return "\n".join(out)
+
+    def _market_rows(self) -> list[list[str]]:
+        """Per market (the opportunity's markets, joined): PnL against expected edge."""
+        groups = self.collector.performance(lambda r: " + ".join(r.markets) or "-")
+        return [[name, str(s["executed"]), str(s["committed"]), money(s["realised_pnl"]),
+                 money(s["expected_edge"]), pct(s["capture_rate"]), str(s["rejected"])]
+                for name, s in sorted(groups.items(), key=lambda kv: -kv[1]["realised_pnl"])]
 
     def _last_reason(self, gate: str) -> str:
         for r in reversed(self.collector.records):
@@ -285,6 +296,8 @@ class Report:
                               ("By detector", c.performance("detector"))):
             body.append(f"<section><h2>{escape(title)}</h2>" +
                         _html_table(GROUP_HEADERS, _group_rows(groups)) + "</section>")
+        body.append("<section><h2>By market (realised / expected = capture)</h2>" +
+                    _html_table(MARKET_HEADERS, self._market_rows()) + "</section>")
         body.append("<section><h2>Legs by venue and purpose</h2>" + _html_table(
             ("venue / purpose", "legs", "fill rate", "share fill", "latency p50",
              "latency p99", "slip ticks", "slippage (USDC)", "fees (USDC)", "unresolved"),

@@ -55,6 +55,8 @@ def run_sim(args, ctx) -> int:  # type: ignore[no-untyped-def]
                 await stop.wait()
         finally:
             await server.stop()
+            routes = ", ".join(f"{r} x{n}" for r, n in sorted(server.requests.items()))
+            print(f"pr3dict sim: served {routes or 'nothing'}", file=out, flush=True)
 
     asyncio.run(serve())
     return 0

@@ -66,6 +66,7 @@ class SimServer:
         self._runner: web.AppRunner | None = None
         self._clock_task: asyncio.Task[None] | None = None
         self.steps = 0
+        self.requests: dict[str, int] = {}  # "METHOD /route" -> count (printed on stop)
 
     @classmethod
     def from_file(cls, path: str | Path, **kwargs: object) -> SimServer:
@@ -99,6 +100,7 @@ class SimServer:
                        ) -> web.StreamResponse:
         resource = request.match_info.route.resource
         route = f"{request.method} {resource.canonical if resource else request.path}"
+        self.requests[route] = self.requests.get(route, 0) + 1
         delay = self.faults.latency_s(route)
         if delay:
             await asyncio.sleep(delay)

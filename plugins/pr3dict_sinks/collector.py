@@ -336,6 +336,8 @@ def _converter(tp: Any) -> Callable[[Any], Any]:
         return lambda v: Decimal(str(v))
     if tp is float:
         return lambda v: None if v is None else float(v)
+    if origin is tuple:
+        return tuple
     return lambda v: v
 
 

@@ -9,9 +9,11 @@ from pr3dict_core.model import ZERO, Book, Level
 
 
 class LocalBook:
-    """One instrument's levels (price -> size per side); ``book()`` caches until a change."""
+    """One instrument's levels (price -> size per side). ``book()`` caches until a change,
+    and rebuilds only the side that changed, reusing the ``Level``s whose size did not:
+    books are rebuilt after every message of a feed (and of a replay)."""
 
-    __slots__ = ("_book", "asks", "bids", "instrument", "seq", "venue")
+    __slots__ = ("_book", "_levels", "_sides", "asks", "bids", "instrument", "seq", "venue")
 
     def __init__(self, venue: str, instrument: str):
         self.venue = venue
@@ -20,6 +22,8 @@ class LocalBook:
         self.asks: dict[Decimal, Decimal] = {}
         self.seq = 0
         self._book: Book | None = None
+        self._sides: list[tuple[Level, ...] | None] = [None, None]  # built asks, bids
+        self._levels: dict[tuple[bool, Decimal], Level] = {}  # (bid?, price) -> last built
 
     def snapshot(self, bids: list[tuple[Decimal, Decimal]],
                  asks: list[tuple[Decimal, Decimal]]) -> None:
@@ -27,6 +31,7 @@ class LocalBook:
         self.asks = {p: s for p, s in asks if s > ZERO}
         self.seq += 1
         self._book = None
+        self._sides = [None, None]
 
     def set_level(self, bid: bool, price: Decimal, size: Decimal) -> None:
         """Absolute size at a level; 0 deletes it."""
@@ -37,6 +42,7 @@ class LocalBook:
             side.pop(price, None)
         self.seq += 1
         self._book = None
+        self._sides[bid] = None
 
     def trim(self, best_bid: Decimal | None, best_ask: Decimal | None) -> bool:
         """Drop levels better than the venue's own best bid / best ask (stale levels a lost
@@ -56,10 +62,23 @@ class LocalBook:
         side = self.bids if bid else self.asks
         self.set_level(bid, price, side.get(price, ZERO) + delta)
 
+    def _side(self, bid: bool) -> tuple[Level, ...]:
+        built = self._sides[bid]
+        if built is None:
+            levels = self._levels
+            side = self.bids if bid else self.asks
+            out = []
+            for p in sorted(side, reverse=bid):
+                size = side[p]
+                level = levels.get((bid, p))
+                if level is None or level.size != size:
+                    level = levels[bid, p] = Level(p, size)
+                out.append(level)
+            built = self._sides[bid] = tuple(out)
+        return built
+
     def book(self) -> Book:
         if self._book is None:
-            bids = tuple(Level(p, self.bids[p]) for p in sorted(self.bids, reverse=True))
-            asks = tuple(Level(p, self.asks[p]) for p in sorted(self.asks))
-            self._book = Book(self.venue, self.instrument, bids, asks, timestamp=time.time(),
-                              sequence=self.seq)
+            self._book = Book(self.venue, self.instrument, self._side(True), self._side(False),
+                              timestamp=time.time(), sequence=self.seq)
         return self._book

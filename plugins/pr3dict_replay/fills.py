@@ -1,0 +1,194 @@
+"""Orders filled locally against displayed (recorded or live) books.
+
+- A taker order walks the opposite side's displayed levels at its arrival, up to its
+  limit price. What it took stays taken until the recorded size of that level changes (the
+  recording cannot know we traded; when the level moves the market has moved on).
+- A GTC remainder rests with ``queue_ahead`` = the displayed size at its price. Each later
+  decrease of that level first works through the queue ahead, then fills the order
+  (depletion: trades and cancels ahead of us both count). A recorded opposite side that
+  crosses its price fills it too (the market traded through it). Rest fills are maker
+  fills at the order's own price, without fee.
+- Kalshi's YES and NO books are one book: taking YES asks at p also takes NO bids at 1 - p.
+
+No randomness and no clock here: the same books and orders give the same fills.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from decimal import Decimal
+
+from pr3dict_core.components import OrderRejected, UnknownOrder
+from pr3dict_core.model import ONE, ZERO, Market, OrderAck, OrderRequest, OrderStatus, Side
+from pr3dict_core.model import TimeInForce as TIF
+from pr3dict_venuekit.books import LocalBook
+from pr3dict_venuekit.orders import OrderRecord
+
+Key = tuple[str, bool, Decimal]  # (instrument, bid side?, price)
+
+
+class _Resting:
+    __slots__ = ("level_size", "queue_ahead", "rec")
+
+    def __init__(self, rec: OrderRecord, queue_ahead: Decimal):
+        self.rec = rec
+        self.queue_ahead = queue_ahead
+        self.level_size = queue_ahead
+
+
+class FillSimulator:
+    def __init__(self, venue_id: str, books: Mapping[str, LocalBook],
+                 market_of: Callable[[str], Market | None],
+                 fee: Callable[[str, Decimal, Decimal], Decimal],
+                 twin: Callable[[str], str | None], clock: Callable[[], float] = lambda: 0.0):
+        self.venue_id = venue_id
+        self.clock = clock  # the replayed (or live) time stamped on fills, in seconds
+        self.books = books
+        self.market_of = market_of
+        self.fee = fee
+        self.twin = twin
+        self.records: dict[str, OrderRecord] = {}
+        self.resting: dict[str, list[_Resting]] = {}  # instrument -> orders resting on it
+        self.positions: dict[str, Decimal] = {}
+        self._taken: dict[Key, tuple[Decimal, Decimal]] = {}  # key -> (displayed, taken)
+        self._n = 0
+
+    # ------------------------------------------------------------------ displayed depth
+
+    def _available(self, key: Key, displayed: Decimal) -> Decimal:
+        seen = self._taken.get(key)
+        if seen is None:
+            return displayed
+        if seen[0] != displayed:  # the level moved: what we took is forgotten
+            del self._taken[key]
+            return displayed
+        return displayed - seen[1]
+
+    def _take(self, key: Key, displayed: Decimal, size: Decimal) -> None:
+        seen = self._taken.get(key)
+        taken = seen[1] if seen is not None and seen[0] == displayed else ZERO
+        self._taken[key] = (displayed, taken + size)
+        inst, bid, price = key
+        twin = self.twin(inst)
+        if twin is not None:  # the same liquidity seen from the other outcome
+            tkey = (twin, not bid, ONE - price)
+            tside = self.books[twin].bids if not bid else self.books[twin].asks
+            tdisplayed = tside.get(ONE - price, ZERO)
+            tseen = self._taken.get(tkey)
+            ttaken = tseen[1] if tseen is not None and tseen[0] == tdisplayed else ZERO
+            self._taken[tkey] = (tdisplayed, ttaken + size)
+
+    # ------------------------------------------------------------------ orders
+
+    def submit(self, request: OrderRequest) -> OrderAck:
+        if request.client_order_id in self.records:
+            return self.records[request.client_order_id].ack()  # a resend
+        market = self.market_of(request.instrument)
+        if market is None:
+            raise OrderRejected(f"venue {self.venue_id}: unknown instrument "
+                                f"{request.instrument!r}")
+        price, size, tick = request.price, request.size, market.tick_size
+        if price % tick or not tick <= price <= ONE - tick:
+            raise OrderRejected(f"venue {self.venue_id}: price {price} breaks the tick {tick}")
+        if size % market.size_step or size < market.min_size:
+            raise OrderRejected(f"venue {self.venue_id}: size {size} is below the minimum "
+                                f"{market.min_size} or off the step {market.size_step}")
+        self._n += 1
+        rec = OrderRecord(request.client_order_id, f"{self.venue_id}-{self._n}",
+                          request.instrument, request.side, price, size, market.market_id)
+        self.records[rec.client_order_id] = rec
+        buy = request.side is Side.BUY
+        book = self.books[request.instrument]
+        opposite = book.asks if buy else book.bids
+        crossing = sorted((p for p in opposite if (p <= price if buy else p >= price)),
+                          reverse=not buy)
+        plan: list[tuple[Key, Decimal, Decimal]] = []  # (key, displayed, size taken)
+        left = size
+        for p in crossing:
+            if left <= ZERO:
+                break
+            key = (request.instrument, not buy, p)
+            displayed = opposite[p]
+            take = min(left, self._available(key, displayed))
+            if take > ZERO:
+                plan.append((key, displayed, take))
+                left -= take
+        if request.time_in_force is TIF.FOK and left > ZERO:
+            rec.finish(OrderStatus.CANCELLED, "fok_not_filled")
+            return rec.ack()
+        for key, displayed, take in plan:
+            self._take(key, displayed, take)
+            self._fill(rec, take, key[2], taker=True)
+        if rec.filled >= rec.size:
+            return rec.ack()
+        if request.time_in_force is TIF.GTC:
+            own = book.bids if buy else book.asks
+            self.resting.setdefault(rec.instrument, []).append(
+                _Resting(rec, own.get(price, ZERO)))
+        else:
+            rec.finish(OrderStatus.CANCELLED, "fak_remainder_cancelled")
+        return rec.ack()
+
+    def _fill(self, rec: OrderRecord, size: Decimal, price: Decimal, *, taker: bool) -> None:
+        fee = self.fee(rec.instrument, price, size) if taker else ZERO
+        rec.observe(rec.filled + size, notional=rec.notional + size * price,
+                    fees=rec.fees + fee, timestamp=self.clock())
+        sign = 1 if rec.side is Side.BUY else -1
+        self.positions[rec.instrument] = self.positions.get(rec.instrument, ZERO) + sign * size
+
+    def cancel(self, client_order_id: str) -> OrderAck:
+        rec = self.get(client_order_id)
+        if rec.status is OrderStatus.OPEN:
+            rec.finish(OrderStatus.CANCELLED, "cancelled")
+            self._unrest(rec)
+        return rec.ack()
+
+    def get(self, client_order_id: str) -> OrderRecord:
+        rec = self.records.get(client_order_id)
+        if rec is None:
+            raise UnknownOrder(f"venue {self.venue_id}: no order {client_order_id!r}")
+        return rec
+
+    def _unrest(self, rec: OrderRecord) -> None:
+        queue = self.resting.get(rec.instrument, [])
+        queue[:] = [r for r in queue if r.rec is not rec]
+        if not queue:
+            self.resting.pop(rec.instrument, None)
+
+    # ------------------------------------------------------------------ book changes
+
+    def on_book(self, instrument: str) -> list[OrderRecord]:
+        """The displayed book of ``instrument`` changed: fill what it reached."""
+        queue = self.resting.get(instrument)
+        if not queue:
+            return []
+        book = self.books[instrument]
+        touched = []
+        for r in list(queue):
+            rec = r.rec
+            buy = rec.side is Side.BUY
+            own = book.bids if buy else book.asks
+            size_now = own.get(rec.price, ZERO)
+            reached = ZERO
+            if size_now < r.level_size:
+                drop = r.level_size - size_now
+                reached = max(drop - r.queue_ahead, ZERO)
+                r.queue_ahead = max(r.queue_ahead - drop, ZERO)
+            r.level_size = size_now
+            opposite = book.asks if buy else book.bids
+            need = rec.size - rec.filled
+            through = ZERO
+            for p, s in list(opposite.items()):
+                if through < need and (p <= rec.price if buy else p >= rec.price):
+                    key = (instrument, not buy, p)
+                    take = min(self._available(key, s), need - through)
+                    if take > ZERO:
+                        self._take(key, s, take)
+                        through += take
+            fill = min(need, max(reached, through))
+            if fill > ZERO:
+                self._fill(rec, fill, rec.price, taker=False)
+                touched.append(rec)
+                if rec.filled >= rec.size:
+                    self._unrest(rec)
+        return touched
