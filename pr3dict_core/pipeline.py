@@ -109,8 +109,8 @@ def build_components(config: PipelineConfig, registry: ComponentRegistry,
     # What a component refers to is built before it (the loader sorted the references).
     order = config.build_order or tuple((k, c) for k in BUILD_ORDER for c in config.section(k))
     for kind, cid in order:
-        if kind not in kinds:
-            continue
+        if kind not in kinds or cid not in config.section(kind):
+            continue  # not asked for, or left out of this variant of the config
         spec = config.section(kind)[cid]
         reg = registry.get(kind, spec.type)
         assert reg is not None
@@ -127,7 +127,6 @@ def build_components(config: PipelineConfig, registry: ComponentRegistry,
     for kind in kinds:  # gates run, and everything is listed, in file order
         built[kind] = {cid: built[kind][cid] for cid in config.section(kind) if cid in built[kind]}
     return built, ctx
-
 
 
 def new_run_id() -> str:
@@ -286,12 +285,12 @@ class Engine:
             clock=self.clock, on_auth_failure=self._auth_failed,
             on_journal_error=self._journal_failed, on_late_change=self._late_change)
         self._started = True
-        if self.pm is not None and self.config is not None:
-            self.pm.hook.pr3dict_run_start(config=self.config, run_id=self.run_id)
         if self.journal is not None:
             self._restore_halts()
             await self.recover()
             self._restore_gates()
+        if self.pm is not None and self.config is not None:
+            self.pm.hook.pr3dict_run_start(config=self.config, run_id=self.run_id)
 
     async def close(self, exit_code: int | None = None) -> None:
         """Wait for trades in flight, stop background work, then close sinks, settlers,

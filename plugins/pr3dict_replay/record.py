@@ -20,7 +20,7 @@ from .format import SUFFIX, RecordingWriter
 def add_command(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "record", help="record the public market data of a pipeline's venues (no credentials)")
-    p.add_argument("pipeline", type=Path)
+    p.add_argument("pipeline", type=Path, help="the pipeline whose venues to record")
     p.add_argument("--duration", type=float, metavar="SECONDS",
                    help="stop after SECONDS (default: until interrupted)")
     p.add_argument("--out", type=Path, metavar="FILE",

@@ -245,7 +245,8 @@ def evaluate(expect: Expect, opportunities: list[Opportunity], trades: list[Trad
 
 def add_command(subparsers: Any) -> None:
     p = subparsers.add_parser("test", help="run the [[tests]] of pipeline files")
-    p.add_argument("pipelines", nargs="+", type=Path)
+    p.add_argument("pipelines", nargs="+", type=Path,
+                   help="pipeline files whose [[tests]] tables to run")
     p.set_defaults(handler=run_tests)
 
 
