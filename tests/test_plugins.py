@@ -75,3 +75,20 @@ def test_env_var_blocks(monkeypatch):
     monkeypatch.setenv("PR3DICT_DISABLED_PLUGINS", "gates,sinks")
     pm = make_plugin_manager()
     assert pm.is_blocked("gates") and pm.is_blocked("sinks")
+
+
+def test_web3_is_imported_only_by_pipelines_that_use_the_polygon_layer():
+    """Every plugin is loaded, but web3 and eth_account (about a second of imports) only
+    come in when a pipeline builds an RPC pool or a settler."""
+    import subprocess
+    import sys
+
+    from support import REPO
+
+    code = ("import sys; from pr3dict_core.cli import main; "
+            "rc = main(['validate', '--no-environment', sys.argv[1]]); "
+            "print(rc, 'web3' in sys.modules, 'eth_account' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code,
+                           str(REPO / "pipelines/complement-paper.toml")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.stdout.split()[-3:] == ["0", "False", "False"], done.stdout + done.stderr

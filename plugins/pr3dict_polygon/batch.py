@@ -21,15 +21,16 @@ import logging
 import time
 from collections.abc import Sequence
 from decimal import ROUND_CEILING, Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 from attrs import field, frozen
-from eth_abi import decode as abi_decode
-from eth_account.signers.local import LocalAccount
 from eth_utils import keccak, to_checksum_address
 
 from pr3dict_core.model import Pr3dictError
+
+if TYPE_CHECKING:  # eth_account costs ~0.3 s to import: only when it is used
+    from eth_account.signers.local import LocalAccount
 
 from .gas import URGENCIES, Fees, GasCapExceeded, GasManager
 from .options import above, at_least, one_of
@@ -417,8 +418,12 @@ def decode_revert_data(data: bytes) -> str | None:
     """The reason in ABI-encoded revert data, or None if it carries none we can read."""
     try:
         if data[:4] == _ERROR_STRING:
+            from eth_abi import decode as abi_decode  # only when a revert is decoded
+
             return str(abi_decode(["string"], data[4:])[0])
         if data[:4] == _PANIC:
+            from eth_abi import decode as abi_decode
+
             code = int(abi_decode(["uint256"], data[4:])[0])
             return f"panic 0x{code:02x} ({_PANICS.get(code, 'unknown')})"
     except Exception:  # malformed revert data from a node

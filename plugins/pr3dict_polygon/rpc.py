@@ -18,11 +18,12 @@ calls, ``build_transaction`` and receipts get failover without knowing about it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import time
 from collections.abc import Awaitable, Sequence
-from typing import Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -30,9 +31,10 @@ import attrs
 from attrs import field, frozen
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
-from web3 import AsyncWeb3
-from web3.providers.async_base import AsyncJSONBaseProvider
-from web3.providers.rpc import AsyncHTTPProvider
+
+if TYPE_CHECKING:  # web3 costs ~0.5 s to import: only a pipeline with an RPC pool pays it
+    from web3.providers.rpc import AsyncHTTPProvider
+
 
 from pr3dict_core.config import SecretRef
 from pr3dict_core.model import Pr3dictError
@@ -208,18 +210,26 @@ def _chain_id(instance: Any, attribute: Any, value: int) -> None:
 # --------------------------------------------------------------------------- the pool
 
 
-class _PoolProvider(AsyncJSONBaseProvider):
-    """Lets an ``AsyncWeb3`` talk through the pool: every request gets failover and retries."""
+@functools.cache
+def _pool_provider_class() -> type:
+    """``_PoolProvider``, defined on first use so web3 is imported only by pipelines that
+    use the Polygon layer."""
+    from web3.providers.async_base import AsyncJSONBaseProvider
 
-    def __init__(self, pool: RpcPool):
-        super().__init__()
-        self._pool = pool
+    class _PoolProvider(AsyncJSONBaseProvider):
+        """Lets an ``AsyncWeb3`` talk through the pool: every request gets failover and retries."""
 
-    async def make_request(self, method: Any, params: Any) -> Any:
-        return await self._pool.raw_request(str(method), params)
+        def __init__(self, pool: RpcPool):
+            super().__init__()
+            self._pool = pool
 
-    async def is_connected(self, show_traceback: bool = False) -> bool:
-        return any(ep.usable for ep in self._pool.endpoints)
+        async def make_request(self, method: Any, params: Any) -> Any:
+            return await self._pool.raw_request(str(method), params)
+
+        async def is_connected(self, show_traceback: bool = False) -> bool:
+            return any(ep.usable for ep in self._pool.endpoints)
+
+    return _PoolProvider
 
 
 class RpcPool:
@@ -258,7 +268,9 @@ class RpcPool:
         self.config = config
         self.endpoints = [_endpoint_for(u) for u in urls]
         self.tracer = tracer or trace.get_tracer("pr3dict.polygon")
-        self.web3 = AsyncWeb3(_PoolProvider(self))
+        from web3 import AsyncWeb3
+
+        self.web3 = AsyncWeb3(_pool_provider_class()(self))
         self.gas = GasManager(self.request, config.gas)
         self.best_head: int | None = None
         self._rr = 0
@@ -295,6 +307,8 @@ class RpcPool:
             return
         timeout = aiohttp.ClientTimeout(total=self.config.request_timeout_ms / 1000)
         for ep in self.endpoints:
+            from web3.providers.rpc import AsyncHTTPProvider
+
             ep.provider = AsyncHTTPProvider(ep.url, exception_retry_configuration=None,
                                             request_kwargs={"timeout": timeout})
             session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64))

@@ -21,16 +21,17 @@ from collections import OrderedDict
 from decimal import ROUND_DOWN, Decimal
 from functools import cache
 from importlib import resources
-from typing import Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from attrs import field, frozen
-from eth_account import Account
-from eth_account.signers.local import LocalAccount
 from eth_utils import is_address, to_checksum_address
 from opentelemetry import trace
 
 from pr3dict_core.config import OptionError, SecretRef, ref
 from pr3dict_core.model import Pr3dictError, Side, Trade
+
+if TYPE_CHECKING:
+    from eth_account.signers.local import LocalAccount
 
 from .batch import BatchConfig, BatchTxManager, TxOp, TxResult
 from .options import between
@@ -148,6 +149,8 @@ class CtfMergeSettler:
     def from_config(cls, id: str, config: Config, ctx: Any) -> Self:
         pool = ctx.lookup("rpc", config.rpc)
         try:
+            from eth_account import Account  # imported only by pipelines that settle
+
             account = Account.from_key(ctx.resolve_secret(config.private_key))
         except (ValueError, TypeError):
             # never echo the secret in the message

@@ -189,10 +189,10 @@ def explain(journal_path: Path, tokens: tuple[str, str]) -> None:
         for row in journal.trades(limit=100000):
             trade = journal.load_trade(row["id"])
             if any(leg.instrument in tokens for leg in trade.all_legs):
-                print(trade.id, trade.state.value, trade.error, [
-                    (leg.venue, leg.instrument[-6:], leg.side.value, leg.purpose,
-                     leg.state.value, str(leg.filled)) for leg in trade.all_legs])
-        print("halts", list(journal.db.execute("SELECT * FROM halts")))
+                legs = [(leg.venue, leg.instrument[-6:], leg.side.value, leg.purpose,
+                         leg.state.value, str(leg.filled)) for leg in trade.all_legs]
+                print(trade.id, trade.state.value, trade.error, legs, flush=True)
+        print("halts", list(journal.db.execute("SELECT * FROM halts")), flush=True)
     finally:
         journal.close()
 
