@@ -212,6 +212,10 @@ class ExecutionSection:
                                      validator=attrs.validators.ge(Decimal(0)))
     reconcile_timeout_ms: int = field(default=5000, validator=attrs.validators.gt(0))
     order_timeout_ms: int = field(default=2000, validator=attrs.validators.gt(0))
+    # Resends of a request that did not reach the venue (rate limited, unreachable), with
+    # jittered backoff from 50 ms to 500 ms, never past the leg's deadline.
+    max_retries: int = field(default=3, validator=[attrs.validators.ge(0),
+                                                    attrs.validators.le(20)])
     poll_interval_ms: int = field(default=5, validator=attrs.validators.gt(0))
     # At start, finished trades younger than this are checked with the venue again: a
     # fill can be reversed on chain (Polymarket MATCHED -> FAILED) while no process ran.

@@ -105,10 +105,12 @@ class VenueCalls:
     """The one place a venue is called for an order: timeout, validation, classification
     into a ``VenueOutcome``, and backoff for requests that are safe to repeat."""
 
-    def __init__(self, timeout_s: float, rng: random.Random, clock: Clock):
+    def __init__(self, timeout_s: float, rng: random.Random, clock: Clock,
+                 retries: int = RETRY_ATTEMPTS):
         self.timeout_s = timeout_s
         self.rng = rng
         self.clock = clock
+        self.retries = retries
 
     async def place(self, venue: Venue, request: OrderRequest,
                     deadline: float | None = None) -> VenueOutcome:
@@ -128,7 +130,7 @@ class VenueCalls:
     async def _call(self, call: Callable[[], Awaitable[OrderAck]], cid: str, size: Decimal,
                     *, placing: bool = False, deadline: float | None = None) -> VenueOutcome:
         span = trace.get_current_span()
-        for attempt in range(RETRY_ATTEMPTS + 1):
+        for attempt in range(self.retries + 1):
             try:
                 ack = check_ack(await asyncio.wait_for(call(), self.timeout_s), cid, size)
             except BaseException as exc:
@@ -154,7 +156,7 @@ class VenueCalls:
             return _outcome(Trigger.REFUSED, cid, exc,
                             auth=isinstance(exc, AuthenticationFailed))
         if isinstance(exc, VenueError) and exc.retryable:
-            if attempt < RETRY_ATTEMPTS and (deadline is None
+            if attempt < self.retries and (deadline is None
                                              or self.clock() + RETRY_MAX_S < deadline):
                 return None
             # A placement that never reached the venue is refused; a query or cancel that
@@ -319,7 +321,8 @@ class TradeExecutor:
         self.clock = clock
         self.poll_interval_s = execution.poll_interval_ms / 1000
         self.rng = random.Random(seed)
-        self.calls = VenueCalls(execution.order_timeout_ms / 1000, self.rng, clock)
+        self.calls = VenueCalls(execution.order_timeout_ms / 1000, self.rng, clock,
+                                execution.max_retries)
         self._on_auth_failure = on_auth_failure
         self._on_journal_error = on_journal_error
         self._on_late_change = on_late_change
@@ -418,11 +421,12 @@ class TradeExecutor:
         await asyncio.gather(*(self.reconcile(leg) for leg in self.resting_legs()),
                              return_exceptions=True)
 
-    def worst_case_cost(self, trade: Trade) -> Decimal:
+    def worst_case_cost(self, trade: Trade, strategy: ExecutionStrategy | None = None
+                        ) -> Decimal:
         """What the trade can spend at most: every BUY leg at its limit plus the slippage
         the strategy may chase, fees included. Completion only buys what a leg did not, at
         most the same bound; this is what the capital gate reserves."""
-        ticks = int(getattr(self.strategy, "max_slippage_ticks", 0))
+        ticks = int(getattr(strategy or self.strategy, "max_slippage_ticks", 0))
         ticks = max(ticks, self.execution.unwind_slippage_ticks)
         opp = trade.opportunity
         total = ZERO
@@ -437,7 +441,9 @@ class TradeExecutor:
 
     # ------------------------------------------------------------------ entry
 
-    async def execute(self, trade: Trade) -> Trade:
+    async def execute(self, trade: Trade, strategy: ExecutionStrategy | None = None) -> Trade:
+        """Run ``trade``'s entry legs with ``strategy`` (default: the pipeline's)."""
+        strategy = strategy or self.strategy
         trade.transition(TradeState.EXECUTING)
         trade.deadline_ms = self.execution.deadline_ms
         opp = trade.opportunity
@@ -450,7 +456,7 @@ class TradeExecutor:
             for i, spec in enumerate(opp.legs)
         ]
         deadline = self.clock() + self.execution.deadline_ms / 1000
-        slippage = int(getattr(self.strategy, "max_slippage_ticks", 0))
+        slippage = int(getattr(strategy, "max_slippage_ticks", 0))
         with self.tracer.start_as_current_span(tm.SPAN_EXECUTE, attributes={
             tm.TRADE_ID: trade.id, tm.STRATEGY: trade.strategy,
         }):
@@ -458,7 +464,7 @@ class TradeExecutor:
                     for leg in trade.legs]
             async with asyncio.TaskGroup() as tg:
                 for run in runs:
-                    tg.create_task(self._run_leg(run))
+                    tg.create_task(self._run_leg(run, strategy))
             sent = [leg.submitted_at for leg in trade.legs if leg.submitted_at is not None]
             trade.on_wire_at = max(sent) if sent else None
         await self.conclude(trade)
@@ -466,11 +472,11 @@ class TradeExecutor:
         self.remember(trade)
         return trade
 
-    async def _run_leg(self, run: LegRun) -> None:
+    async def _run_leg(self, run: LegRun, strategy: ExecutionStrategy) -> None:
         """Let the strategy work the leg, then leave it final or UNRESOLVED, nothing resting."""
         leg = run.leg
         try:
-            await self.strategy.execute_leg(leg, run)  # type: ignore[arg-type]
+            await strategy.execute_leg(leg, run)  # type: ignore[arg-type]
         except Exception as exc:  # a plugin bug must not take the trade's other legs down
             trace.get_current_span().record_exception(exc)
             self.apply(leg, VenueOutcome(Trigger.ABANDONED, error=f"{type(exc).__name__}: "
@@ -579,7 +585,7 @@ class TradeExecutor:
             if any(leg.state is LegState.UNRESOLVED for leg in trade.all_legs):
                 self._unresolved(trade, "rollback leg outcome unknown", span)
                 return
-            remaining = self.unhedged(trade)
+            remaining = self.outstanding(trade)
             trade.error = self.exposure_text(remaining)
             completed = any(leg.purpose == "complete" and leg.filled for leg in trade.unwind_legs)
             unwound = any(leg.purpose == "unwind" and leg.filled for leg in trade.unwind_legs)
@@ -594,19 +600,58 @@ class TradeExecutor:
             span.set_attribute(tm.TRADE_HEDGED, str(trade.hedged_size))
 
     async def rehedge(self, trade: Trade) -> None:
-        """Complete (when the policy allows and it is cheaper) or unwind what is unhedged.
-        Also what the background exposure worker runs, without touching the trade's state."""
+        """Buy back what the trade is short, then complete (when the policy allows and it is
+        cheaper) or unwind what is unhedged. Also what the background exposure worker runs,
+        without touching the trade's state."""
+        await self.cover_shorts(trade)
         if self.execution.rollback == "complete_or_unwind":
             await self.complete_if_cheaper(trade)
         await self.unwind_excess(trade)
 
     def exposure_text(self, remaining: Mapping[tuple[str, str], Decimal]) -> str:
+        """``remaining`` is unhedged shares per instrument (negative: short)."""
         if not remaining:
             return ""
-        dust = all(qty < self.min_size(*key) for key, qty in remaining.items())
+        dust = all(abs(qty) < self.min_size(*key) for key, qty in remaining.items())
         return ("dust below the minimum order size, still held: " if dust
                 else "unwind incomplete, still held: ") + ", ".join(
             f"{inst} {qty}" for (_, inst), qty in sorted(remaining.items()))
+
+    def shorts(self, trade: Trade) -> dict[tuple[str, str], Decimal]:
+        """Shares the trade sold beyond what it holds, per entry instrument. It happens when
+        a fill is reversed on chain after an unwind sold those shares: the sale took shares
+        that belong to other trades' hedges, so they must be bought back."""
+        positions = trade.net_position()
+        out = {}
+        for leg in trade.legs:
+            key = (leg.venue, leg.instrument)
+            if positions.get(key, ZERO) <= -self.residual(leg):
+                out[key] = -positions[key]
+        return out
+
+    def outstanding(self, trade: Trade) -> dict[tuple[str, str], Decimal]:
+        """What is not hedged: excess shares (positive) and shorts (negative)."""
+        return {**self.unhedged(trade), **{k: -q for k, q in self.shorts(trade).items()}}
+
+    async def cover_shorts(self, trade: Trade) -> None:
+        """Buy back every short entry instrument (FAK at the ask within the unwind slippage
+        bound, chased until the unwind deadline)."""
+        deadline = self.clock() + self.execution.unwind_deadline_ms / 1000
+        slip = self.execution.unwind_slippage_ticks
+        legs = []
+        for (venue_id, instrument), qty in sorted(self.shorts(trade).items()):
+            venue = self.venues.get(venue_id) if venue_id not in self.blocked else None
+            book = venue.book(instrument) if venue is not None else None
+            if book is None or not book.asks:
+                continue
+            entry = next(leg for leg in trade.legs if leg.instrument == instrument
+                         and leg.venue == venue_id)
+            price = min(book.asks[0].price + entry.tick_size * slip, ONE - entry.tick_size)
+            legs.append(self._extra_leg(trade, entry, Side.BUY, qty, price,
+                                        entry.target_price, "complete"))
+        async with asyncio.TaskGroup() as tg:
+            for leg in legs:
+                tg.create_task(self._take(leg, deadline, floor=None))
 
     def _unresolved(self, trade: Trade, reason: str, span: trace.Span | None = None) -> None:
         trade.error = reason  # before the transition: the journal writes it with the state
@@ -630,8 +675,10 @@ class TradeExecutor:
         return out
 
     def exposed(self, trade: Trade) -> bool:
-        """Unhedged shares at or above the minimum order size: exposure to work off."""
-        return any(qty >= self.min_size(*key) for key, qty in self.unhedged(trade).items())
+        """Unhedged shares at or above the minimum order size, or any short: exposure to
+        work off."""
+        return bool(self.shorts(trade)) or any(
+            qty >= self.min_size(*key) for key, qty in self.unhedged(trade).items())
 
     def unwind_plan(self, trade: Trade) -> dict[tuple[str, str], Decimal]:
         """Shares to sell per entry instrument so every leg ends at one hedged level.

@@ -240,8 +240,14 @@ class RunSummary:
     decision_to_final_p99_ms: float | None
     by_strategy: Mapping[str, Mapping[str, Any]] = field(factory=dict)
 
+    @property
+    def execution_rate(self) -> float | None:
+        """Opportunities that went on to execute (not rejected by a gate or a halt)."""
+        executed = self.committed + self.rolled_back + self.unresolved
+        return executed / self.opportunities if self.opportunities else None
+
     def to_json(self) -> dict[str, Any]:
-        return _jsonable(attrs.asdict(self))
+        return {**_jsonable(attrs.asdict(self)), "execution_rate": self.execution_rate}
 
     def table(self) -> str:
         def fmt_ms(v: float | None) -> str:
@@ -253,6 +259,8 @@ class RunSummary:
             ("trades committed", str(self.committed)),
             ("trades rolled back", str(self.rolled_back)),
             ("trades unresolved", str(self.unresolved)),
+            ("execution rate", "-" if self.execution_rate is None
+             else f"{self.execution_rate:.1%}"),
             ("realised PnL (USDC)", f"{self.realised_pnl:.4f}"),
             ("expected edge (USDC)", f"{self.expected_edge:.4f}"),
             ("rollback cost (USDC)", f"{self.rollback_cost:.4f}"),

@@ -211,6 +211,7 @@ class Engine:
         self._trade_seq = itertools.count(1)
         self._started = False
         self._stopping = False
+        self._owned_provider: Any = None  # a provider from_file made: shut down at close
 
     # ------------------------------------------------------------------ construction
 
@@ -218,11 +219,22 @@ class Engine:
     def from_file(cls, path: str | Path, *, pm: pluggy.PluginManager | None = None,
                   tracer_provider: trace.TracerProvider | None = None,
                   run_id: str | None = None) -> Engine:
+        """Load and build a pipeline file. Without ``tracer_provider`` the file's
+        ``[telemetry]`` table is honoured as ``pr3dict run`` does (the engine flushes and
+        shuts its provider down at ``close()``)."""
         pm = pm or make_plugin_manager()
         registry = collect_components(pm)
         config = load_pipeline(path, registry)
-        return cls.from_config(config, registry, pm, tracer_provider=tracer_provider,
-                               run_id=run_id)
+        run_id = run_id or new_run_id()
+        owned = None
+        if tracer_provider is None:
+            spans = Path(config.telemetry.path.replace("{run_id}", run_id))
+            owned = tm.make_tracer_provider(config.telemetry, run_id=run_id,
+                                            pipeline=config.pipeline.name, path=spans)
+        engine = cls.from_config(config, registry, pm, tracer_provider=owned or tracer_provider,
+                                 run_id=run_id)
+        engine._owned_provider = owned
+        return engine
 
     @classmethod
     def from_config(cls, config: PipelineConfig, registry: ComponentRegistry,
@@ -325,6 +337,10 @@ class Engine:
                 1 if self.fatal or summary.unresolved else 0)
             self.pm.hook.pr3dict_run_finish(config=self.config, run_id=self.run_id,
                                             summary=summary, exit_code=code)
+        if self._owned_provider is not None:
+            self._owned_provider.force_flush()
+            self._owned_provider.shutdown()
+            self._owned_provider = None
         if errors:
             raise Pr3dictError(f"{len(errors)} component(s) failed to close: {errors[0]!r}")
 
@@ -385,33 +401,66 @@ class Engine:
         self.stats.opportunities += len(out)
         return out
 
-    async def scan_and_execute(self) -> list[Trade]:
-        """One cycle: scan, then preflight and execute every opportunity; waits for them."""
+    async def scan_and_execute(self, markets: Iterable[str] | None = None, *,
+                               strategy: ExecutionStrategy | str | None = None,
+                               max_opportunities: int | None = None) -> list[Trade]:
+        """One cycle: scan, then preflight and execute opportunities; waits for them.
+
+        ``markets`` keeps only opportunities whose every leg is on one of these market ids
+        (or instruments); ``max_opportunities`` takes the best ones by expected profit;
+        ``strategy`` (an instance, or a registered type name with default options)
+        executes them instead of the pipeline's.
+        """
         opportunities = await self.scan()
-        tasks = [t for opp in opportunities if (t := self.submit_opportunity(opp)) is not None]
+        if markets is not None:
+            wanted = set(markets)
+            opportunities = [o for o in opportunities if all(
+                leg.market_id in wanted or leg.instrument in wanted for leg in o.legs)]
+        if max_opportunities is not None:
+            opportunities = sorted(opportunities, key=lambda o: o.expected_profit,
+                                   reverse=True)[:max_opportunities]
+        chosen = self._strategy(strategy)
+        tasks = [t for opp in opportunities
+                 if (t := self.submit_opportunity(opp, chosen)) is not None]
         return list(await asyncio.gather(*tasks)) if tasks else []
 
-    def submit_opportunity(self, opp: Opportunity) -> asyncio.Task[Trade] | None:
+    def _strategy(self, strategy: ExecutionStrategy | str | None) -> ExecutionStrategy:
+        if strategy is None:
+            return self.strategy
+        if not isinstance(strategy, str):
+            return strategy
+        reg = collect_components(self.pm or make_plugin_manager()).get("strategies", strategy)
+        if reg is None:
+            raise Pr3dictError(f"no execution strategy type {strategy!r} is registered")
+        return reg.cls.from_config(strategy, reg.cls.Config(), None)  # type: ignore[no-any-return]
+
+    def submit_opportunity(self, opp: Opportunity, strategy: ExecutionStrategy | None = None
+                           ) -> asyncio.Task[Trade] | None:
         """Start handling ``opp`` in the background; None if it overlaps a trade in flight."""
         keys = {(leg.venue, leg.instrument) for leg in opp.legs}
         if keys & self._in_flight:
             return None
         self._in_flight |= keys
-        task = asyncio.ensure_future(self._handle(opp, keys))
+        task = asyncio.ensure_future(self._handle(opp, keys, strategy or self.strategy))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
 
-    async def execute_opportunity(self, opp: Opportunity) -> Trade:
+    async def execute_opportunity(self, opp: Opportunity, *,
+                                  strategy: ExecutionStrategy | str | None = None) -> Trade:
         """Preflight and execute one opportunity now (it may come from any source)."""
-        task = self.submit_opportunity(opp)
+        task = self.submit_opportunity(opp, self._strategy(strategy))
         if task is None:
             raise Pr3dictError(f"opportunity {opp.id} overlaps a trade in flight")
         return await task
 
     async def execute_trade(self, legs: Sequence[LegSpec], *, size: Decimal | None = None,
-                            kind: str = "manual", payout: Decimal = Decimal(1)) -> Trade:
-        """Execute a hand-built multi-leg trade through the same gates and strategy."""
+                            kind: str = "manual", payout: Decimal = Decimal(1),
+                            strategy: ExecutionStrategy | str | None = None,
+                            expected_profit: Decimal | None = None) -> Trade:
+        """Execute a hand-built multi-leg trade through the same gates. ``strategy``
+        overrides the pipeline's for this trade; ``expected_profit`` (USDC, after fees)
+        replaces the one computed from the legs' prices and the venues' fees."""
         if not self._started:
             await self.start()
         size = size if size is not None else min(leg.size for leg in legs)
@@ -420,17 +469,20 @@ class Engine:
             venue = self.venues[leg.venue]
             cost += leg.price * size
             fees += venue.fee(leg.instrument, leg.price, size)
+        edge = (payout * size - cost - fees) / size if size else Decimal(0)
+        if expected_profit is not None:
+            edge = Decimal(expected_profit) / size if size else Decimal(0)
         opp = Opportunity(
             id=opportunity_id("manual", legs, next(self._trade_seq)), detector="manual",
-            kind=kind, legs=tuple(legs), size=size,
-            edge_per_share=(payout * size - cost - fees) / size if size else Decimal(0),
+            kind=kind, legs=tuple(legs), size=size, edge_per_share=edge,
             cost=cost + fees, fees=fees, payout=payout,
         )
-        return await self.execute_opportunity(opp)
+        return await self.execute_opportunity(opp, strategy=strategy)
 
-    async def _handle(self, opp: Opportunity, keys: set[tuple[str, str]]) -> Trade:
+    async def _handle(self, opp: Opportunity, keys: set[tuple[str, str]],
+                      strategy: ExecutionStrategy) -> Trade:
         trade = Trade(id=f"{self.run_id}-{next(self._trade_seq)}", opportunity=opp,
-                      strategy=self.strategy.type)
+                      strategy=strategy.type)
         if self.journal is not None:
             trade.observer = self.journal.trade_transition
             self.journal.trade_transition(trade, None)
@@ -449,7 +501,7 @@ class Engine:
                         tm.DETECTOR_ID: opp.detector, tm.OPPORTUNITY_ID: opp.id,
                     }).end(end_time=start[1])
                 async with self._semaphore:
-                    await self._preflight_and_execute(trade)
+                    await self._preflight_and_execute(trade, strategy)
                 root.set_attribute(tm.TRADE_STATE, str(trade.state))
                 root.set_attribute(tm.TRADE_PNL, str(trade.realised_pnl))
                 if trade.state is TradeState.UNRESOLVED:
@@ -463,13 +515,13 @@ class Engine:
         trade.reject_reason, trade.gate = reason, gate  # before: the journal writes them
         trade.transition(TradeState.REJECTED)
 
-    async def _preflight_and_execute(self, trade: Trade) -> None:
+    async def _preflight_and_execute(self, trade: Trade, strategy: ExecutionStrategy) -> None:
         reason = self.halted or self._kill_switch_reason()
         if reason:
             self._reject(trade, "engine", reason)
             return
         assert self._executor is not None, "engine not started"
-        trade.reserve = self._executor.worst_case_cost(trade)
+        trade.reserve = self._executor.worst_case_cost(trade, strategy)
         approved: list[RiskGate] = []
         for gate in self.gates:
             with self.tracer.start_as_current_span(tm.SPAN_GATE, attributes={
@@ -492,7 +544,7 @@ class Engine:
         trade.transition(TradeState.APPROVED)
         trade.decided_at = self.clock()
         try:
-            await self._executor.execute(trade)
+            await self._executor.execute(trade, strategy)
         finally:
             self._after(trade, approved)
 
@@ -657,7 +709,7 @@ class Engine:
                 attempt += 1
         finally:
             if not executor.exposed(trade):
-                trade.error = executor.exposure_text(executor.unhedged(trade))
+                trade.error = executor.exposure_text(executor.outstanding(trade))
                 if self.journal is not None and trade.observer is not None:
                     trade.observer(trade, trade.state)
                 self._exposed.pop(trade.id, None)

@@ -276,3 +276,19 @@ async def test_recovery_that_cannot_reach_the_venue_fails_closed_until_it_can(tm
     await engine.close()
     pos = venue.positions()
     assert pos.get("m:yes", 0) == pos.get("m:no", 0)  # hedged or flat after all
+
+
+async def test_transient_retries_are_configurable():
+    """`[execution] max_retries = 0`: a rate-limited order is not resent; the leg is refused."""
+    inner = scripted_venue()
+    engine = engine_for(inner, execution=ExecutionSection(deadline_ms=500, max_retries=0))
+    venue = ThrottledVenue(inner, fail_times=1)
+    engine.venues["v"] = venue
+    await engine.start()
+    arb_books(inner)
+    (opp,) = await engine.scan()
+    trade = await engine.execute_opportunity(opp)
+    await engine.close()
+    (refused,) = [leg for leg in trade.legs if leg.state is LegState.REJECTED]
+    assert len(refused.orders) == 1 and "RateLimited" in refused.error  # never resent
+    assert venue.calls == 3  # refused once; the other leg placed, then unwound

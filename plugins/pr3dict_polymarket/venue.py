@@ -353,7 +353,19 @@ class PolymarketVenue(ConnectorBase):
                 self._on_trade(event)
             elif kind == "order":
                 rec = self.by_venue_id.get(str(event.get("id")))
-                if rec is not None and self._apply_status(rec, str(event.get("status", ""))):
+                if rec is None:
+                    continue
+                # Shares matched before their trade message arrives: at the order's price,
+                # with the taker fee (conservative); the record is cumulative, so the trade
+                # message, when it comes, adds nothing twice.
+                matched = event.get("size_matched")
+                grew = False
+                if matched not in (None, ""):
+                    shares = amount(matched, "size_matched", rec.size) - self._failed_shares(rec)
+                    if shares > rec.filled:
+                        grew = self.observe(rec, filled=shares,
+                                            fee_model=self._fee_model(rec.instrument))
+                if self._apply_status(rec, str(event.get("status", ""))) or grew:
                     self.emit(rec)
 
     def _on_trade(self, trade: Mapping[str, Any]) -> None:
