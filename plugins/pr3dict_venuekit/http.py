@@ -165,14 +165,19 @@ class HttpClient:
             async with asyncio.timeout(timeout_s or self.timeout_s):
                 async with self.session.request(method, url, params=params, data=body,
                                                 headers=hdrs) as resp:
-                    chunks, size = [], 0
-                    async for chunk in resp.content.iter_chunked(1 << 16):
-                        size += len(chunk)
-                        if size > MAX_REPLY_BYTES:  # a hostile or broken venue: not parsed
-                            raise AmbiguousOutcome(f"{what}: reply larger than "
-                                                   f"{MAX_REPLY_BYTES} bytes")
-                        chunks.append(chunk)
-                    text = b"".join(chunks).decode(resp.get_encoding())
+                    length = resp.content_length
+                    if length is not None and length <= MAX_REPLY_BYTES:
+                        raw = await resp.read()  # the common case: one read
+                    else:  # too large, or no length given: read up to the cap
+                        chunks, size = [], 0
+                        async for chunk in resp.content.iter_chunked(1 << 16):
+                            size += len(chunk)
+                            if size > MAX_REPLY_BYTES:  # a hostile or broken venue
+                                raise AmbiguousOutcome(f"{what}: reply larger than "
+                                                       f"{MAX_REPLY_BYTES} bytes")
+                            chunks.append(chunk)
+                        raw = b"".join(chunks)
+                    text = raw.decode(resp.get_encoding())
                     return Reply(resp.status, text, resp.headers)
         except aiohttp.ClientConnectorError as exc:
             raise VenueUnavailable(f"{what}: cannot connect: {exc}") from None
