@@ -239,6 +239,8 @@ class RunSummary:
     decision_to_final_p50_ms: float | None
     decision_to_final_p99_ms: float | None
     by_strategy: Mapping[str, Mapping[str, Any]] = field(factory=dict)
+    # venue id -> the connector's connection_stats() (websocket connects and reconnects)
+    venues: Mapping[str, Mapping[str, Any]] = field(factory=dict)
 
     @property
     def execution_rate(self) -> float | None:
@@ -270,6 +272,10 @@ class RunSummary:
             ("decision -> final p50", fmt_ms(self.decision_to_final_p50_ms)),
             ("decision -> final p99", fmt_ms(self.decision_to_final_p99_ms)),
         ]
+        reconnects = sum(n for v in self.venues.values()
+                         for n in (v.get("ws_reconnects") or {}).values())
+        if self.venues:
+            rows.append(("websocket reconnects", str(reconnects)))
         width = max(len(k) for k, _ in rows)
         line = "-" * (width + 22)
         body = "\n".join(f"{k:<{width}}  {v:>18}" for k, v in rows)

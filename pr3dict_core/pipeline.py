@@ -212,6 +212,7 @@ class Engine:
         self._started = False
         self._stopping = False
         self._owned_provider: Any = None  # a provider from_file made: shut down at close
+        self._stats_pushed = float("-inf")
 
     # ------------------------------------------------------------------ construction
 
@@ -853,6 +854,7 @@ class Engine:
             if ("kill", "") not in self.halts and self._kill_switch_reason():
                 await self.kill(self._kill_switch_reason())
             self._check_venue_auth()
+            self._push_venue_stats()
             for opp in await self.scan():
                 self.submit_opportunity(opp)
             # Unless cycles run concurrently, a cycle's trades finish before the next
@@ -878,4 +880,33 @@ class Engine:
                 self._auth_failed(vid, failure)
 
     def statistics(self) -> RunSummary:
-        return self.stats.summary()
+        return attrs.evolve(self.stats.summary(), venues=self.venue_stats())
+
+    def venue_stats(self) -> dict[str, Any]:
+        """Each venue's ``connection_stats()`` (optional): websocket (re)connects."""
+        out = {}
+        for vid, venue in self.venues.items():
+            stats = getattr(venue, "connection_stats", None)
+            if stats is not None:
+                try:
+                    out[vid] = stats()
+                except Exception:  # a broken stat must not break the summary
+                    continue
+        return out
+
+    def _push_venue_stats(self) -> None:
+        """Hand the venues' connection stats to sinks that want them (``venue_stats``),
+        at most once a second."""
+        now = self.clock()
+        if now - self._stats_pushed < 1.0:
+            return
+        self._stats_pushed = now
+        stats = None
+        for sink in self.sinks:
+            push = getattr(sink, "venue_stats", None)
+            if push is not None:
+                stats = stats if stats is not None else self.venue_stats()
+                try:
+                    push(stats)
+                except Exception as exc:
+                    trace.get_current_span().record_exception(exc)

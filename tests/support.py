@@ -66,3 +66,20 @@ def engine_for(venue: PaperVenue, *, gates=(), tracer_provider=None, min_edge="0
         gates=list(gates), sinks=[MemorySink("mem")], tracer_provider=tracer_provider,
         execution=execution or ExecutionSection(deadline_ms=50, reconcile_timeout_ms=300),
     )
+
+
+def journal_orders(journal: Path) -> int:
+    """How many order intents a journal holds (0 while it does not exist): a running
+    process is trading once this grows. Read-only, so the writer is never disturbed."""
+    import sqlite3
+
+    if not journal.exists():
+        return 0
+    try:
+        db = sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=5)
+        try:
+            return db.execute("SELECT COUNT(*) FROM orders").fetchone()[0]
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return 0

@@ -11,14 +11,13 @@ import os
 import pickle
 import random
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
 from decimal import Decimal
 from pathlib import Path
 
-from support import DEMO_SCENARIO
+from support import DEMO_SCENARIO, journal_orders
 
 from pr3dict_core.journal import Journal
 
@@ -59,20 +58,6 @@ def venue_truth(path: Path) -> tuple[dict[str, Decimal], set[str]]:
     return positions, orders
 
 
-def sent(journal: Path) -> int:
-    """How many orders the journal holds (0 while it does not exist)."""
-    if not journal.exists():
-        return 0
-    try:
-        db = sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=5)
-        try:
-            return db.execute("SELECT COUNT(*) FROM orders").fetchone()[0]
-        finally:
-            db.close()
-    except sqlite3.Error:
-        return 0
-
-
 def test_sigkill_at_random_points_then_recover(tmp_path):
     (tmp_path / "p.toml").write_text(PIPELINE.replace("{scenario}", str(DEMO_SCENARIO)))
     rng = random.Random(1234)
@@ -86,9 +71,9 @@ def test_sigkill_at_random_points_then_recover(tmp_path):
                                 stderr=subprocess.PIPE)
         # Readiness: this run has sent orders (the journal's order count grew); then a
         # kill without warning somewhere in the middle.
-        before, deadline = sent(tmp_path / "journal.sqlite"), time.monotonic() + 60
+        before, deadline = journal_orders(tmp_path / "journal.sqlite"), time.monotonic() + 60
         while time.monotonic() < deadline and proc.poll() is None \
-                and sent(tmp_path / "journal.sqlite") <= before:
+                and journal_orders(tmp_path / "journal.sqlite") <= before:
             time.sleep(0.02)
         time.sleep(rng.uniform(0.0, 0.6))
         os.kill(proc.pid, signal.SIGKILL)

@@ -172,6 +172,9 @@ class PrometheusSink:
         self.ratios = family("pr3dict_ratio", "gauge",
                              "Rates over the last `window` trades: success, failed_arbitrage, "
                              "leg_fill, arbitrage_fill, within_deadline.", ("rate", "strategy"))
+        self.ws_reconnects = family("pr3dict_venue_ws_reconnects_total", "counter",
+                                    "Websocket reconnects of a venue connector, by feed.",
+                                    ("venue", "feed"))
         self.server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         if serve:
@@ -249,6 +252,13 @@ class PrometheusSink:
                 self.legs.add((leg.venue, leg.purpose, leg.state), 1)
                 if leg.latency_ms is not None:
                     self.leg_latency.observe((leg.venue, leg.purpose), leg.latency_ms / 1000)
+
+    def venue_stats(self, stats: Mapping[str, Mapping[str, Any]]) -> None:
+        """The engine's venues' connection stats (pushed at most once a second)."""
+        with self.lock:
+            for venue, values in stats.items():
+                for feed, count in (values.get("ws_reconnects") or {}).items():
+                    self.ws_reconnects.set((venue, feed), float(count))
 
     def _amount(self, key: tuple[str, ...], amount: float) -> None:
         name, *labels = key

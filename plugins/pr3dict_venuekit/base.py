@@ -65,6 +65,10 @@ class ConnectorBase:
         self.bad_messages = 0  # websocket messages that could not be handled (ignored)
         self._bad_logged_at: float | None = None
 
+    def connection_stats(self) -> dict[str, Any]:
+        """Websocket health for metrics: connects, and reconnects per feed."""
+        return {"ws_connects": self.ws_connects, "ws_reconnects": dict(self.ws_reconnects)}
+
     def last_heartbeat(self) -> float | None:
         """When the venue was last heard from (a websocket message or a reply); the
         ``connectivity`` gate reads it."""

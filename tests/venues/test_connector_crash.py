@@ -14,7 +14,6 @@ import asyncio
 import os
 import random
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from support import journal_orders
 from venue_fixtures import REPO, sim_process, stop_process
 
 from pr3dict_core.config import SecretRef
@@ -116,19 +116,6 @@ def start_sim(tmp_path: Path, venue: str) -> tuple[subprocess.Popen[str], str]:
     scenario.write_text(text + SCENARIO_FAULTS.format(failed=failed, delayed=delayed,
                                                       latency=latency))
     return sim_process(scenario)
-
-
-def traded(journal: Path) -> int:
-    if not journal.exists():
-        return 0
-    try:
-        db = sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=5)
-        try:
-            return db.execute("SELECT COUNT(*) FROM orders").fetchone()[0]
-        finally:
-            db.close()
-    except sqlite3.Error:
-        return 0
 
 
 Truth = tuple[dict[str, Decimal], set[str], int, dict[str, tuple[str, str]]]
@@ -245,8 +232,8 @@ def test_sigkill_the_connector_run_then_recover(tmp_path, venue):
                                      "--quiet"], cwd=tmp_path, stdout=subprocess.DEVNULL,
                                     stderr=subprocess.PIPE, text=True)
             # Readiness: this run has sent orders (the journal's order count grew).
-            before, deadline = traded(journal_path), time.monotonic() + 60
-            while time.monotonic() < deadline and traded(journal_path) <= before \
+            before, deadline = journal_orders(journal_path), time.monotonic() + 60
+            while time.monotonic() < deadline and journal_orders(journal_path) <= before \
                     and proc.poll() is None:
                 time.sleep(0.02)
             assert proc.poll() is None, proc.stderr.read()

@@ -92,3 +92,41 @@ async def test_reconnects_take_rate_limiter_tokens(dropping_server):
     base.WS_BACKOFF_BASE_S = base.WS_BACKOFF_CAP_S = 0.0001
     gaps = await _run(url, base, seen, 10)
     assert sum(gaps) >= 4 / 20  # 9 reconnects, at most ~5 tokens in hand: the rest waited
+
+
+async def test_reconnects_reach_the_run_summary_and_prometheus(make_sim):
+    """A venue that drops its websockets: the counts are in the engine's summary (what every
+    sink gets at close) and in the Prometheus exposition while the run goes."""
+    from decimal import Decimal
+
+    from venue_fixtures import poly_venue
+
+    from pr3dict_core.config import ExecutionSection
+    from pr3dict_core.pipeline import Engine
+    from pr3dict_detectors.complement import BinaryComplement
+    from pr3dict_paper.scenario import SimFaultSpec
+    from pr3dict_sinks.prometheus import PrometheusSink
+    from pr3dict_strategies.market import MarketStrategy
+
+    sim = await make_sim(clock=True, step_ms=20, faults=SimFaultSpec(ws_drop_every_s=0.1))
+    venue = poly_venue(sim, poll_wait_ms=20)
+    sink = PrometheusSink("prom", serve=False)
+    engine = Engine(venues={"poly": venue},
+                    detectors=[BinaryComplement("c", BinaryComplement.Config(
+                        venues=("poly",), min_edge=Decimal("0.5")))],  # never trades
+                    strategy=MarketStrategy(MarketStrategy.Config()), sinks=[sink],
+                    execution=ExecutionSection())
+    await engine.start()
+    stop = asyncio.Event()
+
+    def on_cycle(engine, cycle):
+        if sum(venue.ws_reconnects.values()) >= 2 and "pr3dict_venue_ws_reconnects_total{" \
+                in sink.render():
+            stop.set()
+
+    await asyncio.wait_for(engine.run(stop=stop, interval=0.05, on_cycle=on_cycle), 30)
+    summary = engine.statistics()
+    await engine.close()
+    assert sum(summary.venues["poly"]["ws_reconnects"].values()) >= 2
+    assert summary.to_json()["venues"]["poly"]["ws_connects"] >= 3
+    assert 'pr3dict_venue_ws_reconnects_total{venue="poly",feed=' in sink.render()

@@ -108,7 +108,10 @@ def body(run: Run) -> None:
     v["market_buy"] = run.call("post_order market BUY FOK", lambda: client.post_order(
         client.create_market_order(MarketOrderArgs(token_id=yes, amount=10, side="BUY")),
         OrderType.FOK))
-    time.sleep(0.2)  # the trade settles (MATCHED -> MINED) after the sim's settle_ms
+    deadline = time.monotonic() + 20  # readiness: the trade settled (MATCHED -> MINED)
+    while time.monotonic() < deadline and not any(
+            t.get("status") in ("MINED", "CONFIRMED") for t in client.get_trades()):
+        time.sleep(0.02)
     v["balance_after_buy"] = client.get_balance_allowance(collateral).get("balance")
     v["yes_after_buy"] = client.get_balance_allowance(BalanceAllowanceParams(
         asset_type=AssetType.CONDITIONAL, token_id=yes)).get("balance")
