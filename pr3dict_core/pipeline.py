@@ -719,8 +719,8 @@ class Engine:
     def _late_change(self, trade: Trade) -> None:
         """A finished trade's fills changed (a fill reversed on chain, or a late fill): a
         journaled break reopens it, and it is completed or unwound like a short leg."""
-        if trade.id in self._unresolved:
-            return
+        if trade.id in self._unresolved or trade.id in self._exposed:
+            return  # its resolver or exposure worker looks at what it holds anyway
         # Durable at once: a break interrupted by a crash or a stop is taken up at start.
         self.halt("break", trade.id, f"trade {trade.id} changed after it was final: "
                                      "re-hedging")
@@ -755,16 +755,25 @@ class Engine:
     async def recover(self) -> list[Trade]:
         """Before any trading: read non-final trades back from the journal, ask the venues
         what happened to every order (by the ids the journal holds), adopt fills, then
-        commit, complete or unwind; trades with exposure are worked again."""
+        commit, complete or unwind; re-ask about recently finished trades; re-hedge broken
+        trades and work exposure again."""
         assert self.journal is not None and self._executor is not None
-        recovered = self.journal.open_trades()
-        for trade in recovered:
-            trade.observer = self.journal.trade_transition
+        journal, executor = self.journal, self._executor
+        loaded: dict[str, Trade] = {}
+
+        def watched(trade: Trade) -> Trade:
+            """The journal follows a trade read back from it, loaded once."""
+            trade = loaded.setdefault(trade.id, trade)
+            trade.observer = journal.trade_transition
             for leg in trade.all_legs:
-                leg.observer = self.journal.leg_transition
+                leg.observer = journal.leg_transition
+            return trade
+
+        recovered = [watched(t) for t in journal.open_trades()]
+        for trade in recovered:
             with self.tracer.start_as_current_span(tm.SPAN_RECOVER, attributes={
                     tm.TRADE_ID: trade.id, tm.TRADE_RECOVERED_FROM: trade.state.value}) as span:
-                await self._executor.reconcile_trade(trade, give_up=self.clock() + 1.0)
+                await executor.reconcile_trade(trade, give_up=self.clock() + 1.0)
                 span.set_attribute(tm.TRADE_STATE, trade.state.value)
             trade.finished_at = self.clock()
             if trade.state is TradeState.UNRESOLVED:
@@ -772,50 +781,38 @@ class Engine:
                 # The gates restore it as reserved; they are told when it resolves.
                 self._resolve_later(trade, self.gates)
             else:
-                self._executor.remember(trade)
+                executor.remember(trade)
                 self._check_exposure(trade)
             self._record(trade)
         window = self.execution.recheck_window_ms / 1000
-        if window:
-            for trade in self.journal.recent_final_trades(time.time() - window):
-                trade.observer = self.journal.trade_transition
-                for leg in trade.all_legs:
-                    leg.observer = self.journal.leg_transition
-                with self.tracer.start_as_current_span(tm.SPAN_RECHECK, attributes={
-                        tm.TRADE_ID: trade.id}):
-                    changed = await self._executor.recheck(trade)
-                self._executor.remember(trade)
-                if changed:
-                    self.halt("break", trade.id, f"trade {trade.id} changed after it was "
-                                                 "final: re-hedging")
-        for (cause, subject), _ in list(self.halts.items()):
+        for trade in (journal.recent_final_trades(time.time() - window) if window else []):
+            trade = watched(trade)
+            with self.tracer.start_as_current_span(tm.SPAN_RECHECK, attributes={
+                    tm.TRADE_ID: trade.id}):
+                changed = await executor.recheck(trade)
+            executor.remember(trade)
+            if changed:
+                self.halt("break", trade.id, f"trade {trade.id} changed after it was final: "
+                                             "re-hedging")
+        # Breaks first: a trade being re-hedged is not also handed to an exposure worker.
+        persistent = sorted((key for key in self.halts if key[0] in PERSISTENT_HALTS),
+                            key=lambda key: key[0] != "break")
+        for cause, subject in persistent:
+            try:
+                trade = loaded.get(subject) or watched(journal.load_trade(subject))
+            except KeyError:  # a halt about a trade the journal does not have
+                self.lift(cause, subject)
+                continue
             if cause == "break":  # reopened, maybe by an earlier process: re-hedge it now
-                try:
-                    trade = self.journal.load_trade(subject)
-                except KeyError:
-                    self.lift(cause, subject)
-                    continue
-                trade.observer = self.journal.trade_transition
-                for leg in trade.all_legs:
-                    leg.observer = self.journal.leg_transition
-                self._executor.remember(trade)
+                executor.remember(trade)
                 self._dirty.add(trade.id)
                 self._breaking.add(trade.id)
                 await self._break(trade)
-        for (cause, subject), _ in list(self.halts.items()):
-            if cause == "exposure" and subject not in self._exposed:
-                try:
-                    trade = self.journal.load_trade(subject)
-                except KeyError:
-                    self.lift(cause, subject)
-                    continue
-                trade.observer = self.journal.trade_transition
-                for leg in trade.all_legs:
-                    leg.observer = self.journal.leg_transition
+            elif subject not in self._exposed:  # exposure: worked again, or lifted
                 self.halts.pop((cause, subject))  # set again (or not) from what it holds
                 self._check_exposure(trade)
                 if trade.id not in self._exposed:
-                    self.journal.lift_halt(cause, subject)
+                    journal.lift_halt(cause, subject)
         self.recovered = recovered
         return recovered
 
