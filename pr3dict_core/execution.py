@@ -586,13 +586,14 @@ class TradeExecutor:
                 self._unresolved(trade, "rollback leg outcome unknown", span)
                 return
             remaining = self.outstanding(trade)
-            trade.error = self.exposure_text(remaining)
             completed = any(leg.purpose == "complete" and leg.filled for leg in trade.unwind_legs)
             unwound = any(leg.purpose == "unwind" and leg.filled for leg in trade.unwind_legs)
             if not remaining and not self._shortfalls(trade) and not unwound and (
                     completed or all(leg.state is LegState.FILLED for leg in trade.legs)):
+                trade.error = ""
                 trade.transition(TradeState.COMMITTED)  # hedged after all
-            else:
+            else:  # the journal writes the error with the state: set it first
+                trade.error = self.exposure_text(remaining) or self.why_short(trade)
                 trade.transition(TradeState.ROLLED_BACK)
             if remaining:
                 span.set_status(Status(StatusCode.ERROR, trade.error))
@@ -616,6 +617,14 @@ class TradeExecutor:
         return ("dust below the minimum order size, still held: " if dust
                 else "unwind incomplete, still held: ") + ", ".join(
             f"{inst} {qty}" for (_, inst), qty in sorted(remaining.items()))
+
+    @staticmethod
+    def why_short(trade: Trade) -> str:
+        """Why a trade was rolled back: its entry legs that did not fill, and their errors."""
+        short = [f"{leg.instrument} {leg.state.value} {leg.filled}/{leg.size}"
+                 + (f" ({leg.error})" if leg.error else "")
+                 for leg in trade.legs if leg.state is not LegState.FILLED]
+        return "entry legs not filled: " + "; ".join(short) if short else ""
 
     def shorts(self, trade: Trade) -> dict[tuple[str, str], Decimal]:
         """Shares the trade sold beyond what it holds, per entry instrument. It happens when

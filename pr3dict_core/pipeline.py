@@ -505,8 +505,14 @@ class Engine:
                     await self._preflight_and_execute(trade, strategy)
                 root.set_attribute(tm.TRADE_STATE, str(trade.state))
                 root.set_attribute(tm.TRADE_PNL, str(trade.realised_pnl))
-                if trade.state is TradeState.UNRESOLVED:
-                    root.set_status(Status(StatusCode.ERROR, trade.error))
+                why = trade.error or next((leg.error for leg in trade.all_legs if leg.error), "")
+                if why:
+                    root.set_attribute(tm.TRADE_ERROR, why)
+                if trade.reject_reason:
+                    root.set_attribute(tm.TRADE_REJECT_REASON, trade.reject_reason)
+                if trade.state is TradeState.UNRESOLVED or (
+                        trade.state is TradeState.ROLLED_BACK and trade.realised_pnl < 0):
+                    root.set_status(Status(StatusCode.ERROR, why or str(trade.state)))
         finally:
             self._in_flight -= keys
         self._record(trade)

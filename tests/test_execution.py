@@ -224,3 +224,23 @@ async def test_unknown_order_on_cancel_is_not_a_crash():
         pass
     else:  # pragma: no cover - the assertion below documents the contract
         raise AssertionError("cancelling an unknown order must raise UnknownOrder")
+
+
+async def test_the_root_span_says_why_a_trade_rolled_back(tracer_provider, span_exporter):
+    from pr3dict_strategies.market import MarketStrategy
+
+    venue = scripted_venue()
+    engine = engine_for(venue, tracer_provider=tracer_provider, strategy=MarketStrategy(
+        MarketStrategy.Config(max_slippage_ticks=0, time_in_force="FOK")))
+    await engine.start()
+    arb_books(venue)
+    (opp,) = await engine.scan()
+    set_book(venue, "m:no", bids=[("0.48", 100)], asks=[("0.50", 6)])  # FOK cannot fill
+    set_book(venue, "m:yes", bids=[("0.30", 100)], asks=[("0.45", 10)])  # unwind at a loss
+    trade = await engine.execute_opportunity(opp)
+    await engine.close()
+    assert trade.state is TradeState.ROLLED_BACK and trade.realised_pnl < 0
+    (root,) = [s for s in span_exporter.get_finished_spans() if s.name == tm.SPAN_OPPORTUNITY]
+    assert root.status.status_code.name == "ERROR"
+    assert root.attributes[tm.TRADE_STATE] == "rolled_back"
+    assert root.attributes[tm.TRADE_ERROR]
