@@ -117,7 +117,7 @@ _YEAR_S = 366 * 86_400
 
 def _common_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
     """Options accepted before and after the subcommand (after it, they override)."""
-    default: dict[str, object] = {} if top else {"default": argparse.SUPPRESS}
+    default: dict[str, Any] = {} if top else {"default": argparse.SUPPRESS}
     parser.add_argument("-p", dest="plugins", action="append", metavar="NAME",
                         help="load plugin module NAME, or block plugin NAME with no:NAME "
                              "(repeatable)", **({"default": []} if top else default))

@@ -376,7 +376,7 @@ def structure(data: Any, cls: type, path: str) -> tuple[Any, list[tuple[str, str
         # attrs' switch is process-wide: files are structured while loading and building,
         # before any component starts a thread.
         with attrs.validators.disabled():
-            value = _CONVERTER.structure(data, cls)
+            value: Any = _CONVERTER.structure(data, cls)
     except Exception as exc:  # cattrs raises groups
         errors = list(_flatten(exc, path))
         return None, errors + _validate_rest(data, cls, path, errors)
@@ -394,7 +394,8 @@ def _validate_rest(data: Any, cls: type, path: str, errors: list[tuple[str, str]
            if p.startswith(prefix)}
     try:
         with attrs.validators.disabled():
-            partial = _CONVERTER.structure({k: v for k, v in data.items() if k not in bad}, cls)
+            partial: Any = _CONVERTER.structure(
+                {k: v for k, v in data.items() if k not in bad}, cls)
     except Exception:  # a key with a problem was required: nothing more to say
         return []
     seen = {p for p, _ in errors}
@@ -705,7 +706,7 @@ def _build_order(components: dict[str, dict[str, ComponentSpec]],
                  edges: dict[Node, set[Node]],
                  problem: typing.Callable[[str, str], None]) -> tuple[Node, ...]:
     """Every component after what it refers to; otherwise KIND_ORDER, then file order."""
-    rank = {}
+    rank: dict[Node, int] = {}
     for kind in [*KIND_ORDER, *(k for k in components if k not in KIND_ORDER)]:
         for cid in components.get(kind, {}):
             rank[(kind, cid)] = len(rank)
