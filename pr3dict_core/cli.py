@@ -531,7 +531,8 @@ def cmd_run(args: argparse.Namespace, config: PipelineConfig, registry, pm,  # t
             owned_provider.force_flush()
             owned_provider.shutdown()
     print(_with_duration(summary.table(), elapsed), file=out)
-    for line in _outputs(engine, config, run_id):
+    for line in _outputs(engine, config, run_id,
+                         getattr(owned_provider, "pr3dict_exporter", None)):
         print(line, file=err)
     if engine.halted:
         print(f"pr3dict: halted: {engine.halted}", file=err)
@@ -585,7 +586,8 @@ def _duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
 
 
-def _outputs(engine: Engine, config: PipelineConfig, run_id: str) -> list[str]:
+def _outputs(engine: Engine, config: PipelineConfig, run_id: str,
+             exporter: Any = None) -> list[str]:
     """Where this run wrote things, and how to read them."""
     cwd = Path.cwd()
 
@@ -628,7 +630,9 @@ def _outputs(engine: Engine, config: PipelineConfig, run_id: str) -> list[str]:
         if spans.exists():
             lines.append(f"  spans    {show(spans)}")
     elif config.telemetry.exporter == "otlp":
-        lines.append(f"  spans    sent to {config.telemetry.endpoint}")
+        report = getattr(exporter, "report", None)  # what the exporter really managed
+        where = report() if report else f"to {tm.otlp_traces_endpoint(config.telemetry)}"
+        lines.append(f"  spans    {where}")
     if config.pipeline.journal:
         journal = Path(config.pipeline.journal.replace("{pipeline}", config.pipeline.name))
         lines.append(f"  journal  {show(journal.absolute())}   (pr3dict journal {show(journal)})")

@@ -225,9 +225,12 @@ class ExecutionSection:
 @frozen(kw_only=True)
 class TelemetrySection:
     exporter: Literal["none", "console", "otlp", "jsonl"] = "none"
-    endpoint: str = "http://127.0.0.1:4318"
+    # Unset: OpenTelemetry's environment variables apply (OTEL_EXPORTER_OTLP_TRACES_ENDPOINT,
+    # OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_SERVICE_NAME, ...), then http://127.0.0.1:4318 and
+    # "pr3dict". The file, when it says, wins.
+    endpoint: str | None = None
     path: str = "runs/{run_id}/spans.jsonl"
-    service_name: str = "pr3dict"
+    service_name: str | None = None
     timeout_s: float = field(default=2.0, validator=attrs.validators.gt(0))
 
 

@@ -18,9 +18,10 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from decimal import Decimal
+from urllib.parse import urlsplit
 
 from opentelemetry import trace
-from opentelemetry.trace import Status, StatusCode
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from . import telemetry as tm
 from .components import (
@@ -224,8 +225,9 @@ class LegRun:
             tm.LEG_INSTRUMENT: leg.instrument, tm.LEG_SIDE: leg.side.value,
             tm.LEG_PURPOSE: leg.purpose, tm.ORDER_CLIENT_ID: cid,
             tm.ORDER_PRICE: str(price), tm.ORDER_SIZE: str(size),
-            tm.ORDER_TIF: time_in_force.value,
-        }, record_exception=False, set_status_on_exception=False) as span:
+            tm.ORDER_TIF: time_in_force.value, **ex.server(self.venue),
+        }, kind=SpanKind.CLIENT, record_exception=False,
+                set_status_on_exception=False) as span:
             venue_order_id = ""
             prepare = getattr(self.venue, "prepare_order", None)
             if prepare is not None:
@@ -262,8 +264,9 @@ class LegRun:
             return None
         with self.executor.tracer.start_as_current_span(tm.SPAN_CANCEL, attributes={
             tm.TRADE_ID: self.leg.trade_id, tm.LEG_INDEX: self.leg.index,
-            tm.ORDER_CLIENT_ID: ref.request.client_order_id,
-        }, record_exception=False, set_status_on_exception=False) as span:
+            tm.ORDER_CLIENT_ID: ref.request.client_order_id, **self.executor.server(self.venue),
+        }, kind=SpanKind.CLIENT, record_exception=False,
+                set_status_on_exception=False) as span:
             outcome = await self.executor.calls.cancel(self.venue, ref)
             self.executor.apply(self.leg, outcome)
             _record_outcome(span, outcome, self.leg)
@@ -334,6 +337,7 @@ class TradeExecutor:
         self.pushes: dict[str, bool] = {}
         # Venues that refused our credentials: nothing is completed or unwound into them.
         self.blocked: set[str] = set()
+        self._hosts: dict[int, str] = {}  # id(venue) -> its REST host, for CLIENT spans
         for vid, venue in venues.items():
             for m in venue.markets():
                 for inst in (m.yes, m.no):
@@ -366,6 +370,15 @@ class TradeExecutor:
         if run is not None:
             run.changed.set()
         return delta
+
+    def server(self, venue: Venue) -> dict[str, str]:
+        """``server.address`` for a venue's CLIENT spans: its REST host, when it has one."""
+        host = self._hosts.get(id(venue))
+        if host is None:
+            url = getattr(venue, "rest_url", "")
+            host = (urlsplit(url).hostname or "") if isinstance(url, str) else ""
+            self._hosts[id(venue)] = host
+        return {tm.SERVER_ADDRESS: host} if host else {}
 
     def on_journal_error(self, exc: BaseException) -> None:
         if self._on_journal_error is not None:
@@ -503,7 +516,8 @@ class TradeExecutor:
         attempt = 0
         span_cm = self.tracer.start_as_current_span(tm.SPAN_QUERY, attributes={
             tm.TRADE_ID: leg.trade_id, tm.LEG_INDEX: leg.index,
-            tm.ORDER_CLIENT_ID: leg.current_client_order_id()}) if leg.unknown else None
+            tm.ORDER_CLIENT_ID: leg.current_client_order_id(), **self.server(venue)},
+            kind=SpanKind.CLIENT) if leg.unknown else None
         span = span_cm.__enter__() if span_cm is not None else None
         try:
             while leg.resting:

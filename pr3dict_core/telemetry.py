@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
@@ -63,6 +65,7 @@ GATE_REASON: Final = "pr3dict.gate.reason"
 TRADE_ID: Final = "pr3dict.trade.id"
 TRADE_STATE: Final = "pr3dict.trade.state"
 TRADE_PNL: Final = "pr3dict.trade.realised_pnl"
+SERVER_ADDRESS: Final = "server.address"  # the venue's host, on venue-call (CLIENT) spans
 TRADE_ERROR: Final = "pr3dict.trade.error"  # why it rolled back or is unresolved
 TRADE_REJECT_REASON: Final = "pr3dict.trade.reject_reason"
 TRADE_HEDGED: Final = "pr3dict.trade.hedged_size"
@@ -187,6 +190,68 @@ class JsonLinesSpanExporter(SpanExporter):
         return True
 
 
+DEFAULT_OTLP_ENDPOINT = "http://127.0.0.1:4318"
+
+
+def otlp_traces_endpoint(config: TelemetrySection) -> str:
+    """Where OTLP traces go: the file's ``endpoint``, else the standard environment
+    variables (``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` as is, ``OTEL_EXPORTER_OTLP_ENDPOINT``
+    plus ``/v1/traces``), else loopback."""
+    if config.endpoint is None:
+        traces = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        if traces:
+            return traces
+    base = (config.endpoint or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+            or DEFAULT_OTLP_ENDPOINT).rstrip("/")
+    return base if base.endswith("/v1/traces") else base + "/v1/traces"
+
+
+class CountingExporter(SpanExporter):
+    """Counts what an exporter managed, so the run can say so truthfully; after three
+    failures in a row it drops batches for ``pause_s`` (a dead endpoint then costs nothing
+    more, and never the trading loop: exports run on the processor's thread)."""
+
+    def __init__(self, inner: SpanExporter, where: str, pause_s: float = 5.0):
+        self.inner = inner
+        self.where = where
+        self.pause_s = pause_s
+        self.sent = self.failed = self.dropped = 0
+        self._in_a_row = 0
+        self._paused_until = 0.0
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        if time.monotonic() < self._paused_until:
+            self.dropped += 1
+            return SpanExportResult.FAILURE
+        try:
+            result = self.inner.export(spans)
+        except Exception:  # an exporter bug must not kill the processor's thread
+            result = SpanExportResult.FAILURE
+        if result is SpanExportResult.SUCCESS:
+            self.sent += 1
+            self._in_a_row = 0
+        else:
+            self.failed += 1
+            self._in_a_row += 1
+            if self._in_a_row >= 3:
+                self._paused_until = time.monotonic() + self.pause_s
+        return result
+
+    def shutdown(self) -> None:
+        self.inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self.inner.force_flush(timeout_millis)
+
+    def report(self) -> str:
+        """One line for the end of a run."""
+        lost = self.failed + self.dropped
+        if not lost:
+            return f"sent to {self.where}"
+        return (f"{lost} of {self.sent + lost} batch(es) NOT exported to {self.where} "
+                f"(the endpoint failed)")
+
+
 def make_exporter(config: TelemetrySection, path: Path | None) -> SpanExporter | None:
     if config.exporter == "none":
         return None
@@ -197,10 +262,10 @@ def make_exporter(config: TelemetrySection, path: Path | None) -> SpanExporter |
         return JsonLinesSpanExporter(path)
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-    endpoint = config.endpoint.rstrip("/")
-    if not endpoint.endswith("/v1/traces"):
-        endpoint += "/v1/traces"
-    return OTLPSpanExporter(endpoint=endpoint, timeout=config.timeout_s)
+    endpoint = otlp_traces_endpoint(config)
+    # Headers: OTEL_EXPORTER_OTLP_(TRACES_)HEADERS, read by the exporter itself.
+    return CountingExporter(OTLPSpanExporter(endpoint=endpoint, timeout=config.timeout_s),
+                            endpoint)
 
 
 def make_tracer_provider(config: TelemetrySection, *, run_id: str, pipeline: str,
@@ -209,9 +274,15 @@ def make_tracer_provider(config: TelemetrySection, *, run_id: str, pipeline: str
     exporter = make_exporter(config, path)
     if exporter is None:
         return None
-    resource = Resource.create({"service.name": config.service_name, PIPELINE_NAME: pipeline,
-                                RUN_ID: run_id})
-    provider = TracerProvider(resource=resource)
+    attributes: dict[str, str] = {PIPELINE_NAME: pipeline, RUN_ID: run_id}
+    env_names = os.environ.get("OTEL_SERVICE_NAME") or "service.name=" in os.environ.get(
+        "OTEL_RESOURCE_ATTRIBUTES", "")
+    if config.service_name is not None or not env_names:
+        attributes["service.name"] = config.service_name or "pr3dict"
+    # Resource.create also reads OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME; what the
+    # file says wins over them.
+    provider = TracerProvider(resource=Resource.create(attributes))
+    provider.pr3dict_exporter = exporter  # type: ignore[attr-defined]  # the run reports it
     # Small batches: an export runs on the processor's thread and holds the GIL while it
     # encodes; many short holds delay the event loop far less than a few long ones.
     provider.add_span_processor(BatchSpanProcessor(exporter, max_export_batch_size=64))

@@ -154,3 +154,33 @@ def test_jsonl_encoding_matches_the_official_otlp_encoder(write_pipeline, run_pr
         assert mine[sid][:5] == theirs[sid][:5], sid
         assert mine[sid][6] == theirs[sid][6]
         assert [k for k, _ in mine[sid][5]] == [k for k, _ in theirs[sid][5]]
+
+
+def test_otel_environment_variables_apply_when_the_file_is_silent(write_pipeline, tmp_path,
+                                                                  monkeypatch):
+    """OTEL_EXPORTER_OTLP_ENDPOINT and OTEL_SERVICE_NAME, as every OTel SDK reads them."""
+    monkeypatch.chdir(tmp_path)
+    with Collector() as collector:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{collector.port}")
+        monkeypatch.setenv("OTEL_SERVICE_NAME", "arb-eu-1")
+        monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=test")
+        path = write_pipeline(MINIMAL.replace("cycles = 5", "cycles = 80") +
+                              '[telemetry]\nexporter = "otlp"\n')
+        assert main(["run", str(path), "--quiet"]) == 0
+    assert tm.SPAN_SUBMIT in collector.span_names()
+    resource = collector.requests[0].resource_spans[0].resource
+    attrs = {a.key: a.value.string_value for a in resource.attributes}
+    assert attrs["service.name"] == "arb-eu-1"
+    assert attrs["deployment.environment"] == "test"
+
+
+def test_a_dead_otlp_endpoint_is_reported_not_claimed(write_pipeline, tmp_path, monkeypatch,
+                                                       capsys):
+    monkeypatch.chdir(tmp_path)
+    path = write_pipeline(MINIMAL.replace("cycles = 5", "cycles = 80") +
+                          '[telemetry]\nexporter = "otlp"\n'
+                          'endpoint = "http://127.0.0.1:9"\ntimeout_s = 0.5\n')  # discard port
+    assert main(["run", str(path), "--quiet"]) == 0  # trading is not the exporter's hostage
+    err = capsys.readouterr().err
+    assert "NOT exported to http://127.0.0.1:9/v1/traces" in err
+    assert "sent to" not in err

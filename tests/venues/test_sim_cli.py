@@ -66,7 +66,9 @@ deadline_ms = 200
         run_pr3dict("validate", str(pipeline)).assert_success()
         outcome = run_pr3dict("run", str(pipeline)).assert_success()
         assert "trades committed" in outcome.out
-        assert outcome.spans_named(tm.SPAN_SUBMIT)
+        submits = outcome.spans_named(tm.SPAN_SUBMIT)
+        assert submits and all(s.kind.name == "CLIENT" for s in submits)  # venue calls
+        assert {s.attributes[tm.SERVER_ADDRESS] for s in submits} == {"127.0.0.1"}
     finally:
         os.kill(proc.pid, signal.SIGTERM)
         proc.communicate(timeout=20)
