@@ -33,6 +33,9 @@ class ReportError(Pr3dictError):
 # --------------------------------------------------------------------------- finding a run
 
 
+ROLLBACK_HEADERS = ("cause", "trades", "PnL (USDC)", "rollback cost (USDC)", "last error")
+
+
 def _has_trades(path: Path) -> bool:
     try:
         with path.open(encoding="utf-8") as f:
@@ -195,6 +198,10 @@ class Report:
               ms(x["latency_ms"]["p50"]), ms(x["latency_ms"]["p99"]),
               num(x["slippage_ticks_mean"]), money(x["fees"]), str(x["unresolved"])]
              for v, x in venues.items()])), ""]
+        rollbacks = self._rollback_rows()
+        if rollbacks:
+            out += ["Why trades rolled back", *("  " + line for line in table(
+                ROLLBACK_HEADERS, rollbacks, left=(0, 4))), ""]
         if s["rejections_by_gate"]:
             out += ["Rejections by gate", *("  " + line for line in table(
                 ("gate", "trades", "last reason"),
@@ -215,6 +222,27 @@ class Report:
         return [[name, str(s["executed"]), str(s["committed"]), money(s["realised_pnl"]),
                  money(s["expected_edge"]), pct(s["capture_rate"]), str(s["rejected"])]
                 for name, s in sorted(groups.items(), key=lambda kv: -kv[1]["realised_pnl"])]
+
+    def _rollback_rows(self) -> list[list[str]]:
+        """Trades that rolled back or are unresolved, by cause: the error's kind (what
+        precedes its first colon) and, for short entry legs, how they ended."""
+        causes: dict[str, list[TradeRecord]] = {}
+        for r in self.collector.records:
+            if r.state not in ("rolled_back", "unresolved"):
+                continue
+            kind = (r.error.split(":", 1)[0] or "no error recorded") if r.error else \
+                "no error recorded"
+            ended = sorted({leg.state for leg in r.legs
+                            if leg.purpose == "entry" and leg.state != "filled"})
+            cause = f"{r.state}: {kind}" + (f" ({', '.join(ended)})" if ended else "")
+            causes.setdefault(cause, []).append(r)
+        rows = []
+        for cause, records in sorted(causes.items(), key=lambda kv: -len(kv[1])):
+            pnl = sum((r.realised_pnl for r in records), Decimal(0))
+            cost = sum((r.rollback_cost for r in records), Decimal(0))
+            rows.append([cause, str(len(records)), money(pnl), money(cost),
+                         records[-1].error[:70]])
+        return rows
 
     def _last_reason(self, gate: str) -> str:
         for r in reversed(self.collector.records):
@@ -298,6 +326,10 @@ class Report:
                         _html_table(GROUP_HEADERS, _group_rows(groups)) + "</section>")
         body.append("<section><h2>By market (realised / expected = capture)</h2>" +
                     _html_table(MARKET_HEADERS, self._market_rows()) + "</section>")
+        rollbacks = self._rollback_rows()
+        if rollbacks:
+            body.append("<section><h2>Why trades rolled back</h2>" +
+                        _html_table(ROLLBACK_HEADERS, rollbacks) + "</section>")
         body.append("<section><h2>Legs by venue and purpose</h2>" + _html_table(
             ("venue / purpose", "legs", "fill rate", "share fill", "latency p50",
              "latency p99", "slip ticks", "slippage (USDC)", "fees (USDC)", "unresolved"),

@@ -64,3 +64,17 @@ def test_charts_handle_empty_and_single_points():
         ET.fromstring(chart)
     assert nice_ticks(0, 9.5) == [0, 2, 4, 6, 8, 10]
     assert nice_ticks(0, 3, 4, integer=True) == [0, 1, 2, 3]
+
+
+def test_report_says_why_trades_rolled_back(run_pr3dict, tmp_path):
+    """The complement demo rolls back some trades: the report groups them by cause."""
+    pipeline = tmp_path / "p.toml"
+    pipeline.write_text((PIPELINES / "complement-paper.toml").read_text().replace(
+        'scenario = "scenarios/', f'scenario = "{PIPELINES}/scenarios/'))
+    run_pr3dict("run", str(pipeline), "--cycles", "400", "--run-id", "rb-1").assert_success()
+    out = run_pr3dict("report", "rb-1").assert_success().out
+    assert "Why trades rolled back" in out
+    section = out.split("Why trades rolled back", 1)[1].split("\n\n", 1)[0]
+    assert re.search(r"rolled_back: entry legs not filled \(\w+.*\)\s+\d+", section), section
+    html = (tmp_path / "runs" / "rb-1" / "report.html").read_text()
+    assert "<h2>Why trades rolled back</h2>" in html
