@@ -602,7 +602,7 @@ class TradeExecutor:
             remaining = self.outstanding(trade)
             completed = any(leg.purpose == "complete" and leg.filled for leg in trade.unwind_legs)
             unwound = any(leg.purpose == "unwind" and leg.filled for leg in trade.unwind_legs)
-            if not remaining and not self._shortfalls(trade) and not unwound and (
+            if not remaining and not self.shortfalls(trade) and not unwound and (
                     completed or all(leg.state is LegState.FILLED for leg in trade.legs)):
                 trade.error = ""
                 trade.transition(TradeState.COMMITTED)  # hedged after all
@@ -697,6 +697,13 @@ class TradeExecutor:
                 out[(leg.venue, leg.instrument)] = excess
         return out
 
+    def holds_as_stated(self, trade: Trade) -> bool:
+        """A final trade still holds what its state says: COMMITTED = every entry leg filled
+        and hedged; ROLLED_BACK = nothing unhedged. A late or reversed fill can break that."""
+        hedged = not self.unhedged(trade) and not self.shortfalls(trade)
+        return hedged and (trade.state is TradeState.ROLLED_BACK
+                           or all(leg.state is LegState.FILLED for leg in trade.legs))
+
     def exposed(self, trade: Trade) -> bool:
         """Unhedged shares at or above the minimum order size, or any short: exposure to
         work off."""
@@ -725,7 +732,7 @@ class TradeExecutor:
         return {k: q - level for k, q in held.items()
                 if q - level >= self.residual_for(*k)}
 
-    def _shortfalls(self, trade: Trade) -> dict[int, Decimal]:
+    def shortfalls(self, trade: Trade) -> dict[int, Decimal]:
         """Per entry leg: shares missing to match the most-filled leg."""
         positions = trade.net_position()
         held = {leg.index: positions.get((leg.venue, leg.instrument), ZERO)
@@ -735,7 +742,7 @@ class TradeExecutor:
 
     async def complete_if_cheaper(self, trade: Trade) -> None:
         """Buy the missing shares when that beats selling the excess back (fees included)."""
-        shortfalls = self._shortfalls(trade)
+        shortfalls = self.shortfalls(trade)
         if not shortfalls:
             return
         complete_cost = ZERO

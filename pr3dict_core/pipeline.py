@@ -743,10 +743,7 @@ class Engine:
         try:
             while trade.id in self._dirty:
                 self._dirty.discard(trade.id)
-                hedged = not executor.unhedged(trade) and not executor._shortfalls(trade)
-                if not trade.state.is_final or (hedged and (
-                        trade.state is TradeState.ROLLED_BACK
-                        or all(leg.state is LegState.FILLED for leg in trade.legs))):
+                if not trade.state.is_final or executor.holds_as_stated(trade):
                     continue  # its final state still says what it holds
                 with self.tracer.start_as_current_span(tm.SPAN_BREAK, attributes={
                         tm.TRADE_ID: trade.id, tm.TRADE_RECOVERED_FROM: trade.state.value}):

@@ -15,7 +15,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -193,23 +193,31 @@ class Feed:
 
     # ------------------------------------------------------------------ polymarket websocket
 
-    async def _websocket(self) -> None:
+    async def _connect(self, connect: Callable[[], Awaitable[aiohttp.ClientWebSocketResponse]],
+                       channel: str) -> aiohttp.ClientWebSocketResponse:
+        """Connect, with capped exponential backoff; each failure is marked as a gap, each
+        connection as a ``connect`` record."""
         backoff = 0.05
         while True:
-            assert self.http.session is not None
             try:
-                ws = await self.http.session.ws_connect(
-                    self.ws_url + "/market", heartbeat=None,
-                    timeout=aiohttp.ClientWSTimeout(ws_close=1.0))
+                ws = await connect()
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                 self.gap(f"connect failed: {exc}")
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
                 continue
-            backoff = 0.05
             self.connects += 1
             self.emit({"k": "connect", "t": self.clock(), "v": self.venue_id,
-                       "n": self.connects, "channel": "market"})
+                       "n": self.connects, "channel": channel})
+            return ws
+
+    async def _websocket(self) -> None:
+        assert self.http.session is not None
+        session = self.http.session
+        while True:
+            ws = await self._connect(lambda: session.ws_connect(
+                self.ws_url + "/market", heartbeat=None,
+                timeout=aiohttp.ClientWSTimeout(ws_close=1.0)), "market")
             pinger = asyncio.ensure_future(self._ping(ws))
             try:
                 await ws.send_str(json.dumps({"assets_ids": self._tokens, "type": "market",
@@ -247,22 +255,13 @@ class Feed:
         assert self.kalshi_key is not None and self.http.session is not None
         key_id, key = self.kalshi_key
         path = urlsplit(self.ws_url).path
-        backoff = 0.05
+        session = self.http.session
         while True:
-            headers = kp.headers(key_id, key, str(time.time_ns() // 1_000_000), "GET", path)
-            try:
-                ws = await self.http.session.ws_connect(
-                    self.ws_url, headers=headers, heartbeat=10.0,
-                    timeout=aiohttp.ClientWSTimeout(ws_close=1.0))
-            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-                self.gap(f"connect failed: {exc}")
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
-                continue
-            backoff = 0.05
-            self.connects += 1
-            self.emit({"k": "connect", "t": self.clock(), "v": self.venue_id,
-                       "n": self.connects, "channel": "orderbook_delta"})
+            ws = await self._connect(lambda: session.ws_connect(
+                self.ws_url, heartbeat=10.0, timeout=aiohttp.ClientWSTimeout(ws_close=1.0),
+                # signed anew for every attempt: the timestamp is part of the signature
+                headers=kp.headers(key_id, key, str(time.time_ns() // 1_000_000), "GET",
+                                   path)), "orderbook_delta")
             reason = "websocket closed"
             try:
                 await ws.send_str(json.dumps({"id": 1, "cmd": "subscribe", "params": {
