@@ -32,7 +32,9 @@ def write_pipeline(folder: Path, markets: int, concurrency: int = 64) -> Path:
     pipeline.write_text("""
 [pipeline]
 name = "bench"
-journal = "JOURNAL"
+
+[journal]
+url = "sqlite:///JOURNAL"
 [venues.sim]
 type = "paper"
 scenario = "scenario.toml"

@@ -149,7 +149,9 @@ def write_pipeline(tmp: Path, recording: Path, n_markets: int, batch_ms: float =
     path.write_text(f"""
 [pipeline]
 name = "bench-replay"
-journal = ""
+
+[journal]
+url = ""
 [venues.poly]
 type = "replay"
 recording = "{recording}"

@@ -36,7 +36,9 @@ def write_pipeline(folder: Path, markets: int) -> Path:
     pipeline.write_text(f"""
 [pipeline]
 name = "soak"
-journal = "{folder / 'journal.sqlite'}"
+
+[journal]
+url = "sqlite:///{folder / 'journal.sqlite'}"
 [venues.sim]
 type = "paper"
 scenario = "scenario.toml"

@@ -37,10 +37,11 @@ from .config import (
     load_pipelines,
     references,
 )
-from .journal import Journal
+from .journal import Journal, JournalError
 from .model import Pr3dictError, TradeState
-from .pipeline import Engine, build_components, new_run_id
+from .pipeline import Engine, build_components, new_run_id, open_journal
 from .plugins import UsageError, collect_components, make_plugin_manager, plugin_distributions
+from .stores import StoreError, redact_url, sqlite_path
 
 EX_OK, EX_FAILED, EX_USAGE, EX_INTERRUPTED, EX_PIPE = 0, 1, 2, 130, 141
 
@@ -152,6 +153,9 @@ def build_parser(pm: pluggy.PluginManager | None = None) -> argparse.ArgumentPar
     run.add_argument("--live", action="store_true",
                      help="allow live trading (the pipeline must also say mode = \"live\")")
     run.add_argument("--run-id", help="use this run id instead of a new one")
+    run.add_argument("--engine-id", metavar="ID",
+                     help="this engine's name among engines sharing a journal (default: "
+                          "HOST/PIPELINE); a restart with the same id recovers its trades")
     run.add_argument("--quiet", action="store_true", help="no live status line on a terminal")
 
     validate = sub.add_parser(
@@ -173,7 +177,9 @@ def build_parser(pm: pluggy.PluginManager | None = None) -> argparse.ArgumentPar
     sub.add_parser("plugins", help="list plugins, their distributions and components")
 
     journal = sub.add_parser("journal", help="show the trades a pipeline's journal holds")
-    journal.add_argument("target", type=Path, help="a pipeline file or a journal .sqlite file")
+    journal.add_argument("target", metavar="TARGET",
+                         help="a pipeline file, a journal .sqlite file, or a postgresql:// "
+                              "url (the password from PGPASSWORD or ~/.pgpass)")
     journal.add_argument("--state", choices=[s.value for s in TradeState], metavar="STATE",
                          help="only trades in STATE: " + ", ".join(s.value for s in TradeState))
     journal.add_argument("--limit", type=_count, default=50, metavar="N",
@@ -235,7 +241,7 @@ def _dispatch(args: argparse.Namespace, pm: pluggy.PluginManager, registry: Comp
         if args.command == "plugins":
             return cmd_plugins(pm, registry, out)
         if args.command == "journal":
-            return cmd_journal(args, registry, out, err)
+            return cmd_journal(args, registry, out, err, pm)
         configs = load_pipelines(
             [args.pipeline] if hasattr(args, "pipeline") else args.pipelines, registry)
         if args.command == "validate":
@@ -292,43 +298,90 @@ def cmd_plugins(pm: pluggy.PluginManager, registry, out: TextIO) -> int:  # type
 
 
 def cmd_journal(args: argparse.Namespace, registry: ComponentRegistry, out: TextIO,
-                err: TextIO) -> int:
-    path = args.target
-    if path.suffix == ".toml":
-        config = load_pipelines([path], registry)[0]
-        path = Path(config.pipeline.journal.replace("{pipeline}", config.pipeline.name))
-    if not path.exists():
-        print(f"pr3dict: no journal at {path}", file=err)
+                err: TextIO, pm: pluggy.PluginManager) -> int:
+    """Read a journal (while a run writes it, too): its trades, or one trade; the engines
+    sharing it, the instruments each holds and the capital books."""
+    target: str = args.target
+    try:
+        if target.endswith(".toml"):
+            config = load_pipelines([Path(target)], registry)[0]
+            journal = open_journal(config, pm, read_only=True)
+            if journal is None:
+                print(f"pr3dict: {target} keeps no journal ([journal] url = \"\")", file=err)
+                return EX_FAILED
+        else:
+            journal = Journal(target, read_only=True)
+    except (StoreError, JournalError) as exc:
+        print(f"pr3dict: {exc}", file=err)
         return EX_FAILED
-    journal = Journal(path)
     try:
         if args.trade:
-            trade = journal.load_trade(args.trade)
-            print(f"trade {trade.id}  {trade.state.value}  {trade.opportunity.kind}  "
-                  f"size {trade.opportunity.size}  {trade.error or trade.reject_reason}",
-                  file=out)
-            for leg in trade.all_legs:
-                print(f"  leg {leg.index} {leg.purpose:<8} {leg.side.value:<4} {leg.instrument:<28}"
-                      f" {leg.state.value:<16} filled {leg.filled}/{leg.size}"
-                      f" avg {leg.average_price or '-'}"
-                      + (f"  error: {leg.error}" if leg.error else ""), file=out)
-                for cid, ref in leg.orders.items():
-                    venue_id = f"  venue id {ref.venue_order_id}" if ref.venue_order_id else ""
-                    print(f"      order {cid}{venue_id}", file=out)
+            _show_trade(journal, args.trade, out)
             return EX_OK
         rows = journal.trades(limit=args.limit, state=args.state)
-        print(f"{'trade':<30} {'state':<12} {'strategy':<10} note", file=out)
+        engines = journal.engines()
+        print(f"{'trade':<30} {'state':<12} {'strategy':<10} "
+              + (f"{'engine':<24} " if len(engines) > 1 else "") + "note", file=out)
         for r in rows:
             print(f"{r['id']:<30} {r['state']:<12} {r['strategy']:<10} "
-                  f"{r['error'] or r['reject_reason']}", file=out)
-        open_trades = journal.open_trades()
-        print(f"{len(rows)} shown; {len(open_trades)} not final", file=out)
+                  + (f"{r['engine_id']:<24} " if len(engines) > 1 else "")
+                  + f"{r['error'] or r['reject_reason']}", file=out)
+        placeholders = ",".join("?" * 3)
+        open_count = journal.query(
+            f"SELECT count(*) FROM trades WHERE state NOT IN ({placeholders})",
+            ("committed", "rolled_back", "rejected"))[0][0]
+        print(f"{len(rows)} shown; {open_count} not final", file=out)
+        _show_engines(journal, engines, out)
     except KeyError as exc:
-        print(f"pr3dict: no trade {exc} in {path}", file=err)
+        print(f"pr3dict: no trade {exc} in {journal.where}", file=err)
         return EX_FAILED
     finally:
         journal.close()
     return EX_OK
+
+
+def _show_trade(journal: Journal, trade_id: str, out: TextIO) -> None:
+    trade = journal.load_trade(trade_id)
+    owner = journal.query("SELECT engine_id FROM trades WHERE id = ?", (trade_id,))[0][0]
+    print(f"trade {trade.id}  {trade.state.value}  {trade.opportunity.kind}  "
+          f"size {trade.opportunity.size}  engine {owner or '-'}", file=out)
+    if trade.reject_reason:
+        print(f"  rejected: {trade.reject_reason}", file=out)
+    if trade.error:
+        print(f"  error: {trade.error}", file=out)
+    for leg in trade.all_legs:
+        print(f"  leg {leg.index} {leg.purpose:<8} {leg.side.value:<4} {leg.instrument:<28}"
+              f" {leg.state.value:<16} filled {leg.filled}/{leg.size}"
+              f" avg {leg.average_price or '-'}"
+              + (f"  error: {leg.error}" if leg.error else ""), file=out)
+        for cid, ref in leg.orders.items():
+            venue_id = f"  venue id {ref.venue_order_id}" if ref.venue_order_id else ""
+            print(f"      order {cid}{venue_id}", file=out)
+
+
+def _show_engines(journal: Journal, engines: list[dict[str, Any]], out: TextIO) -> None:
+    """Which engine is alive, which instruments each holds, and the capital books."""
+    if engines:
+        print("\nengines", file=out)
+        for e in engines:
+            left = e["lease_left_s"]
+            lease = f"lease {left:.1f} s left" if left > 0 else "lease expired"
+            print(f"  {e['engine_id']:<30} pid {e['pid']:<7} on {e['host']:<16} "
+                  f"run {e['run_id']:<22} {lease}", file=out)
+    leases = journal.leases()
+    if leases:
+        print(f"\nleases ({len(leases)})", file=out)
+        for venue, instrument, engine_id, trade_id in leases:
+            print(f"  {venue}:{instrument:<40} {engine_id:<30} trade {trade_id}", file=out)
+    books = journal.query("SELECT name FROM capital_books ORDER BY name")
+    if books:
+        print("\ncapital books", file=out)
+        for (name,) in books:
+            state = journal.book(name)
+            assert state is not None
+            bankroll, used, reserved = state
+            print(f"  {name:<16} bankroll {bankroll} USDC  reserved now {reserved}  "
+                  f"available {bankroll - used}", file=out)
 
 
 # --------------------------------------------------------------------------- validate / graph
@@ -491,7 +544,7 @@ def cmd_run(args: argparse.Namespace, config: PipelineConfig, registry, pm,  # t
         tracer_provider = owned_provider
     try:
         engine = Engine.from_config(config, registry, pm, tracer_provider=tracer_provider,
-                                    run_id=run_id)
+                                    run_id=run_id, engine_id=args.engine_id)
     except BaseException:
         if owned_provider is not None:  # nothing ran: nothing to flush, no file left
             owned_provider.shutdown()
@@ -633,8 +686,11 @@ def _outputs(engine: Engine, config: PipelineConfig, run_id: str,
         report = getattr(exporter, "report", None)  # what the exporter really managed
         where = report() if report else f"to {tm.otlp_traces_endpoint(config.telemetry)}"
         lines.append(f"  spans    {where}")
-    if config.pipeline.journal:
-        journal = Path(config.pipeline.journal.replace("{pipeline}", config.pipeline.name))
+    url = config.journal.resolved_url(config.pipeline.name)
+    if config.journal.shared:
+        lines.append(f"  journal  {redact_url(url)}   (engine {engine.engine_id})")
+    elif url:
+        journal = Path(sqlite_path(url))
         lines.append(f"  journal  {show(journal.absolute())}   (pr3dict journal {show(journal)})")
     return lines
 

@@ -9,7 +9,7 @@ frozen attrs class for its TOML table) and is built with ``from_config``.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
@@ -100,6 +100,10 @@ class BuildContext:
     tracer: Tracer
     mode: str = "paper"
     built: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)  # kind -> id -> component
+    # The run will keep a journal (validate builds without). It is opened once every
+    # component is built (a bad option creates nothing); capital books bind to it then.
+    keeps_journal: bool = False
+    books: list[Any] = attrs.field(factory=list)
 
     def lookup(self, kind: str, id: str) -> Any:
         """An already-built component (venues, rpc, ... are built before what refers to them)."""
@@ -110,6 +114,17 @@ class BuildContext:
             raise UndeclaredReference(
                 f"no {label} with id {id!r} has been built; an option naming another "
                 f"component must be declared with pr3dict_core.config.ref({kind!r})") from None
+
+    def capital_book(self, name: str, bankroll: Decimal) -> Any:
+        """The capital book ``name``: kept in the journal (shared by every engine of a
+        PostgreSQL journal), or in memory when the run has no journal."""
+        from .capital import JournalBook, LocalBook
+
+        if not self.keeps_journal:
+            return LocalBook(name, bankroll)
+        book = JournalBook(name, bankroll)
+        self.books.append(book)
+        return book
 
     def path(self, value: str) -> Path:
         """An input file named in the pipeline: relative to the pipeline file."""
@@ -237,8 +252,10 @@ class RiskGate(Protocol):
     type: ClassVar[str]
     id: str
 
-    def evaluate(self, trade: Trade) -> GateDecision:
-        """Approve (and reserve) or reject with a reason. Runs in pipeline-file order."""
+    def evaluate(self, trade: Trade) -> GateDecision | Awaitable[GateDecision]:
+        """Approve (and reserve) or reject with a reason. Runs in pipeline-file order.
+        May be ``async`` (the ``capital`` gate awaits its book, which may be shared by
+        several engines); a plain function costs less."""
 
     def on_trade_finished(self, trade: Trade) -> None:
         """Told of every trade this gate approved, once final: release, update heat, streaks."""

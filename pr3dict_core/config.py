@@ -18,6 +18,7 @@ from collections.abc import Iterable, Iterator
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import attrs
 import cattrs
@@ -31,6 +32,7 @@ from cattrs.errors import (
 
 from .components import KINDS, ComponentRegistry
 from .model import Pr3dictError
+from .stores import sqlite_path
 
 EX_CONFIG = 78
 
@@ -190,8 +192,8 @@ class PipelineSection:
     # trades first, which keeps a paper run deterministic for its seed.
     concurrent_cycles: bool = False
     kill_switch_file: str | None = None
-    # The journal; recovery at start reads it back. "" keeps it in memory (no recovery).
-    journal: str = "journal/{pipeline}.sqlite"
+    # Moved to `[journal] url`; kept only to say so.
+    journal: str | None = None
     # Live mode refuses to start without a `capital` and a `max_position` gate; naming a
     # gate type here runs without it anyway (a deliberate, visible choice in the file).
     waive_live_gates: tuple[Literal["capital", "max_position"], ...] = ()
@@ -220,6 +222,44 @@ class ExecutionSection:
     # At start, finished trades younger than this are checked with the venue again: a
     # fill can be reversed on chain (Polymarket MATCHED -> FAILED) while no process ran.
     recheck_window_ms: int = field(default=300_000, validator=attrs.validators.ge(0))
+
+
+def _journal_url(instance: object, attribute: Any, value: str) -> None:
+    if value == "":
+        return
+    parts = urlsplit(value)
+    if parts.scheme in ("postgresql", "postgres"):
+        if parts.password is not None or "password=" in parts.query:
+            raise ValueError("the password does not belong in the url (it would show in "
+                             "logs): use `password = { env = \"NAME\" }` or `{ file = ... }`")
+        if not parts.hostname and "host=" not in parts.query:
+            raise ValueError(f"{value!r} names no host: postgresql://USER@HOST:PORT/DATABASE")
+        return
+    if parts.scheme == "sqlite" and value.startswith("sqlite:///") and value != "sqlite:///":
+        return
+    raise ValueError(f"expected \"sqlite:///PATH\" (relative to the working directory; "
+                     f"four slashes for an absolute path), \"postgresql://USER@HOST/DATABASE\" "
+                     f"or \"\" (no journal), got {value!r}")
+
+
+@frozen(kw_only=True)
+class JournalSection:
+    """Where trades, intents, leases and the capital book are kept. "" keeps nothing (no
+    recovery). ``{pipeline}`` in the url is the pipeline's name."""
+
+    url: str = field(default="sqlite:///journal/{pipeline}.sqlite", validator=_journal_url)
+    password: SecretRef | None = None  # PostgreSQL only
+    # An engine renews its lease every third of this; when it stops renewing (it died, or
+    # lost the database) other engines adopt its open trades after this long.
+    lease_ms: int = field(default=10_000, validator=[attrs.validators.ge(1_000),
+                                                     attrs.validators.le(600_000)])
+
+    def resolved_url(self, pipeline: str) -> str:
+        return self.url.replace("{pipeline}", pipeline)
+
+    @property
+    def shared(self) -> bool:
+        return self.url.startswith(("postgresql://", "postgres://"))
 
 
 @frozen(kw_only=True)
@@ -254,6 +294,7 @@ class PipelineConfig:
     components: dict[str, dict[str, ComponentSpec]]  # section -> id -> spec
     # (section, id) with every component after those it refers to (declared with `ref`).
     build_order: tuple[tuple[str, str], ...] = ()
+    journal: JournalSection = JournalSection()
     tests: Any = ()  # the raw ``[[tests]]`` tables (``pr3dict test`` checks and runs them)
 
     @property
@@ -521,7 +562,7 @@ def _join(path: str, key: str | int) -> str:
 # --------------------------------------------------------------------------- loading
 
 # ``[[tests]]`` belongs to ``pr3dict test`` (checked by its plugin's pr3dict_check_pipeline).
-_KNOWN_SECTIONS = {"pipeline", "execution", "telemetry", "tests", *KINDS}
+_KNOWN_SECTIONS = {"pipeline", "execution", "telemetry", "journal", "tests", *KINDS}
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -599,6 +640,7 @@ def load_pipeline(path: str | Path, registry: ComponentRegistry) -> PipelineConf
         problem("execution", f"expected a table, got {_describe(execution_raw)}")
 
     telemetry = section("telemetry", TelemetrySection, raw.get("telemetry", {}))
+    journal = section("journal", JournalSection, raw.get("journal", {}))
 
     components: dict[str, dict[str, ComponentSpec]] = {}
     for kind in KINDS:
@@ -641,8 +683,12 @@ def load_pipeline(path: str | Path, registry: ComponentRegistry) -> PipelineConf
     build_order = _build_order(components, edges, problem)
     if pipeline is not None:
         _check_mode(pipeline, components, problem)
-        _check_output(pipeline.journal.replace("{pipeline}", pipeline.name),
-                      "pipeline.journal", problem)
+        if pipeline.journal is not None:
+            url = f"sqlite:///{pipeline.journal}" if pipeline.journal else ""
+            problem("pipeline.journal", f"moved: write [journal] url = \"{url}\" instead")
+        if journal is not None and journal.url and not journal.shared:
+            _check_output(sqlite_path(journal.resolved_url(pipeline.name)), "journal.url",
+                          problem)
     if telemetry is not None and telemetry.exporter == "jsonl":
         _check_output(telemetry.path, "telemetry.path", problem)
     for kind, specs in components.items():
@@ -661,7 +707,8 @@ def load_pipeline(path: str | Path, registry: ComponentRegistry) -> PipelineConf
     assert pipeline is not None and execution is not None and telemetry is not None
     return PipelineConfig(
         file=path.resolve(), pipeline=pipeline, execution=execution,
-        strategy_options=strategy_options, telemetry=telemetry, components=components,
+        strategy_options=strategy_options, telemetry=telemetry, journal=journal,
+        components=components,
         build_order=build_order,
         tests=raw.get("tests", []),
     )

@@ -12,8 +12,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import inspect
 import itertools
 import secrets
+import socket
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from decimal import Decimal
@@ -65,6 +67,7 @@ from .model import (
     opportunity_id,
 )
 from .plugins import collect_components, make_plugin_manager
+from .stores import sqlite_path
 
 
 class VenueFailure(Pr3dictError):
@@ -78,6 +81,7 @@ def build_components(config: PipelineConfig, registry: ComponentRegistry,
                      pm: pluggy.PluginManager, *, kinds: Sequence[str] = BUILD_ORDER,
                      run_id: str | None = None,
                      tracer_provider: trace.TracerProvider | None = None,
+                     keeps_journal: bool = False,
                      ) -> tuple[dict[str, dict[str, Any]], BuildContext]:
     """Build the components of ``kinds`` (in dependency order) from a validated config.
 
@@ -105,7 +109,8 @@ def build_components(config: PipelineConfig, registry: ComponentRegistry,
 
     ctx = BuildContext(run_id=run_id, base_dir=config.base_dir,
                        resolve_secret=resolve_secret, tracer=tm.get_tracer(tracer_provider),
-                       mode=str(config.pipeline.mode), built=built)
+                       mode=str(config.pipeline.mode), built=built,
+                       keeps_journal=keeps_journal)
     # What a component refers to is built before it (the loader sorted the references).
     order = config.build_order or tuple((k, c) for k in BUILD_ORDER for c in config.section(k))
     for kind, cid in order:
@@ -131,6 +136,41 @@ def build_components(config: PipelineConfig, registry: ComponentRegistry,
 
 def new_run_id() -> str:
     return time.strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
+
+
+def default_engine_id(pipeline: str) -> str:
+    """One engine per pipeline and host unless told otherwise (``--engine-id``)."""
+    return f"{socket.gethostname()}/{pipeline}"
+
+
+def open_journal(config: PipelineConfig, pm: pluggy.PluginManager, *, run_id: str = "",
+                 engine_id: str = "", read_only: bool = False) -> Journal | None:
+    """The pipeline's ``[journal]``, or None for ``url = ""``. A SQLite journal at the
+    default path (named after the pipeline) belongs to the first pipeline file that used
+    it: two files with one name never share it by accident."""
+    section = config.journal
+    url = section.resolved_url(config.pipeline.name)
+    if not url:
+        return None
+    password = None
+    if section.password is not None:
+        ref = section.password
+        if ref.file is not None and not Path(ref.file).is_absolute():
+            ref = SecretRef(file=str(config.base_dir / ref.file))
+        try:
+            password = pm.hook.pr3dict_resolve_secret(ref=ref)
+        except SecretNotFound as exc:
+            raise ConfigError([ConfigProblem(str(config.file), "journal.password",
+                                             str(exc))]) from None
+        if password is None:
+            raise ConfigError([ConfigProblem(str(config.file), "journal.password",
+                                             f"no plugin could resolve secret {ref!r}")])
+    owner = config.file if "{pipeline}" in section.url and not section.shared else None
+    target = url if section.shared else str(Path(sqlite_path(url)).absolute()) \
+        if sqlite_path(url) != ":memory:" else ":memory:"
+    return Journal(target, run_id, engine_id=engine_id, password=password,
+                   pipeline_file=None if read_only else owner, lease_ms=section.lease_ms,
+                   read_only=read_only)
 
 
 @attrs.frozen
@@ -173,6 +213,7 @@ class Engine:
         concurrent_cycles: bool = False,
         keep_trades: int = 1_000,
         clock: Callable[[], float] = time.perf_counter,
+        engine_id: str | None = None,
     ):
         self.venues = dict(venues)
         self.detectors = list(detectors)
@@ -189,6 +230,11 @@ class Engine:
         self.config = config
         self.kill_switch_file = kill_switch_file
         self.journal = journal
+        # Who this engine is among those sharing a journal (its trades, halts, leases).
+        self.engine_id = engine_id or (journal.engine_id if journal is not None else "") \
+            or default_engine_id(pipeline_name)
+        if journal is not None and not journal.engine_id:
+            journal.engine_id = self.engine_id
         self.concurrent_cycles = concurrent_cycles
         self.clock = clock
         self.recovered: list[Trade] = []
@@ -199,6 +245,7 @@ class Engine:
         self._exposed: dict[str, Trade] = {}  # trades whose unhedged shares are being worked
         self._dirty: set[str] = set()  # finished trades whose fills changed since
         self._breaking: set[str] = set()  # finished trades being re-hedged
+        self._leased: set[str] = set()  # trades holding instrument leases (shared journal)
         # Why new entries are refused (fail closed), by (cause, subject); trading while empty.
         self.halts: dict[tuple[str, str], Halt] = {}
         self.fatal = ""  # set when the run must end non-zero (refused credentials)
@@ -219,7 +266,7 @@ class Engine:
     @classmethod
     def from_file(cls, path: str | Path, *, pm: pluggy.PluginManager | None = None,
                   tracer_provider: trace.TracerProvider | None = None,
-                  run_id: str | None = None) -> Engine:
+                  run_id: str | None = None, engine_id: str | None = None) -> Engine:
         """Load and build a pipeline file. Without ``tracer_provider`` the file's
         ``[telemetry]`` table is honoured as ``pr3dict run`` does (the engine flushes and
         shuts its provider down at ``close()``)."""
@@ -233,7 +280,7 @@ class Engine:
             owned = tm.make_tracer_provider(config.telemetry, run_id=run_id,
                                             pipeline=config.pipeline.name, path=spans)
         engine = cls.from_config(config, registry, pm, tracer_provider=owned or tracer_provider,
-                                 run_id=run_id)
+                                 run_id=run_id, engine_id=engine_id)
         engine._owned_provider = owned
         return engine
 
@@ -241,19 +288,28 @@ class Engine:
     def from_config(cls, config: PipelineConfig, registry: ComponentRegistry,
                     pm: pluggy.PluginManager, *,
                     tracer_provider: trace.TracerProvider | None = None,
-                    run_id: str | None = None) -> Engine:
-        """Build every component in dependency order (rpc, venues, ... settlers)."""
+                    run_id: str | None = None, engine_id: str | None = None) -> Engine:
+        """Open the journal, then build every component in dependency order (rpc,
+        venues, ... settlers)."""
         run_id = run_id or new_run_id()
+        engine_id = engine_id or default_engine_id(config.pipeline.name)
         built, ctx = build_components(config, registry, pm, run_id=run_id,
-                                      tracer_provider=tracer_provider)
+                                      tracer_provider=tracer_provider,
+                                      keeps_journal=bool(config.journal.url))
         strategy_reg = registry.get("strategies", config.execution.strategy)
         assert strategy_reg is not None
         strategy = strategy_reg.cls.from_config(config.execution.strategy,
                                                 config.strategy_options, ctx)
+        journal = open_journal(config, pm, run_id=run_id, engine_id=engine_id)
+        if journal is not None:
+            try:
+                for book in ctx.books:
+                    book.bind(journal)
+            except BaseException:
+                journal.close()
+                raise
         kill = ctx.path(config.pipeline.kill_switch_file) if config.pipeline.kill_switch_file \
             else None
-        journal_path = config.pipeline.journal.replace("{pipeline}", config.pipeline.name)
-        journal = Journal(ctx.output_path(journal_path), run_id) if journal_path else None
         return cls(
             venues=built["venues"], detectors=list(built["detectors"].values()),
             gates=list(built["gates"].values()), sinks=list(built["sinks"].values()),
@@ -261,7 +317,7 @@ class Engine:
             execution=config.execution, tracer_provider=tracer_provider,
             pipeline_name=config.pipeline.name, run_id=run_id, pm=pm, config=config,
             kill_switch_file=kill, journal=journal,
-            concurrent_cycles=config.pipeline.concurrent_cycles,
+            concurrent_cycles=config.pipeline.concurrent_cycles, engine_id=engine_id,
         )
 
     # ------------------------------------------------------------------ lifecycle
@@ -272,10 +328,12 @@ class Engine:
         journal, recover open trades, and only then allow entries."""
         if self._started:
             return
-        if self.journal is not None and self.journal.has_run(self.run_id):
-            # Trade and order ids derive from the run id: reusing one would collide.
-            raise Pr3dictError(f"run id {self.run_id} is already in the journal "
-                               f"{self.journal.path}; use a new run id")
+        if self.journal is not None:
+            if self.journal.has_run(self.run_id):
+                # Trade and order ids derive from the run id: reusing one would collide.
+                raise Pr3dictError(f"run id {self.run_id} is already in the journal "
+                                   f"{self.journal.where}; use a new run id")
+            self.journal.register_engine(self.pipeline_name)
         stack = contextlib.AsyncExitStack()
         try:
             for provider in self.rpc.values():
@@ -302,6 +360,8 @@ class Engine:
             self._restore_halts()
             await self.recover()
             self._restore_gates()
+            if self.journal.shared:  # other engines: keep our lease, adopt what they leave
+                self._spawn(self._keep_lease())
         if self.pm is not None and self.config is not None:
             self.pm.hook.pr3dict_run_start(config=self.config, run_id=self.run_id)
 
@@ -331,7 +391,10 @@ class Engine:
             self._stack = None
         self._started = False
         if self.journal is not None:
-            self.journal.close()
+            try:  # a clean stop: what is left open may be adopted by another engine at once
+                self.journal.retire_engine()
+            finally:
+                self.journal.close()
             self.journal = None
         if self.pm is not None and self.config is not None:
             code = exit_code if exit_code is not None else (
@@ -515,6 +578,7 @@ class Engine:
                     root.set_status(Status(StatusCode.ERROR, why or str(trade.state)))
         finally:
             self._in_flight -= keys
+            self._release(trade)
         self._record(trade)
         return trade
 
@@ -536,6 +600,8 @@ class Engine:
             }) as span:
                 try:
                     decision = gate.evaluate(trade)
+                    if inspect.isawaitable(decision):
+                        decision = await decision
                 except Exception as exc:  # a broken gate blocks: fail closed
                     span.record_exception(exc)
                     span.set_status(Status(StatusCode.ERROR, str(exc)))
@@ -548,6 +614,12 @@ class Engine:
                     self._notify_gates(approved, trade)
                     return
                 approved.append(gate)
+        if self.journal is not None and self.journal.shared:
+            held = await self._claim(trade)
+            if held:
+                self._reject(trade, "lease", held)
+                self._notify_gates(approved, trade)
+                return
         trade.transition(TradeState.APPROVED)
         trade.decided_at = self.clock()
         try:
@@ -586,6 +658,93 @@ class Engine:
                 gate.on_trade_finished(trade)
             except Exception as exc:
                 trace.get_current_span().record_exception(exc)
+
+    # ------------------------------------------------------------------ leases
+
+    async def _claim(self, trade: Trade) -> str:
+        """Lease the trade's instruments in the shared journal: "" when all are ours,
+        else who holds one. A journal that cannot be reached refuses the trade."""
+        assert self.journal is not None
+        keys = [(leg.venue, leg.instrument) for leg in trade.opportunity.legs]
+        try:
+            held = await self.journal.claim(trade.id, keys)
+            if not held:
+                self._leased.add(trade.id)
+            return held
+        except Exception as exc:
+            return f"cannot lease its instruments: {type(exc).__name__}: {exc}"
+
+    def _release(self, trade: Trade) -> None:
+        """A trade that is over, and not being worked any more, frees its instruments."""
+        if self.journal is None or trade.id not in self._leased or not trade.state.is_final:
+            return
+        if trade.id in self._unresolved or trade.id in self._exposed \
+                or trade.id in self._breaking:
+            return
+        self._leased.discard(trade.id)
+        try:
+            self.journal.release(trade.id)
+        except Exception as exc:  # leases then lapse with the engine's; nothing is unsafe
+            trace.get_current_span().record_exception(exc)
+
+    async def _keep_lease(self) -> None:
+        """Renew this engine's lease every third of ``lease_ms``; adopt the open trades of
+        engines whose lease expired. An engine that cannot renew in time stops entries
+        (others may adopt its trades), and one whose id was taken over stops."""
+        journal = self.journal
+        assert journal is not None
+        period = journal.lease_ms / 3000
+        renewed = self.clock()
+        while True:
+            try:
+                if not await journal.renew_engine():
+                    self.halt("lease", "", f"engine id {self.engine_id!r} was taken over by "
+                                           "another process: this engine stops")
+                    self.fatal = self.fatal or "engine lease lost"
+                    return
+                renewed = self.clock()
+                self.lift("lease", "")
+                await self.adopt_orphans()
+            except Exception as exc:
+                if self.clock() - renewed > period * 2:
+                    self.halt("lease", "", f"cannot renew the engine's lease in "
+                                           f"{journal.where}: {type(exc).__name__}: {exc}")
+            await asyncio.sleep(period)
+
+    def _adopt(self) -> list[tuple[str, str]]:
+        """Take over the open trades of engines whose lease expired, when this engine
+        has every venue they use: (trade id, engine it came from)."""
+        journal = self.journal
+        assert journal is not None
+        adopted = []
+        for trade_id, previous, venues in journal.orphaned_trades():
+            if journal.shared and not set(venues) <= set(self.venues):
+                continue  # another engine, with those venues, will
+            if journal.adopt(trade_id, previous):
+                adopted.append((trade_id, previous))
+                self._leased.add(trade_id)
+        return adopted
+
+    async def adopt_orphans(self) -> list[Trade]:
+        """Adopt (``_adopt``) and recover, through the reconciler, the open trades of
+        engines that died while this one runs."""
+        journal = self.journal
+        assert journal is not None
+        out = []
+        for trade_id, previous in self._adopt():
+            trade = journal.load_trade(trade_id)
+            trade.observer = journal.trade_transition
+            for leg in trade.all_legs:
+                leg.observer = journal.leg_transition
+            with self.tracer.start_as_current_span(tm.SPAN_RECOVER, attributes={
+                    tm.TRADE_ID: trade.id, tm.TRADE_RECOVERED_FROM: trade.state.value,
+                    tm.ENGINE_ADOPTED_FROM: previous}):
+                await self._recover_trade(trade)
+            if self._started and trade.state.is_final:
+                self._notify_gates(self.gates, trade)
+                self._release(trade)
+            out.append(trade)
+        return out
 
     # ------------------------------------------------------------------ halts
 
@@ -682,6 +841,7 @@ class Engine:
         if not self._unresolved:
             self.lift("recovery", "")
         self._after(trade, gates)
+        self._release(trade)
         self._record(trade)
 
     def _check_exposure(self, trade: Trade) -> None:
@@ -721,6 +881,7 @@ class Engine:
                     trade.observer(trade, trade.state)
                 self._exposed.pop(trade.id, None)
                 self.lift("exposure", trade.id)
+                self._release(trade)
 
     def _late_change(self, trade: Trade) -> None:
         """A finished trade's fills changed (a fill reversed on chain, or a late fill): a
@@ -754,6 +915,7 @@ class Engine:
             self.lift("break", trade.id)
         finally:
             self._breaking.discard(trade.id)
+            self._release(trade)
 
     async def recover(self) -> list[Trade]:
         """Before any trading: read non-final trades back from the journal, ask the venues
@@ -772,21 +934,14 @@ class Engine:
                 leg.observer = journal.leg_transition
             return trade
 
+        self._adopt()  # a dead engine's open trades first become ours, then are recovered
         recovered = [watched(t) for t in journal.open_trades()]
+        if journal.shared:  # their leases, kept in the journal, are ours to release
+            self._leased.update(t.id for t in recovered)
         for trade in recovered:
             with self.tracer.start_as_current_span(tm.SPAN_RECOVER, attributes={
-                    tm.TRADE_ID: trade.id, tm.TRADE_RECOVERED_FROM: trade.state.value}) as span:
-                await executor.reconcile_trade(trade, give_up=self.clock() + 1.0)
-                span.set_attribute(tm.TRADE_STATE, trade.state.value)
-            trade.finished_at = self.clock()
-            if trade.state is TradeState.UNRESOLVED:
-                self.halt("recovery", "", "recovery left trades unresolved: new entries stop")
-                # The gates restore it as reserved; they are told when it resolves.
-                self._resolve_later(trade, self.gates)
-            else:
-                executor.remember(trade)
-                self._check_exposure(trade)
-            self._record(trade)
+                    tm.TRADE_ID: trade.id, tm.TRADE_RECOVERED_FROM: trade.state.value}):
+                await self._recover_trade(trade)
         window = self.execution.recheck_window_ms / 1000
         for trade in (journal.recent_final_trades(time.time() - window) if window else []):
             trade = watched(trade)
@@ -818,6 +973,23 @@ class Engine:
                     journal.lift_halt(cause, subject)
         self.recovered = recovered
         return recovered
+
+    async def _recover_trade(self, trade: Trade) -> None:
+        """Ask the venues what happened to every order of a trade read back from the
+        journal, then commit, complete or unwind it, or keep resolving it."""
+        executor = self._executor
+        assert executor is not None
+        await executor.reconcile_trade(trade, give_up=self.clock() + 1.0)
+        trace.get_current_span().set_attribute(tm.TRADE_STATE, trade.state.value)
+        trade.finished_at = self.clock()
+        if trade.state is TradeState.UNRESOLVED:
+            self.halt("recovery", "", "recovery left trades unresolved: new entries stop")
+            # The gates restore it as reserved; they are told when it resolves.
+            self._resolve_later(trade, self.gates)
+        else:
+            executor.remember(trade)
+            self._check_exposure(trade)
+        self._record(trade)
 
     def _record(self, trade: Trade) -> None:
         """Hand a final trade to statistics and sinks; a trade recorded again (resolved

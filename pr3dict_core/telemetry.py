@@ -70,6 +70,7 @@ TRADE_ERROR: Final = "pr3dict.trade.error"  # why it rolled back or is unresolve
 TRADE_REJECT_REASON: Final = "pr3dict.trade.reject_reason"
 TRADE_HEDGED: Final = "pr3dict.trade.hedged_size"
 TRADE_RECOVERED_FROM: Final = "pr3dict.trade.recovered_from"
+ENGINE_ADOPTED_FROM: Final = "pr3dict.engine.adopted_from"  # the dead engine a trade came from
 VENUE_ID: Final = "pr3dict.venue.id"
 STRATEGY: Final = "pr3dict.execution.strategy"
 LEG_INDEX: Final = "pr3dict.leg.index"

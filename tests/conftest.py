@@ -16,3 +16,10 @@ def write_pipeline(tmp_path: Path):
         return path
 
     return write
+
+
+@pytest.fixture(autouse=True)
+def _work_in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test runs in its own directory: what a run writes relative to the working
+    directory (journals, runs/) never lands in the checkout or meets another test's."""
+    monkeypatch.chdir(tmp_path)

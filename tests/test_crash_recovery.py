@@ -26,8 +26,10 @@ PR3DICT = Path(sys.executable).parent / "pr3dict"
 PIPELINE = """
 [pipeline]
 name = "crash"
-journal = "journal.sqlite"
 
+
+[journal]
+url = "sqlite:///journal.sqlite"
 [venues.sim]
 type = "paper"
 scenario = "{scenario}"
@@ -94,7 +96,7 @@ def test_sigkill_at_random_points_then_recover(tmp_path):
     try:
         assert journal.open_trades() == []  # nothing left unknown
         booked = {inst: qty for (_, inst), qty in journal.positions().items() if qty}
-        ordered = {r[0] for r in journal.db.execute("SELECT client_order_id FROM orders")}
+        ordered = {r[0] for r in journal.query("SELECT client_order_id FROM orders")}
         trades = journal.trades(limit=100000)
     finally:
         journal.close()

@@ -107,7 +107,7 @@ async def test_an_unresolved_trade_stays_reserved_across_a_restart(tmp_path):
     trade = await first.execute_opportunity(opp)
     journal = first.journal
     # Make the journal say the trade never finished (as a SIGKILL mid-trade leaves it).
-    journal.db.execute("UPDATE trades SET state = 'executing' WHERE id = ?", (trade.id,))
+    journal.query("UPDATE trades SET state = 'executing' WHERE id = ?", (trade.id,))
     await first.close()
     reopened = Journal(path)
     (open_trade,) = reopened.open_trades()

@@ -50,11 +50,12 @@ def test_make_trade_reaches_each_state_legally():
     assert record.legs[0].average_price == D("0.45")
 
 
-def test_a_gate_unit_test_with_factories():
+async def test_a_gate_unit_test_with_factories():
     gate = CapitalGate("capital", CapitalGate.Config(bankroll=D(5)))
-    decision = gate.evaluate(make_trade(state="detected"))
+    decision = await gate.evaluate(make_trade(state="detected"))
     assert not decision.approved and "trade cost 9.5000 (worst case) exceeds" in decision.reason
-    assert gate.evaluate(make_trade(make_opportunity(size="5"), state="detected")).approved
+    assert (await gate.evaluate(make_trade(make_opportunity(size="5"),
+                                           state="detected"))).approved
 
 
 async def test_stub_venue_replies_as_scripted():

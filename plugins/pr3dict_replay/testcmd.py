@@ -158,8 +158,9 @@ def _variant(config: PipelineConfig, spec: TestSpec) -> PipelineConfig:
                 opts = attrs.evolve(opts, recording=path, speed="max",
                                     source=getattr(opts, "source", None) or vid)
                 components["venues"][vid] = ComponentSpec("venues", vid, "replay", opts)
-    pipeline = attrs.evolve(config.pipeline, journal="", mode="paper")
-    return attrs.evolve(config, pipeline=pipeline, components=components)
+    pipeline = attrs.evolve(config.pipeline, mode="paper")
+    return attrs.evolve(config, pipeline=pipeline, components=components,
+                        journal=attrs.evolve(config.journal, url=""))
 
 
 async def _run_one(config: PipelineConfig, spec: TestSpec, ctx: Any, run_id: str

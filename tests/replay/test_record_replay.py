@@ -93,7 +93,9 @@ def _replay_pipeline(recording: Path, tmp_path: Path, name: str = "replay",
     path.write_text(f"""
 [pipeline]
 name = "{name}"
-journal = ""
+
+[journal]
+url = ""
 
 [venues.poly]
 type = "replay"
@@ -148,7 +150,9 @@ def test_a_shadow_run_trades_locally_and_the_simulator_sees_no_order(run_pr3dict
 name = "shadow"
 mode = "shadow"
 cycles = 60
-journal = ""
+
+[journal]
+url = ""
 {venues_toml(sim.url, key_env="PR3DICT_NEVER_SET")}
 {DETECTORS}
 [sinks.metrics]

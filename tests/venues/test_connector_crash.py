@@ -88,10 +88,12 @@ max_size = "10"
 PIPELINE = """
 [pipeline]
 name = "crash-{venue}"
-journal = "journal.sqlite"
 kill_switch_file = "stop"
 {venue_table}
 {detectors}
+
+[journal]
+url = "sqlite:///journal.sqlite"
 [gates.capital]
 type = "capital"
 bankroll = "100000"
@@ -179,7 +181,7 @@ def explain(journal_path: Path, tokens: tuple[str, str]) -> None:
                 legs = [(leg.venue, leg.instrument[-6:], leg.side.value, leg.purpose,
                          leg.state.value, str(leg.filled)) for leg in trade.all_legs]
                 print(trade.id, trade.state.value, trade.error, legs, flush=True)
-        print("halts", list(journal.db.execute("SELECT * FROM halts")), flush=True)
+        print("halts", list(journal.query("SELECT * FROM halts")), flush=True)
     finally:
         journal.close()
 
@@ -261,11 +263,11 @@ def test_sigkill_the_connector_run_then_recover(tmp_path, venue):
             for (vid, inst), qty in journal.positions().items():
                 if qty:
                     booked.setdefault(vid, {})[inst] = qty
-            ours = {r[0] for r in journal.db.execute("SELECT venue_order_id FROM orders")} | \
-                {r[0] for r in journal.db.execute("SELECT client_order_id FROM orders")}
+            ours = {r[0] for r in journal.query("SELECT venue_order_id FROM orders")} | \
+                {r[0] for r in journal.query("SELECT client_order_id FROM orders")}
             # Journaled as halted: exposure being worked, or a trade reopened by a fill that
             # failed on chain while the last run was closing (taken up at the next start).
-            exposed = [r[0] for r in journal.db.execute(
+            exposed = [r[0] for r in journal.query(
                 "SELECT subject FROM halts WHERE cause IN ('exposure', 'break') "
                 "AND lifted_at IS NULL")]
         finally:

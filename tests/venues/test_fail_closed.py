@@ -108,8 +108,10 @@ def test_no_secret_reaches_any_output(sim, tmp_path):
 [pipeline]
 name = "secrets"
 cycles = 60
-journal = "journal.sqlite"
 {venues(sim, CREDS, heartbeat_ms=500)}
+
+[journal]
+url = "sqlite:///journal.sqlite"
 [sinks.metrics]
 type = "jsonl"
 path = "runs/{{run_id}}/metrics.jsonl"
@@ -142,7 +144,6 @@ def test_refused_credentials_stop_the_run(sim, tmp_path, heartbeat_ms):
 [pipeline]
 name = "badauth"
 cycles = 400
-journal = "journal.sqlite"
 {venues(sim, CREDS, heartbeat_ms)}
 """
     done = run(tmp_path, pipeline, {

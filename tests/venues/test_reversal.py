@@ -56,12 +56,11 @@ async def test_a_reversed_fill_breaks_the_committed_trade(make_sim, tmp_path):
     assert any(is_reversal(f) for leg in trade.legs for f in leg.fills.values())
     journal = Journal(tmp_path / "j.sqlite")
     try:
-        transitions = [tuple(r) for r in journal.db.execute(
+        transitions = [tuple(r) for r in journal.query(
             "SELECT from_state, to_state FROM transitions WHERE trade_id = ? AND idx IS NULL",
             (trade.id,))]
         booked = {i: q for (_, i), q in journal.positions().items() if q}
-        state = journal.db.execute("SELECT state FROM trades WHERE id = ?",
-                                   (trade.id,)).fetchone()[0]
+        state = journal.query("SELECT state FROM trades WHERE id = ?", (trade.id,))[0][0]
     finally:
         journal.close()
     assert ("committed", "rolling_back") in transitions  # the break is journaled
