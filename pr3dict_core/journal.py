@@ -249,15 +249,31 @@ class Journal:
             self._pool.submit(self.store.transaction, fn, durable=durable))
 
     def _send(self, *, durable: bool) -> Future[None] | None:
-        """Hand what is queued to the worker as one transaction (not waiting for it)."""
+        """Hand what is queued to the worker as one transaction (not waiting for it). When
+        order intents wait for a durable commit, this is that commit, whoever asked."""
         if not self._pending:
             return None
         items, self._pending = self._pending, []
+        waiting, self._flushed = self._flushed, None
+        durable = durable or waiting is not None
         future = self._pool.submit(self.store.transaction,
                                    lambda tx: _apply(tx, items), durable=durable)
-        if not durable:  # a durable commit's failure goes to whoever waits for it
+        if waiting is not None:
+            asyncio.wrap_future(future, loop=waiting.get_loop()).add_done_callback(
+                lambda f: self._release_intents(waiting, f))
+        elif not durable:  # a durable commit's failure goes to whoever waits for it
             future.add_done_callback(self._note_failure)
         return future
+
+    def _release_intents(self, waiting: asyncio.Future[None], f: asyncio.Future[None]) -> None:
+        if waiting.done():
+            return
+        exc = f.exception()
+        if exc is None:
+            waiting.set_result(None)
+        else:
+            waiting.set_exception(JournalError(f"journal {self.where}: an order intent could "
+                                               f"not be written: {exc}"))
 
     def _note_failure(self, future: Future[None]) -> None:
         exc = future.exception()
@@ -430,22 +446,8 @@ class Journal:
         await asyncio.shield(self._flushed)
 
     def _commit_intents(self) -> None:
-        done, self._flushed = self._flushed, None
-        assert done is not None
-        future = self._send(durable=True)
-        assert future is not None
-
-        def settle(f: asyncio.Future[None]) -> None:
-            if done.done():
-                return
-            exc = f.exception()
-            if exc is None:
-                done.set_result(None)
-            else:
-                done.set_exception(JournalError(f"journal {self.where}: an order intent "
-                                                f"could not be written: {exc}"))
-
-        asyncio.wrap_future(future).add_done_callback(settle)
+        if self._flushed is not None:  # else another commit took the intents already
+            self._send(durable=True)
 
     def _intent_rows(self, leg: Leg, request: OrderRequest,
                      venue_order_id: str) -> list[Item]:
@@ -693,21 +695,25 @@ class Journal:
 
         def claim(tx: Tx) -> str:
             for venue, instrument in keys:
-                tx.execute("INSERT INTO leases (venue, instrument, engine_id, trade_id, "
-                           f"claimed_at) VALUES (?, ?, ?, ?, {now}) ON CONFLICT (venue, "
-                           "instrument) DO NOTHING",
-                           (venue, instrument, self.engine_id, trade_id))
-                row = tx.execute("SELECT l.engine_id, l.trade_id, t.state, e.expires_at - "
-                                 f"{now} FROM leases l LEFT JOIN trades t ON t.id = l.trade_id "
-                                 "LEFT JOIN engines e ON e.engine_id = l.engine_id WHERE "
-                                 f"l.venue = ? AND l.instrument = ?{tx.dialect.for_update}",
-                                 (venue, instrument))[0]
-                holder, held_for, state, left = row
+                rows: list[tuple[Any, ...]] = []
+                while not rows:  # a lease released between the two statements: again
+                    tx.execute("INSERT INTO leases (venue, instrument, engine_id, trade_id, "
+                               f"claimed_at) VALUES (?, ?, ?, ?, {now}) ON CONFLICT (venue, "
+                               "instrument) DO NOTHING",
+                               (venue, instrument, self.engine_id, trade_id))
+                    rows = tx.execute("SELECT engine_id, trade_id FROM leases WHERE venue = ? "
+                                      f"AND instrument = ?{tx.dialect.for_update}",
+                                      (venue, instrument))
+                holder, held_for = rows[0]
                 if holder == self.engine_id:
                     tx.execute("UPDATE leases SET trade_id = ? WHERE venue = ? AND "
                                "instrument = ?", (trade_id, venue, instrument))
                     continue
-                if (left is None or left < 0) and (state is None or state in _FINAL_TRADE_STATES):
+                state = tx.execute("SELECT state FROM trades WHERE id = ?", (held_for,))
+                left = tx.execute(f"SELECT expires_at - {now} FROM engines WHERE "
+                                  "engine_id = ?", (holder,))
+                if (not left or left[0][0] < 0) and (not state
+                                                     or state[0][0] in _FINAL_TRADE_STATES):
                     tx.execute("UPDATE leases SET engine_id = ?, trade_id = ?, claimed_at = "
                                f"{now} WHERE venue = ? AND instrument = ?",
                                (self.engine_id, trade_id, venue, instrument))

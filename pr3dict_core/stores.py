@@ -200,7 +200,11 @@ class PostgresStore:
     dialect = POSTGRES
 
     def __init__(self, url: str, *, password: str | None = None, connect_timeout_s: float = 5):
-        import psycopg  # only pipelines that use PostgreSQL pay for the import
+        try:
+            import psycopg  # only pipelines that use PostgreSQL pay for the import
+        except ImportError:
+            raise StoreError("a postgresql:// journal needs psycopg: "
+                             "pip install 'pr3dict[postgresql]'") from None
 
         self.where = redact_url(url)
         self._sql: dict[str, str] = {}

@@ -56,10 +56,12 @@ class Postgres:
         if os.geteuid() == 0:
             shutil.chown(self.root, "postgres", "postgres")
             shutil.chown(pwfile, "postgres", "postgres")
-        subprocess.run(self._as_server_user([
+        done = subprocess.run(self._as_server_user([
             _binary("initdb"), "-D", str(self.data), "-U", USER, f"--pwfile={pwfile}",
             "--auth-host=scram-sha-256", "--auth-local=trust", "-E", "UTF8",
-            "--no-instructions"]), check=True, capture_output=True)
+            "--no-instructions"]), check=False, capture_output=True, text=True)
+        if done.returncode:
+            raise RuntimeError(f"initdb failed: {done.stdout}{done.stderr}")
         log = self.root / "server.log"
         out = open(log, "wb")
         if os.geteuid() == 0:

@@ -144,6 +144,9 @@ def test_refused_credentials_stop_the_run(sim, tmp_path, heartbeat_ms):
 [pipeline]
 name = "badauth"
 cycles = 400
+
+[journal]
+url = "sqlite:///journal.sqlite"
 {venues(sim, CREDS, heartbeat_ms)}
 """
     done = run(tmp_path, pipeline, {
