@@ -12,6 +12,7 @@ nothing rests, and the venue's positions equal the journal's.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 import subprocess
@@ -24,7 +25,7 @@ from pathlib import Path
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "venues"))
-from venue_fixtures import REPO, sim_process, stop_process  # noqa: E402
+from venue_fixtures import REPO, sim_process, stop_process
 
 PR3DICT = Path(sys.executable).parent / "pr3dict"
 KEYS = REPO / "pipelines" / "keys"
@@ -179,9 +180,9 @@ def test_four_engines_share_a_bankroll_and_adopt_a_dead_engines_trades(
         # host, the old pid is gone).
         victim = "e1"
         orphans: list[str] = []
+        open_sql = ("SELECT id FROM trades WHERE engine_id = %s AND state NOT IN "
+                    "('committed', 'rolled_back', 'rejected')")
         for _attempt in range(15):
-            open_sql = ("SELECT id FROM trades WHERE engine_id = %s AND state NOT IN "
-                        "('committed', 'rolled_back', 'rejected')")
             wait_for(lambda: query(pg_url, password, open_sql, (victim,)),
                      "an open trade of the victim")
             engines[victim].send_signal(signal.SIGKILL)
@@ -244,7 +245,7 @@ def test_four_engines_share_a_bankroll_and_adopt_a_dead_engines_trades(
         # No instrument was traded by two engines at once: per instrument, the spans from a
         # trade's first order to its final state never overlap across engines.
         spans: dict[tuple[str, str], list[tuple[float, float, str]]] = {}
-        for trade_id, engine_id, venue, instrument, first, last in query(
+        for _trade, engine_id, venue, instrument, first, last in query(
                 pg_url, password,
                 "SELECT t.id, t.engine_id, o.venue, o.instrument, min(o.created_at), "
                 "(SELECT max(at) FROM transitions x WHERE x.trade_id = t.id) FROM trades t "
@@ -254,7 +255,7 @@ def test_four_engines_share_a_bankroll_and_adopt_a_dead_engines_trades(
         overlaps = []
         for key, items in spans.items():
             items.sort()
-            for (a0, a1, ea), (b0, b1, eb) in zip(items, items[1:]):
+            for (_, a1, ea), (b0, _, eb) in itertools.pairwise(items):
                 if ea != eb and b0 < a1:
                     overlaps.append((key, ea, eb))
         assert not overlaps, overlaps[:5]
