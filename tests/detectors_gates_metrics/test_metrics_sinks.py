@@ -186,3 +186,29 @@ async def test_a_trade_recorded_again_is_never_counted_twice():
     assert gas.value == 2
     (final,) = metrics["pr3dict.trade.decision_to_final"].data.data_points
     assert final.count == 1
+
+
+def test_otlp_sink_observes_the_engine_state():
+    from decimal import Decimal
+
+    from pr3dict_core.metrics import EngineState
+
+    reader = InMemoryMetricReader()
+    sink = OtlpMetricsSink("otlp", OtlpMetricsSink.Config(), reader=reader)
+    sink.engine_state(EngineState(venues=("v",), halts={"kill": 1}, kill_switch=True,
+                                  unresolved=2, exposure_shares={"v": Decimal(6)},
+                                  exposure_usdc={"v": Decimal("2.7")}, opportunities=5))
+    metrics = {m.name: m for rm in reader.get_metrics_data().resource_metrics
+               for sm in rm.scope_metrics for m in sm.metrics}
+
+    def points(name):
+        return {tuple(dict(p.attributes).values()): p.value
+                for p in metrics[name].data.data_points}
+
+    assert points("pr3dict.engine.halted")[("kill",)] == 1
+    assert points("pr3dict.engine.halted")[("unresolved",)] == 0
+    assert points("pr3dict.engine.kill_switch") == {(): 1}
+    assert points("pr3dict.engine.unresolved_trades") == {(): 2}
+    assert points("pr3dict.engine.unhedged_exposure") == {("v",): 6}
+    assert points("pr3dict.engine.unhedged_exposure_value") == {("v",): pytest.approx(2.7)}
+    assert points("pr3dict.opportunities") == {(): 5}
