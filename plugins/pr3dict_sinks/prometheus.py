@@ -115,8 +115,8 @@ class _EngineCollector:
         reconnects = CounterMetricFamily(
             "pr3dict_venue_ws_reconnects", "Websocket reconnects of a venue connector, by feed.",
             labels=["venue", "feed"])
-        for venue, values in sorted(stats.items()):
-            for feed, count in sorted((values.get("ws_reconnects") or {}).items()):
+        for venue, connection in sorted(stats.items()):
+            for feed, count in sorted((connection.get("ws_reconnects") or {}).items()):
                 reconnects.add_metric([venue, feed], float(count))
         yield reconnects
 
