@@ -494,6 +494,8 @@ def _html_table(headers: Sequence[str], rows: Iterable[Sequence[str]],
             return "l w"
         if headers[i] in WRAP_NARROW:
             return "l n"
+        if headers[i] == "value":  # the summary's values: numbers with their units
+            return ""
         column = [row[i] for row in rows if i < len(row)]
         return "" if column and all(_NUMBER.fullmatch(c) for c in column) else "l"
 
