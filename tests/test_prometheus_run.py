@@ -185,3 +185,15 @@ async def test_exposure_gauges_follow_the_engine():
         assert gauges(sink)["halted_exposure"] == 0 and gauges(sink)["shares"] == 0
     finally:
         await engine.close()
+
+
+def test_pr3dict_run_leaves_the_textfile_and_names_it(write_pipeline, run_pr3dict, tmp_path):
+    path = write_pipeline(PIPELINE.replace('textfile = "out/pr3dict.prom"\n', ""))
+    outcome = run_pr3dict("run", str(path), "--cycles", "60", "--run-id", "prom-1")
+    outcome.assert_success()
+    assert "runs/prom-1/metrics.prom" in outcome.out + outcome.err  # named with the outputs
+    final = samples((tmp_path / "runs" / "prom-1" / "metrics.prom").read_text())
+    assert final[("pr3dict_run_info", (("mode", "paper"), ("pipeline", "prom-run"),
+                                       ("run_id", "prom-1")))] == 1
+    assert sum(v for (name, _), v in final.items() if name == "pr3dict_trades_total") > 0
+    assert final[("pr3dict_run_end_time_seconds", ())] > 0
