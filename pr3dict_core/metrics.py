@@ -286,3 +286,28 @@ def net_exposure(positions: Mapping[str, Decimal], pairs: Sequence[tuple[str, st
     """Unhedged shares: for each (yes, no) pair, |yes - no| (a hedged set is riskless)."""
     return sum((abs(positions.get(y, ZERO) - positions.get(n, ZERO)) for y, n in pairs), ZERO)
 
+
+
+# Why the engine refuses new entries (``Engine.halts`` keys): every cause a sink shows, so an
+# alert on one reads 0, not "no data", while trading.
+HALT_CAUSES = ("unresolved", "exposure", "break", "kill", "auth", "journal", "recovery", "gate")
+
+
+@frozen
+class EngineState:
+    """What the engine is doing now, handed to sinks that show it (``engine_state``) whenever
+    a halt is set or lifted, a trade is recorded, and once a second: what stops entries,
+    trades whose outcome is unknown, and exposure being worked off."""
+
+    run_id: str = ""
+    pipeline: str = ""
+    mode: str = ""
+    venues: tuple[str, ...] = ()
+    halts: Mapping[str, int] = field(factory=dict)  # cause -> active halts of that cause
+    kill_switch: bool = False  # the kill switch is engaged (file or engine.kill)
+    unresolved: int = 0  # trades whose outcome is unknown now
+    # venue -> unhedged shares now (excess held plus shorts), and those shares at the
+    # price their entry leg paid (USDC)
+    exposure_shares: Mapping[str, Decimal] = field(factory=dict)
+    exposure_usdc: Mapping[str, Decimal] = field(factory=dict)
+    opportunities: int = 0  # detected so far this run

@@ -55,8 +55,9 @@ from .config import (
 from .defaults import SecretNotFound
 from .execution import TradeExecutor
 from .journal import Journal
-from .metrics import RunStatistics, RunSummary, TradeRecord
+from .metrics import EngineState, RunStatistics, RunSummary, TradeRecord
 from .model import (
+    ZERO,
     Book,
     LegSpec,
     LegState,
@@ -377,6 +378,7 @@ class Engine:
         if self._background:
             await asyncio.gather(*list(self._background), return_exceptions=True)
         summary = self.statistics()
+        self._push_state()  # the final state, for sinks that keep it past the run
         errors: list[BaseException] = []
         for sink in self.sinks:
             try:
@@ -755,10 +757,13 @@ class Engine:
         self.halts[(cause, subject)] = Halt(cause, subject, reason)
         if self.journal is not None:
             self.journal.set_halt(cause, subject, reason)
+        self._push_state()
 
     def lift(self, cause: str, subject: str) -> None:
-        if self.halts.pop((cause, subject), None) is not None and self.journal is not None:
-            self.journal.lift_halt(cause, subject)
+        if self.halts.pop((cause, subject), None) is not None:
+            if self.journal is not None:
+                self.journal.lift_halt(cause, subject)
+            self._push_state()
 
     @property
     def halted(self) -> str:
@@ -1004,6 +1009,7 @@ class Engine:
                 sink.record(record)
             except Exception as exc:
                 trace.get_current_span().record_exception(exc)
+        self._push_state()
         if self.pm is not None:
             self.pm.hook.pr3dict_trade_finished(trade=trade)
 
@@ -1066,6 +1072,36 @@ class Engine:
                     continue
         return out
 
+    def state(self) -> EngineState:
+        """What stops entries, trades of unknown outcome, and unhedged exposure, now."""
+        shares: dict[str, Decimal] = dict.fromkeys(self.venues, ZERO)
+        usdc: dict[str, Decimal] = dict.fromkeys(self.venues, ZERO)
+        if self._executor is not None:
+            for trade in list(self._exposed.values()):
+                for (venue, instrument), qty in self._executor.outstanding(trade).items():
+                    price = next((leg.average_price or leg.target_price or ZERO
+                                  for leg in trade.legs if leg.instrument == instrument), ZERO)
+                    shares[venue] = shares.get(venue, ZERO) + abs(qty)
+                    usdc[venue] = usdc.get(venue, ZERO) + abs(qty) * price
+        return EngineState(
+            run_id=self.run_id, pipeline=self.pipeline_name,
+            mode=str(self.config.pipeline.mode) if self.config is not None else "",
+            venues=tuple(self.venues), halts=collections.Counter(c for c, _ in self.halts),
+            kill_switch=("kill", "") in self.halts, unresolved=len(self._unresolved),
+            exposure_shares=shares, exposure_usdc=usdc, opportunities=self.stats.opportunities)
+
+    def _push_state(self) -> None:
+        """Hand the engine's state to sinks that show it (``engine_state``)."""
+        state = None
+        for sink in self.sinks:
+            push = getattr(sink, "engine_state", None)
+            if push is not None:
+                try:
+                    state = state if state is not None else self.state()
+                    push(state)
+                except Exception as exc:
+                    trace.get_current_span().record_exception(exc)
+
     def _push_venue_stats(self) -> None:
         """Hand the venues' connection stats to sinks that want them (``venue_stats``),
         at most once a second."""
@@ -1073,6 +1109,7 @@ class Engine:
         if now - self._stats_pushed < 1.0:
             return
         self._stats_pushed = now
+        self._push_state()  # opportunities move without a trade
         stats = None
         for sink in self.sinks:
             push = getattr(sink, "venue_stats", None)

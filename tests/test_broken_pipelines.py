@@ -244,6 +244,10 @@ CASES: list[Case] = [
          "sinks.prom.port"),
     case("prometheus-buckets-string", {"sinks.prom": {
         "type": '"prometheus"', "buckets_ms": '"1,2"'}}, "sinks.prom.buckets_ms"),
+    case("prometheus-buckets-unordered", {"sinks.prom": {
+        "type": '"prometheus"', "buckets_ms": "[5, 1]"}}, "sinks.prom.buckets_ms"),
+    case("prometheus-buckets-negative", {"sinks.prom": {
+        "type": '"prometheus"', "buckets_ms": "[-1, 5]"}}, "sinks.prom.buckets_ms"),
     case("telemetry-exporter-unknown", {"telemetry": {"exporter": '"zipkin"'}},
          "telemetry.exporter"),
     case("telemetry-timeout-nan", {"telemetry": {"timeout_s": "nan"}}, "telemetry.timeout_s"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
@@ -19,7 +20,7 @@ from typing import Any, TextIO
 
 from pr3dict_core.metrics import TradeRecord
 from pr3dict_core.model import Pr3dictError
-from pr3dict_sinks.collector import REJECTED, MetricsCollector, jsonable, read_jsonl
+from pr3dict_sinks.collector import REJECTED, MetricsCollector, read_jsonl
 
 from . import svg
 
@@ -88,11 +89,29 @@ def pct(value: float | None) -> str:
 
 
 def ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f} ms" if value < 100 else f"{value:,.0f} ms"
+    """Milliseconds, in the charts' number format (three significant digits)."""
+    return "-" if value is None else f"{svg.fmt_num(value)} ms"
 
 
 def money(value: Decimal | float | None) -> str:
-    return "-" if value is None else f"{Decimal(str(value)):.4f}"
+    """USDC to 4 decimals (a tick on a 25-share leg is 0.25), thousands separated."""
+    return "-" if value is None else f"{Decimal(str(value)):,.4f}"
+
+
+def rate(value: float | None) -> str:
+    """A rate as a percentage number, for a place that shows the % as its unit."""
+    return "-" if value is None else f"{value * 100:.1f}"
+
+
+def count(value: int) -> str:
+    return f"{value:,}"
+
+
+def clock(unix: float) -> str:
+    """A record's time as UTC clock time (with milliseconds: trades come fast)."""
+    if not unix:
+        return "-"
+    return time.strftime("%H:%M:%S", time.gmtime(unix)) + f"{unix % 1:.3f}"[1:]
 
 
 def num(value: float | None, digits: int = 2) -> str:
@@ -146,14 +165,11 @@ class Report:
 
     # ------------------------------------------------------------------ terminal
 
-    def text(self, recent: int = 10) -> str:
-        c = self.collector
-        s = c.get_summary()
-        closed = "" if self.run_summary is not None else "  (run did not close: partial)"
-        out = [f"pr3dict report: run {self.run_id}  ({self.source}, {s['trades']} trade "
-               f"records){closed}", ""]
+    def summary_rows(self) -> list[tuple[str, str]]:
+        """The summary as (what, value with its unit): the terminal's and the page's."""
+        s = self.collector.get_summary()
         opportunities = s.get("opportunities")
-        kv = [
+        return [
             ("opportunities", "-" if opportunities is None else str(opportunities)),
             ("rejected by gates", str(s["rejected"])),
             ("executed (after preflight)", str(s["executed"])),
@@ -181,7 +197,16 @@ class Report:
              f"{pct(s['slippage_vs_expected'])}"),
             ("rollback cost (USDC)", money(s["rollback_cost"])),
             ("gas spent (POL)", money(s["gas_spent"])),
+            ("max drawdown (USDC)", money(self.drawdown()[0])),
         ]
+
+    def text(self, recent: int = 10) -> str:
+        c = self.collector
+        s = c.get_summary()
+        closed = "" if self.run_summary is not None else "  (run did not close: partial)"
+        out = [f"pr3dict report: run {self.run_id}  ({self.source}, {s['trades']} trade "
+               f"records){closed}", ""]
+        kv = self.summary_rows()
         width = max(len(k) for k, _ in kv)
         out += ["Summary", *(f"  {k:<{width}}  {v}" for k, v in kv), ""]
         for title, groups in (("By arbitrage kind", c.arbitrage_performance()),
@@ -223,7 +248,7 @@ class Report:
                  money(s["expected_edge"]), pct(s["capture_rate"]), str(s["rejected"])]
                 for name, s in sorted(groups.items(), key=lambda kv: -kv[1]["realised_pnl"])]
 
-    def _rollback_rows(self) -> list[list[str]]:
+    def _rollback_rows(self, width: int | None = 70) -> list[list[str]]:
         """Trades that rolled back or are unresolved, by cause: the error's kind (what
         precedes its first colon) and, for short entry legs, how they ended."""
         causes: dict[str, list[TradeRecord]] = {}
@@ -241,7 +266,7 @@ class Report:
             pnl = sum((r.realised_pnl for r in records), Decimal(0))
             cost = sum((r.rollback_cost for r in records), Decimal(0))
             rows.append([cause, str(len(records)), money(pnl), money(cost),
-                         records[-1].error[:70]])
+                         records[-1].error[:width]])
         return rows
 
     def _last_reason(self, gate: str) -> str:
@@ -250,105 +275,182 @@ class Report:
                 return r.reject_reason[:70]
         return ""
 
+    # ------------------------------------------------------------------ trader's tables
+
+    def drawdown(self) -> tuple[Decimal, list[list[str]]]:
+        """The deepest fall of cumulative realised PnL below its running peak (USDC, as a
+        positive number), and the five deepest drawdowns: from the peak, to the trough, until
+        PnL was back at the peak (or not yet)."""
+        series = self.collector.pnl_series()
+        episodes: list[tuple[Decimal, float, float, float | None, int]] = []
+        peak, peak_at = Decimal(0), series[0][0] if series else 0.0
+        trough, trough_at, trades = Decimal(0), 0.0, 0
+        for at, value in series:
+            if value >= peak:
+                if trough < peak:
+                    episodes.append((peak - trough, peak_at, trough_at, at, trades))
+                peak, peak_at, trough, trough_at, trades = value, at, value, at, 0
+                continue
+            trades += 1
+            if value < trough:
+                trough, trough_at = value, at
+        if trough < peak:
+            episodes.append((peak - trough, peak_at, trough_at, None, trades))
+        episodes.sort(key=lambda e: -e[0])
+        rows = [[money(depth), clock(start), clock(low), "not yet" if back is None
+                 else clock(back), count(n)] for depth, start, low, back, n in episodes[:5]]
+        return (episodes[0][0] if episodes else Decimal(0)), rows
+
+    def slowest_legs(self, n: int = 10) -> list[list[str]]:
+        """The legs that took longest from submitted to final, slowest first."""
+        legs = [(leg.latency_ms, r, leg) for r in self.collector.records if r.state != REJECTED
+                for leg in r.legs if leg.latency_ms is not None]
+        legs.sort(key=lambda item: -item[0])
+        return [[ms(latency), r.trade_id, leg.venue, leg.instrument, leg.side, leg.purpose,
+                 leg.state, f"{leg.filled.normalize():f}/{leg.size.normalize():f}",
+                 str(leg.attempts), clock(r.recorded_at)] for latency, r, leg in legs[:n]]
+
     # ------------------------------------------------------------------ HTML
 
     def charts(self) -> list[tuple[str, str]]:
         c = self.collector
         executed = [r for r in c.records if r.state != REJECTED]
         pnl = c.pnl_series()
-        t0 = pnl[0][0] if pnl else 0.0
-        timed = bool(pnl) and pnl[-1][0] > 0
+        timed = bool(pnl) and pnl[0][0] > 0
+        x_label = "time the trade finished (UTC)" if timed else "trade number"
         expected, running = [], Decimal(0)
         for i, r in enumerate(sorted(executed, key=lambda r: r.recorded_at)):
             running += r.expected_edge
-            expected.append((r.recorded_at - t0 if timed else i + 1, float(running)))
-        realised = [((t - t0) if timed else i + 1, float(v)) for i, (t, v) in enumerate(pnl)]
+            expected.append((r.recorded_at if timed else i + 1, float(running)))
+        realised = [(t if timed else i + 1, float(v)) for i, (t, v) in enumerate(pnl)]
+        peak, below = Decimal(0), []
+        for i, (t, v) in enumerate(pnl):
+            peak = max(peak, v)
+            below.append((t if timed else i + 1, float(v - peak)))
         out = [("PnL over time", svg.line_chart(
-            [("realised PnL", realised), ("expected edge", expected)],
-            title="Cumulative PnL (USDC)", x_label="seconds since first trade" if timed
-            else "trade", y_label="USDC"))]
-        out.append(("Decision to wire and to final", svg.histogram(
+            [("realised PnL", realised), ("expected edge (as detected)", expected)],
+            title="Cumulative PnL of executed trades", x_label=x_label,
+            y_label="USDC", x_time=timed)),
+            ("Drawdown", svg.line_chart(
+                [("realised PnL below its running peak", below)],
+                title="Drawdown of cumulative realised PnL", x_label=x_label,
+                y_label="USDC", x_time=timed, plot_height=140))]
+        out.append(("Trade latency", svg.histogram(
             [("decision -> wire", [r.decision_to_wire_ms for r in executed
                                    if r.decision_to_wire_ms is not None]),
              ("decision -> final", [r.decision_to_final_ms for r in executed
                                     if r.decision_to_final_ms is not None])],
-            title="Trade latency (ms, log scale)", x_label="ms")))
+            title="Trade latency: gates approved -> last entry leg sent, and -> trade final",
+            x_label="milliseconds (log scale)", y_label="trades", unit="ms")))
         by_venue: dict[str, list[float]] = {}
         for r in executed:
             for leg in r.legs:
                 if leg.purpose == "entry" and leg.latency_ms is not None:
                     by_venue.setdefault(leg.venue, []).append(leg.latency_ms)
         out.append(("Leg latency by venue", svg.histogram(
-            sorted(by_venue.items()), title="Entry leg submitted -> final (ms, log scale)",
-            x_label="ms")))
+            [(f"venue {v}", xs) for v, xs in sorted(by_venue.items())],
+            title="Entry leg latency: submitted -> final",
+            x_label="milliseconds (log scale)", y_label="entry legs", unit="ms")))
         skew = [r.leg_skew_ms for r in executed if r.leg_skew_ms]
-        out.append(("Leg skew", svg.histogram([("leg skew", skew)],
-                                              title="Leg skew (ms, log scale)", x_label="ms")))
-        fills = [(f"strategy {k}", v["leg_fill_rate"], f"{v['executed']} trades")
+        out.append(("Leg skew", svg.histogram(
+            [("leg skew", skew)], title="Leg skew: spread of a trade's entry legs' final times",
+            x_label="milliseconds (log scale)", y_label="trades", unit="ms")))
+        fills = [(k, v["leg_fill_rate"], f"{count(v['executed'])} trades", "by strategy")
                  for k, v in c.strategy_performance().items()]
-        fills += [(f"kind {k}", v["leg_fill_rate"], f"{v['executed']} trades")
+        fills += [(k, v["leg_fill_rate"], f"{count(v['executed'])} trades", "by arbitrage kind")
                   for k, v in c.arbitrage_performance().items()]
-        fills += [(f"venue {k}", v["fill_rate"], f"{v['legs']} legs")
+        fills += [(k, v["fill_rate"], f"{count(v['legs'])} entry legs", "by venue")
                   for k, v in c.venue_performance().items()]
-        out.append(("Fill rates", svg.bars(fills, title="Entry-leg fill rate by strategy, "
-                                                        "arbitrage kind and venue")))
-        success = [(k, v["success_rate"], f"{v['committed']}/{v['executed']} committed")
+        out.append(("Fill rates", svg.bars(
+            fills, title="Entry-leg fill rate by strategy, arbitrage kind and venue",
+            x_label="entry legs filled / entry legs sent", y_label="group")))
+        success = [(k, v["success_rate"],
+                    f"{count(v['committed'])}/{count(v['executed'])} trades committed",
+                    "success rate")
                    for k, v in c.arbitrage_performance().items()]
-        out.append(("Success by kind", svg.bars(success, title="Success rate by arbitrage "
-                                                               "kind")))
+        out.append(("Success by kind", svg.bars(
+            success, title="Success rate by arbitrage kind",
+            x_label="trades committed / trades executed", y_label="kind")))
         return out
+
+    def cards(self) -> list[tuple[str, str, str]]:
+        """(what, value, unit) for the cards at the top of the page."""
+        s = self.collector.get_summary()
+        final = s["decision_to_final_ms"]["p99"]
+        return [("committed", count(s["committed"]), "trades"),
+                ("rolled back", count(s["rolled_back"]), "trades"),
+                ("unresolved", count(s["unresolved"]), "trades"),
+                ("rejected by gates", count(s["rejected"]), "trades"),
+                ("success rate (of executed trades)", rate(s["success_rate"]), "%"),
+                ("fill rate (of entry legs)", rate(s["leg_fill_rate"]), "%"),
+                ("within deadline (of executed)", rate(s["within_deadline_rate"]), "%"),
+                ("realised PnL", money(s["realised_pnl"]), "USDC"),
+                ("max drawdown", money(self.drawdown()[0]), "USDC"),
+                ("rollback cost", money(s["rollback_cost"]), "USDC"),
+                ("decision -> final p99", "-" if final is None else svg.fmt_num(final), "ms")]
 
     def html(self, recent: int = 50) -> str:
         c = self.collector
         s = c.get_summary()
-        cards = [("committed", str(s["committed"])), ("rolled back", str(s["rolled_back"])),
-                 ("unresolved", str(s["unresolved"])), ("rejected", str(s["rejected"])),
-                 ("success rate", pct(s["success_rate"])),
-                 ("leg fill rate", pct(s["leg_fill_rate"])),
-                 ("within deadline", pct(s["within_deadline_rate"])),
-                 ("realised PnL", money(s["realised_pnl"])),
-                 ("rollback cost", money(s["rollback_cost"])),
-                 ("final p99", ms(s["decision_to_final_ms"]["p99"]))]
+        generated = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
         body = [f"<h1>pr3dict run {escape(self.run_id)}</h1>",
-                f"<p class='muted'>{escape(str(self.source))} &middot; {s['trades']} trade "
-                f"records &middot; generated {time.strftime('%Y-%m-%d %H:%M:%S')}"
+                f"<p class='muted'>{escape(str(self.source))} &middot; {count(s['trades'])} "
+                f"trade records &middot; generated {generated}"
                 f"{'' if self.run_summary is not None else ' &middot; run did not close'}</p>",
                 "<div class='cards'>" + "".join(
-                    f"<div class='card'><div class='v'>{escape(v)}</div>"
-                    f"<div class='k'>{escape(k)}</div></div>" for k, v in cards) + "</div>"]
+                    f"<div class='card'><div class='v'>{escape(v)} <span class='u'>"
+                    f"{escape(u)}</span></div><div class='k'>{escape(k)}</div></div>"
+                    for k, v, u in self.cards()) + "</div>"]
         for title, chart in self.charts():
-            body.append(f"<section><h2>{escape(title)}</h2>{chart}</section>")
-        body.append("<section><h2>Summary</h2>" + _html_kv(s) + "</section>")
+            body.append(f"<section class='chart'><h2>{escape(title)}</h2>{chart}</section>")
+        body.append("<section><h2>Summary</h2>" + _html_table(
+            ("metric", "value"), self.summary_rows()) + "</section>")
+        body.append("<section><h2>PnL by market (realised / expected = capture)</h2>" +
+                    _html_table(MARKET_HEADERS, self._market_rows()) + "</section>")
+        body.append("<section><h2>Drawdowns (deepest first)</h2>" + _html_table(
+            ("depth (USDC)", "from peak at", "trough at", "back at peak", "trades below peak"),
+            self.drawdown()[1]) + "</section>")
+        rollbacks = self._rollback_rows(width=None)
+        if rollbacks:
+            body.append("<section><h2>Why trades rolled back</h2>" +
+                        _html_table(ROLLBACK_HEADERS, rollbacks) + "</section>")
+        if s["rejections_by_gate"]:
+            body.append("<section><h2>Rejections by gate</h2>" + _html_table(
+                ("gate", "trades", "last reason"),
+                [[g, count(n), self._last_reason(g)]
+                 for g, n in s["rejections_by_gate"].items()]) + "</section>")
+        body.append("<section><h2>Slowest legs</h2>" + _html_table(
+            ("submitted -> final", "trade", "venue", "instrument", "side", "purpose", "state",
+             "filled / size (shares)", "attempts", "trade finished (UTC)"),
+            self.slowest_legs()) + "</section>")
         for title, groups in (("By arbitrage kind", c.arbitrage_performance()),
                               ("By execution strategy", c.strategy_performance()),
                               ("By detector", c.performance("detector"))):
             body.append(f"<section><h2>{escape(title)}</h2>" +
                         _html_table(GROUP_HEADERS, _group_rows(groups)) + "</section>")
-        body.append("<section><h2>By market (realised / expected = capture)</h2>" +
-                    _html_table(MARKET_HEADERS, self._market_rows()) + "</section>")
-        rollbacks = self._rollback_rows()
-        if rollbacks:
-            body.append("<section><h2>Why trades rolled back</h2>" +
-                        _html_table(ROLLBACK_HEADERS, rollbacks) + "</section>")
         body.append("<section><h2>Legs by venue and purpose</h2>" + _html_table(
             ("venue / purpose", "legs", "fill rate", "share fill", "latency p50",
              "latency p99", "slip ticks", "slippage (USDC)", "fees (USDC)", "unresolved"),
-            [[f"{v} / {purpose}", str(x["legs"]), pct(x["fill_rate"]),
+            [[f"{v} / {purpose}", count(x["legs"]), pct(x["fill_rate"]),
               pct(x["share_fill_rate"]), ms(x["latency_ms"]["p50"]),
               ms(x["latency_ms"]["p99"]), num(x["slippage_ticks_mean"]),
-              money(x["slippage_usdc"]), money(x["fees"]), str(x["unresolved"])]
+              money(x["slippage_usdc"]), money(x["fees"]), count(x["unresolved"])]
              for purpose in ("entry", "unwind", "complete")
              for v, x in c.leg_performance("venue", purpose).items()]) + "</section>")
-        last = c.recent_trades(recent)
-        body.append(f"<section><h2>Recent trades (last {len(last)})</h2>" + _html_table(
-            ("trade", "kind", "detector", "state", "size", "edge", "PnL", "wire", "final",
-             "legs", "note"),
-            [[r.trade_id, r.kind, r.detector, r.state, str(r.size), money(r.expected_edge),
-              money(r.realised_pnl), ms(r.decision_to_wire_ms), ms(r.decision_to_final_ms),
-              " ".join(f"{leg.venue}:{leg.instrument}:{leg.side}:{leg.state}"
-                       for leg in r.legs), r.error or r.reject_reason]
-             for r in reversed(last)]) + "</section>")
+        last = c.recent_trades(recent)[::-1]
+        body.append(f"<section><h2>Recent trades (last {len(last)}, newest first)</h2>" +
+                    _html_table(
+            ("finished (UTC)", "trade", "state", "markets", "size (shares)", "edge (USDC)",
+             "PnL (USDC)", "to final", "legs (side outcome state)"),
+            [[clock(r.recorded_at), r.trade_id, r.state, " + ".join(r.markets) or "-",
+              f"{r.size.normalize():f}", money(r.expected_edge), money(r.realised_pnl),
+              ms(r.decision_to_final_ms),
+              ", ".join(f"{leg.side} {leg.instrument.rsplit(':', 1)[-1]} {leg.state}"
+                        + ("" if leg.purpose == "entry" else f" ({leg.purpose})")
+                        for leg in r.legs)] for r in last],
+            notes=[r.error or r.reject_reason for r in last]) + "</section>")
         return ("<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+                "<meta name='viewport' content='width=device-width,initial-scale=1'>"
                 f"<title>pr3dict run {escape(self.run_id)}</title><style>{CSS}</style>"
                 "</head><body>" + "\n".join(body) + "</body></html>\n")
 
@@ -358,36 +460,55 @@ body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:24px auto;
 max-width:1100px;color:#111827;padding:0 16px}
 h1{font-size:22px;margin:0 0 4px}h2{font-size:16px;margin:28px 0 8px}
 .muted{color:#6b7280;margin:0 0 16px}
-.cards{display:flex;flex-wrap:wrap;gap:8px}
-.card{border:1px solid #e5e7eb;border-radius:6px;padding:8px 12px;min-width:96px}
-.card .v{font-size:18px;font-weight:600}.card .k{color:#6b7280;font-size:12px}
-table{border-collapse:collapse;font-size:12px;width:100%}
-th,td{border-bottom:1px solid #e5e7eb;padding:4px 8px;text-align:right;vertical-align:top}
-th:first-child,td:first-child{text-align:left}
-td.l{text-align:left;font-family:ui-monospace,monospace;font-size:11px}
+.cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(150px,1fr));gap:8px}
+.card{border:1px solid #e5e7eb;border-radius:6px;padding:8px 12px}
+.card .v{font-size:18px;font-weight:600;font-variant-numeric:tabular-nums}
+.card .u{font-size:12px;font-weight:400;color:#6b7280}
+.card .k{color:#374151;font-size:12px}
+table{border-collapse:collapse;font-size:12px;width:100%;font-variant-numeric:tabular-nums}
+th,td{border-bottom:1px solid #e5e7eb;padding:4px 8px;text-align:right;vertical-align:top;
+white-space:nowrap}
+.l{text-align:left}
+.w{white-space:normal;min-width:14em}.n{white-space:normal;min-width:13em}
 th{background:#f9fafb}
-svg{max-width:100%;height:auto;border:1px solid #f3f4f6;border-radius:4px}
+tr.note td{color:#991b1b;border-top:0;padding-top:0}
+.scroll{overflow-x:auto}
+svg{display:block;width:100%;height:auto;border:1px solid #f3f4f6;border-radius:4px}
 """
 
 
-def _html_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
-    head = "".join(f"<th>{escape(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(
-        f"<td{' class=l' if len(str(c)) > 40 else ''}>{escape(str(c))}</td>" for c in row)
-        + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+_NUMBER = re.compile(r"[-+]?[\d,]*\.?\d+(?:/[\d.]+)?(?: ?(?:ms|%|USDC))?|-")
+# Columns of sentences: they wrap (the first ones get room to), the others never do.
+WRAP = ("note", "last error", "last reason", "cause")
+WRAP_NARROW = ("legs (side outcome state)",)
 
 
-def _html_kv(summary: Mapping[str, Any]) -> str:
-    rows = []
-    for key, value in jsonable(summary).items():
-        if isinstance(value, dict):
-            value = ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
-                              for k, v in value.items()) or "-"
-        elif isinstance(value, float):
-            value = f"{value:.4f}"
-        rows.append([key.replace("_", " "), "-" if value is None else str(value)])
-    return _html_table(("metric", "value"), rows)
+def _html_table(headers: Sequence[str], rows: Iterable[Sequence[str]],
+                notes: Sequence[str] = ()) -> str:
+    """Numbers right-aligned, words left-aligned; sentence columns wrap, others do not.
+    ``notes[i]``, if not empty, is shown under row i across the table."""
+    rows = [[str(c) for c in row] for row in rows]
+
+    def css(i: int) -> str:
+        if headers[i] in WRAP:
+            return "l w"
+        if headers[i] in WRAP_NARROW:
+            return "l n"
+        if headers[i] == "value":  # the summary's values: numbers with their units
+            return ""
+        column = [row[i] for row in rows if i < len(row)]
+        return "" if column and all(_NUMBER.fullmatch(c) for c in column) else "l"
+
+    classes = [css(i) for i in range(len(headers))]
+    head = "".join(f"<th class='{c}'>{escape(h)}</th>" for h, c in zip(headers, classes,
+                                                                        strict=True))
+    body = "".join("<tr>" + "".join(f"<td class='{c}'>{escape(v)}</td>"
+                                    for v, c in zip(row, classes, strict=True)) + "</tr>"
+                   + (f"<tr class='note'><td class='l w' colspan='{len(headers)}'>"
+                      f"{escape(notes[i])}</td></tr>" if i < len(notes) and notes[i] else "")
+                   for i, row in enumerate(rows))
+    return (f"<div class='scroll'><table><thead><tr>{head}</tr></thead><tbody>{body}"
+            "</tbody></table></div>")
 
 
 # --------------------------------------------------------------------------- command

@@ -15,11 +15,12 @@ from typing import Any, ClassVar
 
 import attrs
 from attrs import frozen
+from opentelemetry.metrics import Observation
 
 from pr3dict_core import telemetry as tm
 from pr3dict_core.components import BuildContext
 from pr3dict_core.config import SecretRef
-from pr3dict_core.metrics import TradeRecord
+from pr3dict_core.metrics import HALT_CAUSES, EngineState, TradeRecord
 
 from .collector import REJECTED, delta
 
@@ -39,6 +40,12 @@ EXPECTED_EDGE = "pr3dict.trade.expected_edge"
 ROLLBACK_COST = "pr3dict.trade.rollback_cost"
 FEES = "pr3dict.leg.fees"
 GAS = "pr3dict.settlement.gas"
+HALTED = "pr3dict.engine.halted"
+KILL_SWITCH = "pr3dict.engine.kill_switch"
+UNRESOLVED_TRADES = "pr3dict.engine.unresolved_trades"
+EXPOSURE_SHARES = "pr3dict.engine.unhedged_exposure"
+EXPOSURE_USDC = "pr3dict.engine.unhedged_exposure_value"
+OPPORTUNITIES = "pr3dict.opportunities"
 KIND = tm.OPPORTUNITY_KIND
 
 
@@ -107,6 +114,20 @@ class OtlpMetricsSink:
         self.rollback = meter.create_up_down_counter(ROLLBACK_COST, "USDC", "Cost of unwinds")
         self.fees = meter.create_counter(FEES, "USDC", "Taker fees paid")
         self.gas = meter.create_counter(GAS, "POL", "Native token settlers spent")
+        # What the engine is doing now: the latest pushed state, observed at each export.
+        self.state = EngineState()
+        meter.create_observable_gauge(HALTED, [self._halted], "{halt}",
+                                      "Active halts (new entries refused) by cause")
+        meter.create_observable_gauge(KILL_SWITCH, [lambda _: [Observation(
+            int(self.state.kill_switch))]], "1", "1 while the kill switch is engaged")
+        meter.create_observable_gauge(UNRESOLVED_TRADES, [lambda _: [Observation(
+            self.state.unresolved)]], "{trade}", "Trades whose outcome is unknown now")
+        meter.create_observable_gauge(EXPOSURE_SHARES, [self._exposure(False)], "{share}",
+                                      "Unhedged shares being worked off now")
+        meter.create_observable_gauge(EXPOSURE_USDC, [self._exposure(True)], "USDC",
+                                      "Unhedged shares at the price their entry leg paid")
+        meter.create_observable_counter(OPPORTUNITIES, [lambda _: [Observation(
+            self.state.opportunities)]], "{opportunity}", "Opportunities detected")
 
     @classmethod
     def from_config(cls, id: str, config: Config, ctx: BuildContext) -> OtlpMetricsSink:
@@ -158,6 +179,23 @@ class OtlpMetricsSink:
         if name in ("gas", "unresolved") and amount < 0:
             return  # counters only grow
         instrument.add(amount, base)
+
+    def engine_state(self, state: EngineState) -> None:
+        """The engine's state now (pushed on every change and once a second)."""
+        self.state = state
+
+    def _halted(self, _options: Any) -> list[Observation]:
+        halts = self.state.halts
+        return [Observation(halts.get(cause, 0), {"pr3dict.halt.cause": cause})
+                for cause in dict.fromkeys([*HALT_CAUSES, *halts])]
+
+    def _exposure(self, value: bool) -> Any:
+        def observe(_options: Any) -> list[Observation]:
+            s = self.state
+            amounts = s.exposure_usdc if value else s.exposure_shares
+            return [Observation(float(amounts.get(v, 0)), {tm.LEG_VENUE: v})
+                    for v in dict.fromkeys([*s.venues, *amounts])]
+        return observe
 
     async def close(self, summary: Mapping[str, Any]) -> None:
         # Export what is left, then stop the reader thread; both may block on the network.

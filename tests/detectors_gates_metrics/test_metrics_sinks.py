@@ -11,6 +11,7 @@ import pytest
 from dgm_helpers import make_trade
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from prometheus_client.parser import text_string_to_metric_families
 
 from pr3dict_core.config import ConfigError, load_pipeline
 from pr3dict_core.metrics import TradeRecord
@@ -40,16 +41,18 @@ def records():
 
 
 def parse(text: str) -> dict[str, float]:
+    """Every sample, keyed ``name{label="value",...}`` (labels sorted), through
+    prometheus_client's own parser: what Prometheus would read."""
     out = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, value = line.rsplit(" ", 1)
-            out[name] = float(value)
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
+            out[s.name + (f"{{{labels}}}" if labels else "")] = s.value
     return out
 
 
 async def test_prometheus_exposition_on_a_loopback_port():
-    sink = PrometheusSink("prom", PrometheusSink.Config(port=0))
+    sink = PrometheusSink("prom", PrometheusSink.Config(port=0), run_id="r1", mode="paper")
     try:
         for r in records():
             sink.record(r)
@@ -59,16 +62,21 @@ async def test_prometheus_exposition_on_a_loopback_port():
     finally:
         await sink.close({})
     values = parse(text)
-    assert values['pr3dict_trades_total{state="committed",strategy="market",kind="test"}'] == 2
+    assert values['pr3dict_trades_total{kind="test",state="committed",strategy="market"}'] == 2
     assert values['pr3dict_gate_rejections_total{gate="heat"}'] == 1
-    assert values['pr3dict_legs_total{venue="a",purpose="unwind",state="filled"}'] == 1
+    assert values['pr3dict_legs_total{purpose="unwind",state="filled",venue="a"}'] == 1
     buckets = [v for k, v in values.items()
                if k.startswith("pr3dict_decision_to_final_seconds_bucket")]
     assert buckets == sorted(buckets) and buckets[-1] == 3  # cumulative, +Inf = count
     assert values['pr3dict_decision_to_final_seconds_count{strategy="market"}'] == 3
-    assert values['pr3dict_ratio{rate="success",strategy="all"}'] == pytest.approx(2 / 3)
+    # Leg skew 0 ms, decision -> final 3 ms: buckets from 10 µs up tell them apart.
+    assert values['pr3dict_leg_skew_seconds_bucket{kind="test",le="1e-05"}'] == 3
+    assert values['pr3dict_decision_to_final_seconds_bucket{le="0.0025",strategy="market"}'] == 0
+    assert values['pr3dict_decision_to_final_seconds_bucket{le="0.005",strategy="market"}'] == 3
     assert values['pr3dict_realised_pnl_usdc{kind="test"}'] == pytest.approx(0.5)
+    assert values['pr3dict_run_info{mode="paper",pipeline="",run_id="r1"}'] == 1
     assert "# TYPE pr3dict_leg_latency_seconds histogram" in text
+    assert not any(k.startswith("pr3dict_ratio") or "_created" in k for k in values)
     with pytest.raises(urllib.error.URLError):  # closed with the run
         urllib.request.urlopen(sink.url, timeout=2)
 
@@ -157,17 +165,17 @@ async def test_a_trade_recorded_again_is_never_counted_twice():
     first, *_ = records()
     unresolved = attrs.evolve(first, state="unresolved")
     resolved = attrs.evolve(first, gas_spent=first.gas_spent + 2)
-    prom = PrometheusSink("prom", PrometheusSink.Config(), serve=False)
+    prom = PrometheusSink("prom", PrometheusSink.Config(), serve=False)  # no textfile
     reader = InMemoryMetricReader()
     otlp = OtlpMetricsSink("otlp", OtlpMetricsSink.Config(), reader=reader)
     for r in (unresolved, resolved, resolved):
         prom.record(r)
         otlp.record(r)
     values = parse(prom.render())
-    assert values['pr3dict_trades_total{state="unresolved",strategy="market",kind="test"}'] == 1
-    assert values['pr3dict_trades_total{state="committed",strategy="market",kind="test"}'] == 1
-    assert values['pr3dict_legs_total{venue="a",purpose="entry",state="filled"}'] == 1
-    assert values["pr3dict_gas_spent_total"] == 2
+    assert values['pr3dict_trades_total{kind="test",state="unresolved",strategy="market"}'] == 1
+    assert values['pr3dict_trades_total{kind="test",state="committed",strategy="market"}'] == 1
+    assert values['pr3dict_legs_total{purpose="entry",state="filled",venue="a"}'] == 1
+    assert values["pr3dict_gas_spent_pol_total"] == 2
     assert values['pr3dict_realised_pnl_usdc{kind="test"}'] == pytest.approx(0.5)
     metrics = {m.name: m for rm in reader.get_metrics_data().resource_metrics
                for sm in rm.scope_metrics for m in sm.metrics}
@@ -178,3 +186,29 @@ async def test_a_trade_recorded_again_is_never_counted_twice():
     assert gas.value == 2
     (final,) = metrics["pr3dict.trade.decision_to_final"].data.data_points
     assert final.count == 1
+
+
+def test_otlp_sink_observes_the_engine_state():
+    from decimal import Decimal
+
+    from pr3dict_core.metrics import EngineState
+
+    reader = InMemoryMetricReader()
+    sink = OtlpMetricsSink("otlp", OtlpMetricsSink.Config(), reader=reader)
+    sink.engine_state(EngineState(venues=("v",), halts={"kill": 1}, kill_switch=True,
+                                  unresolved=2, exposure_shares={"v": Decimal(6)},
+                                  exposure_usdc={"v": Decimal("2.7")}, opportunities=5))
+    metrics = {m.name: m for rm in reader.get_metrics_data().resource_metrics
+               for sm in rm.scope_metrics for m in sm.metrics}
+
+    def points(name):
+        return {tuple(dict(p.attributes).values()): p.value
+                for p in metrics[name].data.data_points}
+
+    assert points("pr3dict.engine.halted")[("kill",)] == 1
+    assert points("pr3dict.engine.halted")[("unresolved",)] == 0
+    assert points("pr3dict.engine.kill_switch") == {(): 1}
+    assert points("pr3dict.engine.unresolved_trades") == {(): 2}
+    assert points("pr3dict.engine.unhedged_exposure") == {("v",): 6}
+    assert points("pr3dict.engine.unhedged_exposure_value") == {("v",): pytest.approx(2.7)}
+    assert points("pr3dict.opportunities") == {(): 5}

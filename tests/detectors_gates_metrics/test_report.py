@@ -31,7 +31,7 @@ def test_report_of_a_cross_venue_run(run_pr3dict, tmp_path):
     assert len(svgs) >= 5
     for svg in svgs:
         ET.fromstring(svg)  # well-formed
-    for title in ("Cumulative PnL", "Trade latency", "Entry leg submitted -&gt; final",
+    for title in ("Cumulative PnL", "Trade latency", "Entry leg latency: submitted -&gt; final",
                   "fill rate by strategy, arbitrage kind and venue"):
         assert title in html
     assert "<polyline" in html and "<rect" in html
