@@ -290,7 +290,8 @@ def net_exposure(positions: Mapping[str, Decimal], pairs: Sequence[tuple[str, st
 
 # Why the engine refuses new entries (``Engine.halts`` keys): every cause a sink shows, so an
 # alert on one reads 0, not "no data", while trading.
-HALT_CAUSES = ("unresolved", "exposure", "break", "kill", "auth", "journal", "recovery", "gate")
+HALT_CAUSES = ("unresolved", "exposure", "break", "kill", "auth", "journal", "recovery", "gate",
+               "lease")
 
 
 @frozen

@@ -184,16 +184,24 @@ _QMARK = re.compile(r"\?")
 class _PgTx:
     dialect = POSTGRES
 
-    def __init__(self, conn: Any, sql_for: Callable[[str], str]):
+    def __init__(self, conn: Any, pipeline: Any, sql_for: Callable[[str], str]):
         self.conn = conn
+        self.pipeline = pipeline
         self.sql_for = sql_for
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         cur = self.conn.execute(self.sql_for(sql), params)
-        return cur.fetchall() if cur.description is not None else []
+        if _RETURNS_ROWS.match(sql) or " RETURNING " in sql:
+            return cur.fetchall()  # waits for this reply (and those before it)
+        return []  # pipelined: an error surfaces at the next read or at COMMIT
 
     def rowcount(self, sql: str, params: Sequence[Any] = ()) -> int:
-        return int(self.conn.execute(self.sql_for(sql), params).rowcount)
+        cur = self.conn.execute(self.sql_for(sql), params)
+        self.pipeline.sync()
+        return int(cur.rowcount)
+
+
+_RETURNS_ROWS = re.compile(r"\s*(SELECT|WITH)\b", re.IGNORECASE)
 
 
 class PostgresStore:
@@ -223,21 +231,13 @@ class PostgresStore:
         return out
 
     def transaction(self, fn: Callable[[Tx], T], *, durable: bool) -> T:
+        """Pipelined: statements go out without waiting for each reply (a result that is
+        read waits for it), so a batch of writes and its COMMIT is about one round trip."""
         conn = self.conn
-        with conn.transaction():
+        with conn.pipeline() as pipeline, conn.transaction():
             if not durable:  # this transaction only: crash-safe in the server, not fsynced
                 conn.execute("SET LOCAL synchronous_commit TO OFF")
-            return fn(_PgTx(conn, self._sql_for))
-
-    def batch(self, statements: Sequence[tuple[str, tuple[Any, ...]]], *,
-              durable: bool) -> None:
-        """Statements without results, pipelined: one round trip for the transaction."""
-        conn = self.conn
-        with conn.pipeline(), conn.transaction():
-            if not durable:
-                conn.execute("SET LOCAL synchronous_commit TO OFF")
-            for sql, params in statements:
-                conn.execute(self._sql_for(sql), params)
+            return fn(_PgTx(conn, pipeline, self._sql_for))
 
     def close(self) -> None:
         self.conn.close()
