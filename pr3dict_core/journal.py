@@ -239,14 +239,24 @@ class Journal:
     def _run(self, fn: Callable[[Tx], T], *, durable: bool = True) -> T:
         """Run ``fn`` in one transaction on the worker, after everything queued; wait."""
         self._send(durable=False)
-        return self._pool.submit(self.store.transaction, fn, durable=durable).result()
+        try:
+            return self._pool.submit(self.store.transaction, fn, durable=durable).result()
+        except (JournalError, _Refused):
+            raise
+        except Exception as exc:  # the database's own error, named as the journal's
+            raise JournalError(f"journal {self.where}: {_first_line(exc)}") from exc
 
     async def _call(self, fn: Callable[[Tx], T], *, durable: bool = True) -> T:
         """``_run`` without blocking the event loop."""
         self._raise_error()
         self._send(durable=False)
-        return await asyncio.wrap_future(
-            self._pool.submit(self.store.transaction, fn, durable=durable))
+        try:
+            return await asyncio.wrap_future(
+                self._pool.submit(self.store.transaction, fn, durable=durable))
+        except (JournalError, _Refused):
+            raise
+        except Exception as exc:
+            raise JournalError(f"journal {self.where}: {_first_line(exc)}") from exc
 
     def _send(self, *, durable: bool) -> Future[None] | None:
         """Hand what is queued to the worker as one transaction (not waiting for it). When
@@ -836,6 +846,10 @@ _HALTS = ("CREATE TABLE halts (engine_id TEXT NOT NULL DEFAULT '', cause TEXT NO
           "subject TEXT NOT NULL, reason TEXT NOT NULL, run_id TEXT NOT NULL, "
           "created_at {real} NOT NULL, lifted_at {real}, "
           "PRIMARY KEY (engine_id, cause, subject))")
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def _apply(tx: Tx, items: Sequence[Item]) -> None:

@@ -54,7 +54,7 @@ from .config import (
 )
 from .defaults import SecretNotFound
 from .execution import TradeExecutor
-from .journal import Journal
+from .journal import Journal, JournalError
 from .metrics import EngineState, RunStatistics, RunSummary, TradeRecord
 from .model import (
     ZERO,
@@ -395,8 +395,12 @@ class Engine:
         if self.journal is not None:
             try:  # a clean stop: what is left open may be adopted by another engine at once
                 self.journal.retire_engine()
-            finally:
+            except Exception as exc:  # the lease then lapses by itself
+                errors.append(exc)
+            try:
                 self.journal.close()
+            except Exception as exc:
+                errors.append(exc)
             self.journal = None
         if self.pm is not None and self.config is not None:
             code = exit_code if exit_code is not None else (
@@ -604,6 +608,10 @@ class Engine:
                     decision = gate.evaluate(trade)
                     if inspect.isawaitable(decision):
                         decision = await decision
+                except JournalError as exc:  # a shared book out of reach: stop entries
+                    span.record_exception(exc)
+                    self._journal_failed(exc)
+                    decision = GateDecision.reject(f"gate {gate.id}: {exc}")
                 except Exception as exc:  # a broken gate blocks: fail closed
                     span.record_exception(exc)
                     span.set_status(Status(StatusCode.ERROR, str(exc)))
@@ -673,6 +681,9 @@ class Engine:
             if not held:
                 self._leased.add(trade.id)
             return held
+        except JournalError as exc:
+            self._journal_failed(exc)
+            return f"cannot lease its instruments: {exc}"
         except Exception as exc:
             return f"cannot lease its instruments: {type(exc).__name__}: {exc}"
 

@@ -12,6 +12,7 @@ import glob
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -54,21 +55,22 @@ class Postgres:
         if os.geteuid() == 0:
             shutil.chown(self.root, "postgres", "postgres")
             shutil.chown(pwfile, "postgres", "postgres")
-        done = subprocess.run(self._as_server_user([
-            _binary("initdb"), "-D", str(self.data), "-U", USER, f"--pwfile={pwfile}",
-            "--auth-host=scram-sha-256", "--auth-local=trust", "-E", "UTF8",
-            "--no-instructions"]), check=False, capture_output=True, text=True)
-        if done.returncode:
-            raise RuntimeError(f"initdb failed: {done.stdout}{done.stderr}")
+        if not self.data.exists():  # a restart keeps the data directory
+            done = subprocess.run(self._as_server_user([
+                _binary("initdb"), "-D", str(self.data), "-U", USER, f"--pwfile={pwfile}",
+                "--auth-host=scram-sha-256", "--auth-local=trust", "-E", "UTF8",
+                "--no-instructions"]), check=False, capture_output=True, text=True, cwd=self.root)
+            if done.returncode:
+                raise RuntimeError(f"initdb failed: {done.stdout}{done.stderr}")
         log = self.root / "server.log"
-        out = open(log, "wb")
+        out = open(log, "ab")
         if os.geteuid() == 0:
             shutil.chown(log, "postgres", "postgres")
         self.process = subprocess.Popen(self._as_server_user([
             _binary("postgres"), "-D", str(self.data), "-p", str(self.port),
             "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.root}",
             "-c", "max_connections=60", "-c", "shared_buffers=32MB"]),
-            stdout=out, stderr=subprocess.STDOUT)
+            stdout=out, stderr=subprocess.STDOUT, cwd=self.root)
         deadline = time.monotonic() + 60  # readiness: the server accepts a connection
         while True:
             try:
@@ -91,16 +93,32 @@ class Postgres:
             conn.execute(f"CREATE DATABASE {name}")
         return name
 
+    def _signal(self, sig: int) -> None:
+        """Signal the postmaster itself (as root it runs under runuser)."""
+        pid = int((self.data / "postmaster.pid").read_text().split()[0])
+        os.kill(pid, sig)
+
+    def crash(self) -> None:
+        """An immediate shutdown (SIGQUIT): backends die at once, no checkpoint; the next
+        start runs crash recovery, as after a power cut."""
+        self._stop(signal.SIGQUIT)
+
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()  # SIGTERM: smart shutdown
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+        """A fast shutdown (SIGINT): clients are disconnected, a checkpoint is written."""
+        self._stop(signal.SIGINT)
 
-
+    def _stop(self, sig: int) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        try:
+            self._signal(sig)
+        except (FileNotFoundError, ProcessLookupError, ValueError):
+            self.process.terminate()
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(10)
 
 
 def open_root(root: Path) -> None:

@@ -320,3 +320,55 @@ def test_a_bad_postgresql_journal_is_a_clear_error(tmp_path, postgres):
     assert "wrong-secret" not in bad.stderr + bad.stdout and "Traceback" not in bad.stderr
     with pytest.raises(StoreError, match="cannot connect"):
         Journal(f"postgresql://{'pr3dict'}@127.0.0.1:1/x", password="x")
+
+
+def test_the_database_dying_mid_run_stops_the_run_and_a_restart_recovers(tmp_path):
+    """PostgreSQL crashes (immediate shutdown) under a running engine: no order goes out
+    without a durable intent, the run ends non-zero with the journal named (no traceback,
+    no hang); once the database is back, the next run recovers and trades."""
+    from pgserver import Postgres, open_root
+
+    open_root(tmp_path)
+    pg = Postgres(tmp_path / "pg")
+    pg.start()
+    try:
+        url = pg.url(pg.create_database())
+        path = pipeline(tmp_path, url, name="db-dies")
+        env = {**__import__("os").environ, "PR3DICT_TEST_PG_PASSWORD": pg.password}
+        run = subprocess.Popen([str(PR3DICT), "run", str(path), "--cycles", "100000000",
+                                "--duration", "120", "--quiet"], cwd=tmp_path, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+        def trades() -> int:
+            with psycopg.connect(url, password=pg.password) as conn:
+                if conn.execute("SELECT to_regclass('trades')").fetchone()[0] is None:
+                    return 0
+                return conn.execute("SELECT count(*) FROM trades WHERE state = 'committed'"
+                                    ).fetchone()[0]
+
+        while trades() < 5:  # readiness: the engine trades
+            assert run.poll() is None, run.stderr.read()
+        pg.crash()
+        try:
+            _, err = run.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            import os
+            if os.environ.get("PR3DICT_DEBUG_SPY"):
+                print(subprocess.run([os.environ["PR3DICT_DEBUG_SPY"], "dump", "--pid",
+                                      str(run.pid)], capture_output=True, text=True).stdout)
+            run.kill()
+            raise
+        assert run.returncode == 1, err[-2000:]
+        assert "journal" in err and "Traceback" not in err
+        pg.start()  # crash recovery in the server; the journal is as last committed
+        again = subprocess.run([str(PR3DICT), "run", str(path), "--cycles", "20", "--quiet"],
+                               cwd=tmp_path, env=env, capture_output=True, text=True,
+                               timeout=120)
+        assert again.returncode == 0, again.stderr[-2000:]
+        with psycopg.connect(url, password=pg.password) as conn:
+            open_now = conn.execute("SELECT count(*) FROM trades WHERE state NOT IN "
+                                    "('committed', 'rolled_back', 'rejected')").fetchone()[0]
+            runs = conn.execute("SELECT count(DISTINCT run_id) FROM trades").fetchone()[0]
+        assert open_now == 0 and runs == 2
+    finally:
+        pg.stop()
