@@ -9,11 +9,14 @@ from ``BuildContext.capital_book``.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Protocol
 
 from .model import ZERO
+
+log = logging.getLogger("pr3dict.capital")
 
 if TYPE_CHECKING:
     from .journal import Journal
@@ -91,6 +94,9 @@ class JournalBook:
         """Open (or create) the book in the journal; before the engine starts."""
         self._journal = journal
         self.previous_bankroll = journal.open_book(self.name, self.bankroll)
+        if self.previous_bankroll is not None:  # every engine sharing it should say the same
+            log.warning("capital book %r: bankroll %s (was %s in the journal)", self.name,
+                        self.bankroll, self.previous_bankroll)
         self._available = self.bankroll - journal.book(self.name)[1]  # type: ignore[index]
 
     @property
