@@ -68,10 +68,15 @@ def write_recording(path: Path, messages: int, n_markets: int, seed: int = 7) ->
     fair_p = [rng.randint(20, 80) for _ in range(n_markets)]  # cents
     fair_k = list(fair_p)
 
+    # Polymarket books as the recording leaves them (cents -> size): a price_change carries
+    # the venue's best bid and ask after it, as the real feed does.
+    levels: dict[str, tuple[dict[int, int], dict[int, int]]] = {}
+
     def poly_book(i: int) -> list[dict]:
         f = fair_p[i]
         out = []
         for token, c in ((poly[i].yes, f), (poly[i].no, 100 - f)):
+            levels[token] = ({c - k: 100 for k in (3, 2, 1)}, {c + k: 100 for k in (3, 2, 1)})
             out.append({"event_type": "book", "asset_id": token, "market": poly[i].market_id,
                         "bids": [{"price": f"0.{c - k:02d}", "size": "100"} for k in (3, 2, 1)],
                         "asks": [{"price": f"0.{c + k:02d}", "size": "100"} for k in (3, 2, 1)]})
@@ -102,12 +107,16 @@ def write_recording(path: Path, messages: int, n_markets: int, seed: int = 7) ->
                 c = f if yes else 100 - f
                 side = rng.choice(("BUY", "SELL"))
                 price = c - rng.randint(1, 3) if side == "BUY" else c + rng.randint(1, 3)
+                token = poly[i].yes if yes else poly[i].no
+                size = rng.randint(20, 200)
+                bids, asks = levels[token]
+                (bids if side == "BUY" else asks)[price] = size
                 raw = json.dumps({"event_type": "price_change", "market": poly[i].market_id,
                                   "price_changes": [{
-                                      "asset_id": poly[i].yes if yes else poly[i].no,
-                                      "price": f"0.{price:02d}", "side": side,
-                                      "size": str(rng.randint(20, 200)), "hash": "",
-                                      "best_bid": "0", "best_ask": "1"}],
+                                      "asset_id": token, "price": f"0.{price:02d}",
+                                      "side": side, "size": str(size), "hash": "",
+                                      "best_bid": f"0.{max(bids):02d}",
+                                      "best_ask": f"0.{min(asks):02d}"}],
                                   "timestamp": str(t[0] // 1_000_000)})
             records.append({"k": "ws", "t": t[0], "v": "poly", "raw": raw})
         else:
