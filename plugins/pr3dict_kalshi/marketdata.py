@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
-from pr3dict_core.model import ONE, Market
+from pr3dict_core.model import ONE, ZERO, Market
 from pr3dict_venuekit.books import LocalBook
 
 from . import protocol as kp
@@ -51,8 +51,10 @@ def apply_delta(books: Mapping[str, LocalBook], market: Market | None, side: str
     if market is None:
         return
     bid_book, ask_book = (market.yes, market.no) if side == "yes" else (market.no, market.yes)
-    books[bid_book].add_level(True, price, delta)
-    books[ask_book].add_level(False, ONE - price, delta)
+    bids, asks = books[bid_book], books[ask_book]
+    size = bids.bids.get(price, ZERO) + delta  # the same size on both books
+    bids.set_level(True, price, size)
+    asks.set_level(False, ONE - price, size)
     changed(market.yes)
     changed(market.no)
 

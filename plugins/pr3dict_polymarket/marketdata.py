@@ -64,19 +64,19 @@ def apply_market_message(books: Mapping[str, LocalBook], text: str, changed: Cha
         kind = event.get("event_type")
         if kind == "book":
             apply_book(books, event, changed, rules)
-        elif kind == "price_change":
-            best: dict[str, tuple[Decimal | None, Decimal | None]] = {}
-            for change in event.get("price_changes", []):
+        elif kind == "price_change":  # the most frequent message: kept lean
+            best: dict[str, tuple[Any, Any]] = {}
+            for change in event.get("price_changes", ()):
                 token = str(change["asset_id"])
                 local = books.get(token)
                 if local is None:
                     continue
                 local.set_level(change["side"] == "BUY", Decimal(change["price"]),
                                 Decimal(change["size"]))
-                best[token] = (_opt_dec(change.get("best_bid")),
-                               _opt_dec(change.get("best_ask")))
+                best[token] = (change.get("best_bid"), change.get("best_ask"))
                 changed(token)
             for token, (bid, ask) in best.items():
+                bid, ask = _opt_dec(bid), _opt_dec(ask)
                 if books[token].trim(bid, ask):
                     log.info("venue %s: dropped stale levels of %s beyond %s/%s", venue_id,
                              token, bid, ask)

@@ -49,6 +49,8 @@ class Decoder:
         self.gaps = 0
         # Kalshi deltas after a gap are skipped until the market's next snapshot.
         self._resync: set[str] = set()
+        # the venue's websocket parser, chosen once (``apply_ws`` runs per message)
+        self._apply_ws = self._polymarket_ws if venue_type == "polymarket" else self._kalshi_ws
 
     def set_markets(self, record: Mapping[str, Any]) -> None:
         markets = [Market(venue=self.venue_id, **m) for m in record["markets"]]
@@ -65,20 +67,23 @@ class Decoder:
 
     def apply_ws(self, raw: str) -> None:
         """One websocket message (the most frequent record)."""
-        if self.venue_type == "polymarket":
-            pmd.apply_market_message(self.books, raw, self.changed, self.venue_id)
-        else:
-            msg = orjson.loads(raw)
-            kind = msg.get("type")
-            if kind == "orderbook_delta" or kind == "orderbook_snapshot":
-                body = msg.get("msg") or {}
-                if self._resync:
-                    ticker = body.get("market_ticker")
-                    if kind == "orderbook_snapshot":
-                        self._resync.discard(ticker)
-                    elif ticker in self._resync:
-                        return
-                kmd.apply_book_message(self.books, self.tickers, kind, body, self.changed)
+        self._apply_ws(raw)
+
+    def _polymarket_ws(self, raw: str) -> None:
+        pmd.apply_market_message(self.books, raw, self.changed, self.venue_id)
+
+    def _kalshi_ws(self, raw: str) -> None:
+        msg = orjson.loads(raw)
+        kind = msg.get("type")
+        if kind == "orderbook_delta" or kind == "orderbook_snapshot":
+            body = msg.get("msg") or {}
+            if self._resync:
+                ticker = body.get("market_ticker")
+                if kind == "orderbook_snapshot":
+                    self._resync.discard(ticker)
+                elif ticker in self._resync:
+                    return
+            kmd.apply_book_message(self.books, self.tickers, kind, body, self.changed)
 
     def apply(self, record: Mapping[str, Any]) -> None:
         kind = record["k"]

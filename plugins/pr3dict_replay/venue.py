@@ -200,17 +200,21 @@ class Player:
                 await self._pace(r["t"])
             end = r["t"] + self.batch_ns
             self._next = None
-            records, venues, now, n = self._records, self.venues, self.now_ns, 0
+            records, now, n = self._records, self.now_ns, 0
+            venues = self.venues
+            ws = {vid: v.decoder._apply_ws for vid, v in venues.items()}
             while True:  # the hot loop of a replay: no call it can do without
                 t = r["t"]
                 if t > now:
                     now = self.now_ns = t
                 n += 1
-                venue = venues.get(r.get("v", ""))
-                if venue is not None:
-                    if r["k"] == "ws":
-                        venue.decoder.apply_ws(r["raw"])
-                    else:
+                if r["k"] == "ws":
+                    apply_ws = ws.get(r["v"])
+                    if apply_ws is not None:
+                        apply_ws(r["raw"])
+                else:
+                    venue = venues.get(r.get("v", ""))
+                    if venue is not None:
                         venue.apply(r)
                 r = next(records, None)
                 if r is None:

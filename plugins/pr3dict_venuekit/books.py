@@ -6,7 +6,22 @@ import time
 from bisect import bisect_left
 from decimal import Decimal
 
-from pr3dict_core.model import ZERO, Book, Level
+from pr3dict_core.model import ONE, ZERO, Book, Level
+
+_new = object.__new__
+_set = object.__setattr__
+
+
+def _level(price: Decimal, size: Decimal) -> Level:
+    """``Level(price, size)`` for a Decimal price in [0, 1] and a positive Decimal size (as
+    every caller here has), without attrs' four per-field calls: one level is built per
+    book change. Anything else goes through ``Level`` itself, which converts or refuses."""
+    if type(price) is not Decimal or type(size) is not Decimal or not ZERO <= price <= ONE:
+        return Level(price, size)
+    level = _new(Level)
+    _set(level, "price", price)
+    _set(level, "size", size)
+    return level
 
 
 class LocalBook:
@@ -34,8 +49,8 @@ class LocalBook:
         b = {p: s for p, s in bids if s > ZERO}
         a = {p: s for p, s in asks if s > ZERO}
         bid_prices, ask_prices = sorted(b, reverse=True), sorted(a)
-        sides = [tuple(Level(p, a[p]) for p in ask_prices),
-                 tuple(Level(p, b[p]) for p in bid_prices)]
+        sides = [tuple(_level(p, a[p]) for p in ask_prices),
+                 tuple(_level(p, b[p]) for p in bid_prices)]
         self.bids, self.asks, self._sides = b, a, sides
         self._keys = [ask_prices, [-p for p in bid_prices]]
         self.seq += 1
@@ -47,20 +62,20 @@ class LocalBook:
         key = -price if bid else price
         i = bisect_left(keys, key)
         present = i < len(keys) and keys[i] == key
-        levels = self._sides[bid]
-        side = self.bids if bid else self.asks
+        sides = self._sides
+        levels = sides[bid]
         if size > ZERO:
-            level = Level(price, size)
+            level = _level(price, size)
             if present:
-                self._sides[bid] = (*levels[:i], level, *levels[i + 1:])
+                sides[bid] = (*levels[:i], level, *levels[i + 1:])
             else:
                 keys.insert(i, key)
-                self._sides[bid] = (*levels[:i], level, *levels[i:])
-            side[price] = size
+                sides[bid] = (*levels[:i], level, *levels[i:])
+            (self.bids if bid else self.asks)[price] = size
         elif present:
             del keys[i]
-            self._sides[bid] = levels[:i] + levels[i + 1:]
-            del side[price]
+            sides[bid] = levels[:i] + levels[i + 1:]
+            del (self.bids if bid else self.asks)[price]
         self.seq += 1
         self._book = None
 
@@ -71,23 +86,26 @@ class LocalBook:
     def trim(self, best_bid: Decimal | None, best_ask: Decimal | None) -> bool:
         """Drop levels better than the venue's own best bid / best ask (stale levels a lost
         or reordered delta left behind, which would cross the book). True if any went."""
-        dropped = False
-        for bid, best in ((True, best_bid), (False, best_ask)):
-            if best is None:
-                continue
-            keys = self._keys[bid]
-            n = bisect_left(keys, -best if bid else best)  # the levels better than best
-            if n:
-                side = self.bids if bid else self.asks
-                for level in self._sides[bid][:n]:
-                    del side[level.price]
-                del keys[:n]
-                self._sides[bid] = self._sides[bid][n:]
-                dropped = True
-        if dropped:
-            self.seq += 1
-            self._book = None
-        return dropped
+        bid_keys, ask_keys = self._keys[True], self._keys[False]
+        stale_bids = best_bid is not None and bid_keys and bid_keys[0] < -best_bid
+        stale_asks = best_ask is not None and ask_keys and ask_keys[0] < best_ask
+        if not (stale_bids or stale_asks):  # the usual case: two comparisons
+            return False
+        if stale_bids:
+            self._drop(True, bisect_left(bid_keys, -best_bid))  # type: ignore[operator]
+        if stale_asks:
+            self._drop(False, bisect_left(ask_keys, best_ask))
+        self.seq += 1
+        self._book = None
+        return True
+
+    def _drop(self, bid: bool, n: int) -> None:
+        """Remove the side's best ``n`` levels."""
+        side = self.bids if bid else self.asks
+        for level in self._sides[bid][:n]:
+            del side[level.price]
+        del self._keys[bid][:n]
+        self._sides[bid] = self._sides[bid][n:]
 
     def book(self) -> Book:
         if self._book is None:
