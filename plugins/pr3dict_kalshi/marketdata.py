@@ -72,6 +72,19 @@ def apply_book_message(books: Mapping[str, LocalBook], tickers: Mapping[str, Mar
                     Decimal(body["price_dollars"]), Decimal(body["delta_fp"]), changed)
 
 
+def trade(market: Market | None, body: Mapping[str, Any]
+          ) -> list[tuple[str, bool, Decimal, Decimal]]:
+    """A public ``trade`` message body -> (instrument, maker side is the bid?, price, count)
+    for both books: a taker buying YES at p traded against YES asks at p, which are the NO
+    bids at 1 - p (and the other way round)."""
+    if market is None:
+        return []
+    yes_price, count = Decimal(body["yes_price_dollars"]), Decimal(body["count_fp"])
+    if body["taker_side"] == "yes":
+        return [(market.yes, False, yes_price, count), (market.no, True, ONE - yes_price, count)]
+    return [(market.no, False, ONE - yes_price, count), (market.yes, True, yes_price, count)]
+
+
 GetJson = Callable[..., Awaitable[Any]]  # (path, params=None) -> parsed JSON
 
 

@@ -20,6 +20,8 @@ from . import protocol as pm
 log = logging.getLogger("pr3dict.venues.polymarket")
 
 Changed = Callable[[str], None]  # told the instrument whose book changed
+# told a recorded trade: (token, maker side is the bid?, price, size)
+Traded = Callable[[str, bool, Decimal, Decimal], None]
 # told a token's tick size and minimum order size when a message carries them
 Rules = Callable[[str, Any, Any], None]
 
@@ -56,10 +58,12 @@ def events(text: str) -> Iterable[Mapping[str, Any]]:
 
 
 def apply_market_message(books: Mapping[str, LocalBook], text: str, changed: Changed,
-                         venue_id: str = "", rules: Rules | None = None) -> None:
+                         venue_id: str = "", rules: Rules | None = None,
+                         traded: Traded | None = None) -> None:
     """One market-websocket message: ``book`` snapshots, ``price_change`` levels (levels
-    beyond the venue's best bid/ask after the event are stale and dropped), and
-    ``tick_size_change``."""
+    beyond the venue's best bid/ask after the event are stale and dropped),
+    ``tick_size_change``, and ``last_trade_price`` (told to ``traded``: its ``side`` is the
+    taker's, so a BUY traded against the asks)."""
     for event in events(text):
         kind = event.get("event_type")
         if kind == "book":
@@ -80,6 +84,12 @@ def apply_market_message(books: Mapping[str, LocalBook], text: str, changed: Cha
                 if books[token].trim(bid, ask):
                     log.info("venue %s: dropped stale levels of %s beyond %s/%s", venue_id,
                              token, bid, ask)
+        elif kind == "last_trade_price":
+            if traded is not None and event.get("asset_id") is not None:
+                token = str(event["asset_id"])
+                if token in books:
+                    traded(token, event.get("side") == "SELL", Decimal(event["price"]),
+                           Decimal(event["size"]))
         elif kind == "tick_size_change":
             if rules is not None:
                 rules(str(event["asset_id"]), event.get("new_tick_size"), None)

@@ -34,12 +34,14 @@ def market_json(m: Market) -> dict[str, str]:
 class Decoder:
     """Books of one venue, fed records; ``changed(instrument)`` is told of every change."""
 
-    def __init__(self, venue_id: str, venue_type: str, changed: Callable[[str], None]):
+    def __init__(self, venue_id: str, venue_type: str, changed: Callable[[str], None],
+                 traded: pmd.Traded | None = None):
         if venue_type not in VENUE_TYPES:
             raise RecordingError(f"venue {venue_id}: cannot decode a {venue_type!r} venue")
         self.venue_id = venue_id
         self.venue_type = venue_type
         self.changed = changed
+        self.traded = traded  # told every recorded trade (resting orders queue on them)
         self.markets: list[Market] = []
         self.books: dict[str, LocalBook] = {}
         self.tickers: dict[str, Market] = {}
@@ -70,7 +72,8 @@ class Decoder:
         self._apply_ws(raw)
 
     def _polymarket_ws(self, raw: str) -> None:
-        pmd.apply_market_message(self.books, raw, self.changed, self.venue_id)
+        pmd.apply_market_message(self.books, raw, self.changed, self.venue_id,
+                                 traded=self.traded)
 
     def _kalshi_ws(self, raw: str) -> None:
         msg = orjson.loads(raw)
@@ -84,6 +87,10 @@ class Decoder:
                 elif ticker in self._resync:
                     return
             kmd.apply_book_message(self.books, self.tickers, kind, body, self.changed)
+        elif kind == "trade" and self.traded is not None:
+            body = msg.get("msg") or {}
+            for trade in kmd.trade(self.tickers.get(body.get("market_ticker")), body):
+                self.traded(*trade)
 
     def apply(self, record: Mapping[str, Any]) -> None:
         kind = record["k"]

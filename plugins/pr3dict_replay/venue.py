@@ -18,6 +18,7 @@ from attrs import frozen
 from pr3dict_core.components import BuildContext
 from pr3dict_core.config import ConfigError, ConfigProblem
 from pr3dict_core.model import Book, Market, OrderAck, OrderRequest, Pr3dictError
+from pr3dict_venuekit.orders import OrderRecord
 
 from .decode import Decoder
 from .feeds import Feed
@@ -34,7 +35,7 @@ class SimulatedVenue:
     def __init__(self, id: str, venue_type: str, clock: Callable[[], float] = time.time):
         self.id = id
         self.venue_type = venue_type
-        self.decoder = Decoder(id, venue_type, self._changed_cb)
+        self.decoder = Decoder(id, venue_type, self._changed_cb, self._traded_cb)
         self._by_instrument: dict[str, Market] = {}
         self.fills = FillSimulator(id, self.decoder.books, self._by_instrument.get,
                                    self.decoder.fee, self.decoder.twin, clock)
@@ -47,7 +48,15 @@ class SimulatedVenue:
         self._changed.add(instrument)
         if not self.fills.resting:
             return
-        for rec in self.fills.on_book(instrument):
+        self._tell(self.fills.on_book(instrument))
+
+    def _traded_cb(self, instrument: str, maker_bid: bool, price: Decimal,
+                   size: Decimal) -> None:
+        if self.fills.resting:
+            self._tell(self.fills.on_trade(instrument, maker_bid, price, size))
+
+    def _tell(self, records: list[OrderRecord]) -> None:
+        for rec in records:
             ack = rec.ack()
             for callback in self._subscribers:
                 callback(ack)
