@@ -25,6 +25,16 @@ from .feeds import Feed
 from .fills import FillSimulator
 from .format import RecordingError, read_recording
 
+# The order latency a simulated venue assumes when its table sets none: an order meets the
+# books received about one round trip after those it was decided on (docs/replay.md#latency).
+# Polymarket: ~88 ms measured from US-East (the far venue of a host near Kalshi); Kalshi
+# publishes none and none was measured: 20 ms, the top of the near-venue estimate.
+DEFAULT_LATENCY_MS = {"polymarket": 90.0, "kalshi": 20.0}
+
+
+def order_latency_ms(venue_type: str, configured: float | None) -> float:
+    return DEFAULT_LATENCY_MS[venue_type] if configured is None else configured
+
 
 class SimulatedVenue:
     """Books from a ``Decoder``, orders through a ``FillSimulator``: the part replay and
@@ -272,7 +282,9 @@ class ReplayVenue(SimulatedVenue):
         recording: str
         # The recorded venue id to play; default: this venue's id.
         source: str | None = None
-        latency_ms: float = attrs.field(default=0.0, validator=attrs.validators.ge(0))
+        # Order latency in recorded time; default: the venue type's (DEFAULT_LATENCY_MS).
+        latency_ms: float | None = attrs.field(
+            default=None, validator=attrs.validators.optional(attrs.validators.ge(0)))
         # Extra latency drawn uniformly in [0, jitter_ms] per order from ``seed``.
         jitter_ms: float = attrs.field(default=0.0, validator=attrs.validators.ge(0))
         speed: Any = attrs.field(default="max", validator=_check_speed)
@@ -280,11 +292,10 @@ class ReplayVenue(SimulatedVenue):
         # Records received within this many ms of a cycle's first are one cycle's books.
         batch_ms: float = attrs.field(default=1.0, validator=attrs.validators.ge(0))
 
-    def __init__(self, id: str, player: Player, *, source: str, latency_ms: float,
+    def __init__(self, id: str, player: Player, *, source: str, latency_ms: float | None = None,
                  jitter_ms: float = 0.0, seed: int = 0):
         self.player = player
         self.source = source
-        self.latency_ns = int(latency_ms * 1e6)
         self.jitter_ns = int(jitter_ms * 1e6)
         self.rng = random.Random(seed)
         self._generation = 0
@@ -298,6 +309,7 @@ class ReplayVenue(SimulatedVenue):
                 str(player.path), "", f"has no venue {source!r} for venue {id} (it has "
                 f"{', '.join(sorted(player.markets)) or 'none'}); set `source`")])
         super().__init__(id, rec["venue_type"], clock=lambda: player.now_ns / 1e9)
+        self.latency_ns = int(order_latency_ms(self.venue_type, latency_ms) * 1e6)
         if source in player.venues:
             raise Pr3dictError(f"venue {id}: recorded venue {source!r} is replayed twice")
         player.venues[source] = self
@@ -356,11 +368,14 @@ class ShadowVenue(SimulatedVenue):
     type: ClassVar[str] = "shadow"  # never built from a table: see ``for_connector``
 
     def __init__(self, id: str, venue_type: str, options: Any, *, base_dir: Path | None,
-                 latency_ms: float = 50.0, snapshot_s: float = 60.0, poll_s: float = 0.5):
+                 latency_ms: float | None = None, snapshot_s: float = 60.0,
+                 poll_s: float = 0.5):
         super().__init__(id, venue_type)
         self.feed = Feed(id, venue_type, options, self._record, snapshot_s=snapshot_s,
                          poll_s=poll_s, base_dir=base_dir)
-        self.latency_s = latency_ms / 1000
+        if latency_ms is None:  # the venue table's ``latency_ms``, else the type's default
+            latency_ms = getattr(options, "latency_ms", None)
+        self.latency_s = order_latency_ms(venue_type, latency_ms) / 1000
         self.poll_wait_s = getattr(options, "poll_wait_ms", 100) / 1000
         self._event = asyncio.Event()
 
