@@ -118,7 +118,7 @@ def write_recording(path: Path, messages: int, n_markets: int, seed: int = 7) ->
                                       "best_bid": f"0.{max(bids):02d}",
                                       "best_ask": f"0.{min(asks):02d}"}],
                                   "timestamp": str(t[0] // 1_000_000)})
-            records.append({"k": "ws", "t": t[0], "v": "poly", "raw": raw})
+            records.append((t[0], "poly", raw))
         else:
             seq += 1
             if rng.random() < 0.02:  # Kalshi mostly follows Polymarket: windows are rare
@@ -134,14 +134,14 @@ def write_recording(path: Path, messages: int, n_markets: int, seed: int = 7) ->
                     "market_ticker": kalshi[i].market_id,
                     "price_dollars": f"0.{f - rng.randint(1, 3):02d}00",
                     "delta_fp": f"{rng.choice((-10, 10, 20))}.00", "side": side}})
-            records.append({"k": "ws", "t": t[0], "v": "kalshi", "raw": raw})
+            records.append((t[0], "kalshi", raw))
     cpu0 = time.process_time()
     before = writer.compressed_bytes
-    for r in records:
-        writer.write(r)
+    for t_ns, venue, raw in records:  # what the recorder does per received message
+        writer.write({"k": "ws", "t": t_ns, "v": venue, "raw": raw})
     writer.close()
     cpu = time.process_time() - cpu0
-    raw_bytes = sum(len(r["raw"]) for r in records)
+    raw_bytes = sum(len(raw) for _, _, raw in records)
     return {"cpu_us": cpu / len(records) * 1e6,
             "bytes": (writer.compressed_bytes - before) / len(records),
             "raw_bytes": raw_bytes / len(records)}

@@ -10,7 +10,6 @@ reader given the first part plays the whole chain.
 from __future__ import annotations
 
 import io
-import json
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -85,7 +84,7 @@ class RecordingWriter:
                     "part": self.part, **self.header})
 
     def _line(self, record: dict[str, Any]) -> None:
-        data = json.dumps(record, separators=(",", ":")).encode() + b"\n"
+        data = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)  # compact UTF-8 JSON
         self._stream.write(data)
         self.records += 1
         self.raw_bytes += len(data)

@@ -41,7 +41,7 @@ class LocalBook:
         self.seq = 0
         self._book: Book | None = None
         # [asks, bids], best first; _keys holds their sort keys (ask price, -bid price)
-        self._sides: list[tuple[Level, ...]] = [(), ()]
+        self._sides: list[list[Level]] = [[], []]
         self._keys: list[list[Decimal]] = [[], []]
 
     def snapshot(self, bids: list[tuple[Decimal, Decimal]],
@@ -49,8 +49,7 @@ class LocalBook:
         b = {p: s for p, s in bids if s > ZERO}
         a = {p: s for p, s in asks if s > ZERO}
         bid_prices, ask_prices = sorted(b, reverse=True), sorted(a)
-        sides = [tuple(_level(p, a[p]) for p in ask_prices),
-                 tuple(_level(p, b[p]) for p in bid_prices)]
+        sides = [[_level(p, a[p]) for p in ask_prices], [_level(p, b[p]) for p in bid_prices]]
         self.bids, self.asks, self._sides = b, a, sides
         self._keys = [ask_prices, [-p for p in bid_prices]]
         self.seq += 1
@@ -62,19 +61,17 @@ class LocalBook:
         key = -price if bid else price
         i = bisect_left(keys, key)
         present = i < len(keys) and keys[i] == key
-        sides = self._sides
-        levels = sides[bid]
         if size > ZERO:
             level = _level(price, size)
             if present:
-                sides[bid] = (*levels[:i], level, *levels[i + 1:])
+                self._sides[bid][i] = level
             else:
                 keys.insert(i, key)
-                sides[bid] = (*levels[:i], level, *levels[i:])
+                self._sides[bid].insert(i, level)
             (self.bids if bid else self.asks)[price] = size
         elif present:
             del keys[i]
-            sides[bid] = levels[:i] + levels[i + 1:]
+            del self._sides[bid][i]
             del (self.bids if bid else self.asks)[price]
         self.seq += 1
         self._book = None
@@ -105,10 +102,11 @@ class LocalBook:
         for level in self._sides[bid][:n]:
             del side[level.price]
         del self._keys[bid][:n]
-        self._sides[bid] = self._sides[bid][n:]
+        del self._sides[bid][:n]
 
     def book(self) -> Book:
         if self._book is None:
-            self._book = Book(self.venue, self.instrument, self._sides[True],
-                              self._sides[False], timestamp=time.time(), sequence=self.seq)
+            self._book = Book(self.venue, self.instrument, tuple(self._sides[True]),
+                              tuple(self._sides[False]), timestamp=time.time(),
+                              sequence=self.seq)
         return self._book
