@@ -28,7 +28,8 @@ class LocalBook:
     """One instrument's levels (price -> size per side) and, kept in step with them, each
     side's ``Level``s best first. A change patches the one level it touches (found by
     bisection), so ``book()`` costs one ``Book`` however deep the book is: books are
-    rebuilt after every message of a feed (and of a replay). A bad price raises before
+    rebuilt after every message of a feed (and of a replay). A side that did not change
+    keeps its very tuple, so a reader may skip work by identity. A bad price raises before
     anything changes (``Level`` checks it)."""
 
     __slots__ = ("_book", "_keys", "_sides", "asks", "bids", "instrument", "seq", "venue")
@@ -41,7 +42,7 @@ class LocalBook:
         self.seq = 0
         self._book: Book | None = None
         # [asks, bids], best first; _keys holds their sort keys (ask price, -bid price)
-        self._sides: list[list[Level]] = [[], []]
+        self._sides: list[tuple[Level, ...]] = [(), ()]
         self._keys: list[list[Decimal]] = [[], []]
 
     def snapshot(self, bids: list[tuple[Decimal, Decimal]],
@@ -49,7 +50,8 @@ class LocalBook:
         b = {p: s for p, s in bids if s > ZERO}
         a = {p: s for p, s in asks if s > ZERO}
         bid_prices, ask_prices = sorted(b, reverse=True), sorted(a)
-        sides = [[_level(p, a[p]) for p in ask_prices], [_level(p, b[p]) for p in bid_prices]]
+        sides = [tuple(_level(p, a[p]) for p in ask_prices),
+                 tuple(_level(p, b[p]) for p in bid_prices)]
         self.bids, self.asks, self._sides = b, a, sides
         self._keys = [ask_prices, [-p for p in bid_prices]]
         self.seq += 1
@@ -61,17 +63,19 @@ class LocalBook:
         key = -price if bid else price
         i = bisect_left(keys, key)
         present = i < len(keys) and keys[i] == key
+        sides = self._sides
+        levels = sides[bid]
         if size > ZERO:
             level = _level(price, size)
             if present:
-                self._sides[bid][i] = level
+                sides[bid] = (*levels[:i], level, *levels[i + 1:])
             else:
                 keys.insert(i, key)
-                self._sides[bid].insert(i, level)
+                sides[bid] = (*levels[:i], level, *levels[i:])
             (self.bids if bid else self.asks)[price] = size
         elif present:
             del keys[i]
-            del self._sides[bid][i]
+            sides[bid] = levels[:i] + levels[i + 1:]
             del (self.bids if bid else self.asks)[price]
         self.seq += 1
         self._book = None
@@ -102,11 +106,10 @@ class LocalBook:
         for level in self._sides[bid][:n]:
             del side[level.price]
         del self._keys[bid][:n]
-        del self._sides[bid][:n]
+        self._sides[bid] = self._sides[bid][n:]
 
     def book(self) -> Book:
         if self._book is None:
-            self._book = Book(self.venue, self.instrument, tuple(self._sides[True]),
-                              tuple(self._sides[False]), timestamp=time.time(),
-                              sequence=self.seq)
+            self._book = Book(self.venue, self.instrument, self._sides[True],
+                              self._sides[False], timestamp=time.time(), sequence=self.seq)
         return self._book

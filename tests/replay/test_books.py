@@ -74,3 +74,12 @@ def test_a_price_outside_zero_one_is_refused_before_the_book_changes():
     with pytest.raises(ValueError):
         book.set_level(True, D("1.40"), D("5"))
     assert book.bids == {D("0.40"): D("5")} and len(book.book().bids) == 1
+
+
+def test_a_side_that_did_not_change_keeps_its_tuple():
+    book = LocalBook("v", "i")
+    book.snapshot([(D("0.40"), D("5"))], [(D("0.50"), D("5"))])
+    before = book.book()
+    book.set_level(True, D("0.41"), D("3"))
+    after = book.book()
+    assert after.asks is before.asks and after.bids is not before.bids
