@@ -7,6 +7,7 @@ live connector builds it.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
@@ -21,6 +22,8 @@ from pr3dict_polymarket import protocol as pm
 from pr3dict_venuekit.books import LocalBook
 
 from .format import RecordingError
+
+log = logging.getLogger("pr3dict.replay")
 
 VENUE_TYPES = ("polymarket", "kalshi")
 
@@ -49,6 +52,7 @@ class Decoder:
         self.fee_multiplier = Decimal(1)  # kalshi
         self.neg_risk: dict[str, bool] = {}
         self.gaps = 0
+        self.bad_messages = 0  # skipped: unparsable, or refused by the books (a bad price)
         # Kalshi deltas after a gap are skipped until the market's next snapshot.
         self._resync: set[str] = set()
         # the venue's websocket parser, chosen once (``apply_ws`` runs per message)
@@ -92,18 +96,32 @@ class Decoder:
             for trade in kmd.trade(self.tickers.get(body.get("market_ticker")), body):
                 self.traded(*trade)
 
+    def _book_record(self, kind: str, record: Mapping[str, Any]) -> None:
+        if kind == "ws":
+            self._apply_ws(record["raw"])
+        elif self.venue_type == "polymarket":
+            pmd.apply_books_reply(self.books, record["raw"], self.changed)
+        else:
+            self._resync.discard(record["ticker"])
+            yes, no = kmd.rest_orderbook(orjson.loads(record["raw"]))
+            kmd.apply_snapshot(self.books, self.tickers.get(record["ticker"]), yes, no,
+                               self.changed)
+
+    def bad_message(self, exc: Exception) -> None:
+        """A message the connector's parsing refused is skipped, as the live connector
+        skips it: counted, and the first ones logged (one line, no message text)."""
+        self.bad_messages += 1
+        if self.bad_messages <= 3:
+            log.warning("venue %s: unusable market-data message skipped (%s: %s)",
+                        self.venue_id, type(exc).__name__, str(exc)[:200])
+
     def apply(self, record: Mapping[str, Any]) -> None:
         kind = record["k"]
-        if kind == "ws":
-            self.apply_ws(record["raw"])
-        elif kind == "rest":
-            if self.venue_type == "polymarket":
-                pmd.apply_books_reply(self.books, record["raw"], self.changed)
-            else:
-                self._resync.discard(record["ticker"])
-                yes, no = kmd.rest_orderbook(orjson.loads(record["raw"]))
-                kmd.apply_snapshot(self.books, self.tickers.get(record["ticker"]), yes, no,
-                                   self.changed)
+        if kind == "ws" or kind == "rest":
+            try:
+                self._book_record(kind, record)
+            except (ValueError, KeyError, TypeError, ArithmeticError) as exc:
+                self.bad_message(exc)
         elif kind == "markets":
             self.set_markets(record)
         elif kind == "gap":

@@ -230,7 +230,10 @@ class Player:
                 if r["k"] == "ws":
                     apply_ws = ws.get(r["v"])
                     if apply_ws is not None:
-                        apply_ws(r["raw"])
+                        try:
+                            apply_ws(r["raw"])
+                        except (ValueError, KeyError, TypeError, ArithmeticError) as exc:
+                            venues[r["v"]].decoder.bad_message(exc)
                 else:
                     venue = venues.get(r.get("v", ""))
                     if venue is not None:

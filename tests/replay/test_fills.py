@@ -211,3 +211,22 @@ def test_resting_orders_never_overfill_never_jump_the_queue_and_keep_priority(le
                         i for i, x in enumerate(orders) if x[0] is rec))
                 if ahead_of_it:
                     assert o[0].filled == o[0].size, (o[0].client_order_id, rec.client_order_id)
+
+
+def test_a_message_the_parsing_refuses_is_skipped_and_counted_as_the_connector_does():
+    from pr3dict_replay.decode import Decoder, market_json
+
+    decoder = Decoder("p", "polymarket", lambda i: None)
+    decoder.set_markets({"markets": [market_json(Market("p", "c", "1", "2"))]})
+
+    def change(price):
+        return {"k": "ws", "t": 1, "v": "p", "raw": (
+            '{"event_type":"price_change","market":"c","price_changes":[{"asset_id":"1",'
+            f'"price":"{price}","side":"BUY","size":"5","best_bid":"{price}",'
+            '"best_ask":"0.99"}]}')}
+
+    decoder.apply(change("1.5"))  # no price above 1: refused before the book changes
+    decoder.apply({"k": "ws", "t": 2, "v": "p", "raw": "{not json"})
+    decoder.apply(change("0.40"))
+    assert decoder.bad_messages == 2
+    assert decoder.books["1"].bids == {D("0.40"): D("5")}
