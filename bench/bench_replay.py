@@ -2,17 +2,19 @@
 detectors and the local fill simulator, one core; and what recording costs.
 
 A synthetic recording of 50 markets on both venues is written first (Polymarket
-``price_change`` messages and Kalshi ``orderbook_delta`` messages, one level change each,
-fair prices walking independently so cross-venue windows open now and then). Writing it
-measures the recorder: CPU per message (JSON envelope + zstd) and compressed bytes per
-message. Then the recording is replayed:
+``price_change`` messages carrying the book's best bid and ask as the venue's do, and Kalshi
+``orderbook_delta`` messages, one level change each, fair prices walking independently so
+cross-venue windows open now and then). Writing it measures the recorder's work per
+received message: the record envelope, its JSON and zstd, in CPU time and compressed bytes.
+Then the recording is replayed:
 
 - ``feed``: replay venues alone (read, decompress, parse into books);
 - ``feed+detect+fill``: plus the ``cross_venue`` and ``binary_complement`` detectors on
   every cycle's changed books and a FAK order per leg of every opportunity, filled
   against the replayed books (no engine: the path the issue's target is about);
 - ``engine``: ``pr3dict run`` machinery (gates, strategy, execution, statistics) for
-  reference, on a shorter recording.
+  reference, on a shorter recording (orders meet the books after the venue types' default
+  latency).
 
     python bench/bench_replay.py [--messages 200000] [--markets 50]
 """
@@ -244,7 +246,7 @@ def main() -> int:
         tmp = Path(d)
         rec = tmp / "bench.jsonl.zst"
         cost = write_recording(rec, args.messages, args.markets)
-        print(f"recording: {cost['cpu_us']:.1f} us CPU per message (JSON + zstd), "
+        print(f"recording: {cost['cpu_us']:.1f} us CPU per message (envelope, JSON, zstd), "
               f"{cost['bytes']:.1f} bytes per message compressed "
               f"(raw message {cost['raw_bytes']:.0f} bytes)")
         for batch_ms in (1.0, 10.0):
