@@ -16,7 +16,8 @@
   an event only once every order ahead of it is complete.
 - Kalshi's YES and NO books are one book: taking YES asks at p also takes NO bids at 1 - p.
 
-No randomness and no clock here: the same books and orders give the same fills.
+No randomness, and no time but the venue's clock (recorded time in a replay): the same
+books, trades and orders give the same fills.
 """
 
 from __future__ import annotations
@@ -53,7 +54,6 @@ class _Resting:
         """Forget credits older than ``CREDIT_S``: the other report never came."""
         if now - self.credit_at > CREDIT_S:
             self.trades = self.drops = ZERO
-        self.credit_at = now
 
     def reach(self, volume: Decimal) -> Decimal:
         """``volume`` traded or gone at our price (after our earlier orders' share): what
@@ -212,7 +212,9 @@ class FillSimulator:
                 seen = min(drop, r.trades)  # already counted as a trade
                 r.trades -= seen
                 drop -= seen
-                r.drops += drop
+                if drop:
+                    r.drops += drop
+                    r.credit_at = now
                 share = used.get((buy, rec.price), ZERO)
                 queued = r.reach(max(drop - share, ZERO))
                 used[buy, rec.price] = share + queued
@@ -265,7 +267,9 @@ class FillSimulator:
                 r.fresh(now)
                 seen = min(size, r.drops)  # already counted as a level decrease
                 r.drops -= seen
-                r.trades += size - seen
+                if size > seen:
+                    r.trades += size - seen
+                    r.credit_at = now
                 fill = r.reach(max(left - seen, ZERO))  # the queue moves even if blocked
             elif (rec.price > price) if maker_bid else (rec.price < price):
                 fill = min(left, rec.size - rec.filled)  # swept past our better price

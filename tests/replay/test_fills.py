@@ -230,3 +230,17 @@ def test_a_message_the_parsing_refuses_is_skipped_and_counted_as_the_connector_d
     decoder.apply(change("0.40"))
     assert decoder.bad_messages == 2
     assert decoder.books["1"].bids == {D("0.40"): D("5")}
+
+
+def test_a_trade_whose_level_decrease_never_came_is_forgotten_after_a_second():
+    now = [0.0]
+    books = {i: LocalBook("v", i) for i in (M.yes, M.no)}
+    sim = FillSimulator("v", books, {M.yes: M, M.no: M}.get, lambda i, p, s: D(0),
+                        lambda i: None, clock=lambda: now[0])
+    books[M.yes].snapshot([(D("0.38"), D("30"))], [])
+    sim.submit(order("r", Side.BUY, "0.38", "10", TimeInForce.GTC))
+    sim.on_trade(M.yes, True, D("0.38"), D("20"))  # 10 ahead; a decrease of 20 is expected
+    now[0] = 5.0  # ... but never came: a later decrease is new volume
+    books[M.yes].set_level(True, D("0.38"), D("16"))
+    [rec] = sim.on_book(M.yes)  # 14 gone: 10 ahead, then 4 of ours
+    assert rec.filled == D("4")
