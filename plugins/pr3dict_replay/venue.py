@@ -26,7 +26,7 @@ from .fills import FillSimulator
 from .format import RecordingError, read_recording
 
 # The order latency a simulated venue assumes when its table sets none: an order meets the
-# books received about one round trip after those it was decided on (docs/replay.md#latency).
+# books received about one round trip after those it was decided on (docs/replay.md#order-latency).
 # Polymarket: ~88 ms measured from US-East (the far venue of a host near Kalshi); Kalshi
 # publishes none and none was measured: 20 ms, the top of the near-venue estimate.
 DEFAULT_LATENCY_MS = {"polymarket": 90.0, "kalshi": 20.0}
