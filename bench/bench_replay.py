@@ -2,17 +2,19 @@
 detectors and the local fill simulator, one core; and what recording costs.
 
 A synthetic recording of 50 markets on both venues is written first (Polymarket
-``price_change`` messages and Kalshi ``orderbook_delta`` messages, one level change each,
-fair prices walking independently so cross-venue windows open now and then). Writing it
-measures the recorder: CPU per message (JSON envelope + zstd) and compressed bytes per
-message. Then the recording is replayed:
+``price_change`` messages carrying the book's best bid and ask as the venue's do, and Kalshi
+``orderbook_delta`` messages, one level change each, fair prices walking independently so
+cross-venue windows open now and then). Writing it measures the recorder's work per
+received message: the record envelope, its JSON and zstd, in CPU time and compressed bytes.
+Then the recording is replayed:
 
 - ``feed``: replay venues alone (read, decompress, parse into books);
 - ``feed+detect+fill``: plus the ``cross_venue`` and ``binary_complement`` detectors on
   every cycle's changed books and a FAK order per leg of every opportunity, filled
   against the replayed books (no engine: the path the issue's target is about);
 - ``engine``: ``pr3dict run`` machinery (gates, strategy, execution, statistics) for
-  reference, on a shorter recording.
+  reference, on a shorter recording (orders meet the books after the venue types' default
+  latency).
 
     python bench/bench_replay.py [--messages 200000] [--markets 50]
 """
@@ -68,10 +70,15 @@ def write_recording(path: Path, messages: int, n_markets: int, seed: int = 7) ->
     fair_p = [rng.randint(20, 80) for _ in range(n_markets)]  # cents
     fair_k = list(fair_p)
 
+    # Polymarket books as the recording leaves them (cents -> size): a price_change carries
+    # the venue's best bid and ask after it, as the real feed does.
+    levels: dict[str, tuple[dict[int, int], dict[int, int]]] = {}
+
     def poly_book(i: int) -> list[dict]:
         f = fair_p[i]
         out = []
         for token, c in ((poly[i].yes, f), (poly[i].no, 100 - f)):
+            levels[token] = ({c - k: 100 for k in (3, 2, 1)}, {c + k: 100 for k in (3, 2, 1)})
             out.append({"event_type": "book", "asset_id": token, "market": poly[i].market_id,
                         "bids": [{"price": f"0.{c - k:02d}", "size": "100"} for k in (3, 2, 1)],
                         "asks": [{"price": f"0.{c + k:02d}", "size": "100"} for k in (3, 2, 1)]})
@@ -102,14 +109,18 @@ def write_recording(path: Path, messages: int, n_markets: int, seed: int = 7) ->
                 c = f if yes else 100 - f
                 side = rng.choice(("BUY", "SELL"))
                 price = c - rng.randint(1, 3) if side == "BUY" else c + rng.randint(1, 3)
+                token = poly[i].yes if yes else poly[i].no
+                size = rng.randint(20, 200)
+                bids, asks = levels[token]
+                (bids if side == "BUY" else asks)[price] = size
                 raw = json.dumps({"event_type": "price_change", "market": poly[i].market_id,
                                   "price_changes": [{
-                                      "asset_id": poly[i].yes if yes else poly[i].no,
-                                      "price": f"0.{price:02d}", "side": side,
-                                      "size": str(rng.randint(20, 200)), "hash": "",
-                                      "best_bid": "0", "best_ask": "1"}],
+                                      "asset_id": token, "price": f"0.{price:02d}",
+                                      "side": side, "size": str(size), "hash": "",
+                                      "best_bid": f"0.{max(bids):02d}",
+                                      "best_ask": f"0.{min(asks):02d}"}],
                                   "timestamp": str(t[0] // 1_000_000)})
-            records.append({"k": "ws", "t": t[0], "v": "poly", "raw": raw})
+            records.append((t[0], "poly", raw))
         else:
             seq += 1
             if rng.random() < 0.02:  # Kalshi mostly follows Polymarket: windows are rare
@@ -125,14 +136,14 @@ def write_recording(path: Path, messages: int, n_markets: int, seed: int = 7) ->
                     "market_ticker": kalshi[i].market_id,
                     "price_dollars": f"0.{f - rng.randint(1, 3):02d}00",
                     "delta_fp": f"{rng.choice((-10, 10, 20))}.00", "side": side}})
-            records.append({"k": "ws", "t": t[0], "v": "kalshi", "raw": raw})
+            records.append((t[0], "kalshi", raw))
     cpu0 = time.process_time()
     before = writer.compressed_bytes
-    for r in records:
-        writer.write(r)
+    for t_ns, venue, raw in records:  # what the recorder does per received message
+        writer.write({"k": "ws", "t": t_ns, "v": venue, "raw": raw})
     writer.close()
     cpu = time.process_time() - cpu0
-    raw_bytes = sum(len(r["raw"]) for r in records)
+    raw_bytes = sum(len(raw) for _, _, raw in records)
     return {"cpu_us": cpu / len(records) * 1e6,
             "bytes": (writer.compressed_bytes - before) / len(records),
             "raw_bytes": raw_bytes / len(records)}
@@ -237,7 +248,7 @@ def main() -> int:
         tmp = Path(d)
         rec = tmp / "bench.jsonl.zst"
         cost = write_recording(rec, args.messages, args.markets)
-        print(f"recording: {cost['cpu_us']:.1f} us CPU per message (JSON + zstd), "
+        print(f"recording: {cost['cpu_us']:.1f} us CPU per message (envelope, JSON, zstd), "
               f"{cost['bytes']:.1f} bytes per message compressed "
               f"(raw message {cost['raw_bytes']:.0f} bytes)")
         for batch_ms in (1.0, 10.0):

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
-from pr3dict_core.model import ONE, Market
+from pr3dict_core.model import ONE, ZERO, Market
 from pr3dict_venuekit.books import LocalBook
 
 from . import protocol as kp
@@ -51,8 +51,10 @@ def apply_delta(books: Mapping[str, LocalBook], market: Market | None, side: str
     if market is None:
         return
     bid_book, ask_book = (market.yes, market.no) if side == "yes" else (market.no, market.yes)
-    books[bid_book].add_level(True, price, delta)
-    books[ask_book].add_level(False, ONE - price, delta)
+    bids, asks = books[bid_book], books[ask_book]
+    size = bids.bids.get(price, ZERO) + delta  # the same size on both books
+    bids.set_level(True, price, size)
+    asks.set_level(False, ONE - price, size)
     changed(market.yes)
     changed(market.no)
 
@@ -68,6 +70,19 @@ def apply_book_message(books: Mapping[str, LocalBook], tickers: Mapping[str, Mar
     else:
         apply_delta(books, tickers.get(body["market_ticker"]), body["side"],
                     Decimal(body["price_dollars"]), Decimal(body["delta_fp"]), changed)
+
+
+def trade(market: Market | None, body: Mapping[str, Any]
+          ) -> list[tuple[str, bool, Decimal, Decimal]]:
+    """A public ``trade`` message body -> (instrument, maker side is the bid?, price, count)
+    for both books: a taker buying YES at p traded against YES asks at p, which are the NO
+    bids at 1 - p (and the other way round)."""
+    if market is None:
+        return []
+    yes_price, count = Decimal(body["yes_price_dollars"]), Decimal(body["count_fp"])
+    if body["taker_side"] == "yes":
+        return [(market.yes, False, yes_price, count), (market.no, True, ONE - yes_price, count)]
+    return [(market.no, False, ONE - yes_price, count), (market.yes, True, yes_price, count)]
 
 
 GetJson = Callable[..., Awaitable[Any]]  # (path, params=None) -> parsed JSON

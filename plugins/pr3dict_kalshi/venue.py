@@ -119,6 +119,9 @@ class KalshiVenue(ConnectorBase):
         fee_multiplier: Decimal = attrs.field(default=Decimal(1), validator=_ge0)
         poll_wait_ms: int = attrs.field(default=100, validator=_ge0)
         websocket: bool = True
+        # Shadow mode only: simulated order latency, ms (default: docs/replay.md#latency).
+        latency_ms: float | None = attrs.field(
+            default=None, validator=attrs.validators.optional(attrs.validators.ge(0)))
 
         @property
         def simulated(self) -> bool:

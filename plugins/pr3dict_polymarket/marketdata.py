@@ -20,6 +20,8 @@ from . import protocol as pm
 log = logging.getLogger("pr3dict.venues.polymarket")
 
 Changed = Callable[[str], None]  # told the instrument whose book changed
+# told a recorded trade: (token, maker side is the bid?, price, size)
+Traded = Callable[[str, bool, Decimal, Decimal], None]
 # told a token's tick size and minimum order size when a message carries them
 Rules = Callable[[str, Any, Any], None]
 
@@ -56,30 +58,38 @@ def events(text: str) -> Iterable[Mapping[str, Any]]:
 
 
 def apply_market_message(books: Mapping[str, LocalBook], text: str, changed: Changed,
-                         venue_id: str = "", rules: Rules | None = None) -> None:
+                         venue_id: str = "", rules: Rules | None = None,
+                         traded: Traded | None = None) -> None:
     """One market-websocket message: ``book`` snapshots, ``price_change`` levels (levels
-    beyond the venue's best bid/ask after the event are stale and dropped), and
-    ``tick_size_change``."""
+    beyond the venue's best bid/ask after the event are stale and dropped),
+    ``tick_size_change``, and ``last_trade_price`` (told to ``traded``: its ``side`` is the
+    taker's, so a BUY traded against the asks)."""
     for event in events(text):
         kind = event.get("event_type")
         if kind == "book":
             apply_book(books, event, changed, rules)
-        elif kind == "price_change":
-            best: dict[str, tuple[Decimal | None, Decimal | None]] = {}
-            for change in event.get("price_changes", []):
+        elif kind == "price_change":  # the most frequent message: kept lean
+            best: dict[str, tuple[Any, Any]] = {}
+            for change in event.get("price_changes", ()):
                 token = str(change["asset_id"])
                 local = books.get(token)
                 if local is None:
                     continue
                 local.set_level(change["side"] == "BUY", Decimal(change["price"]),
                                 Decimal(change["size"]))
-                best[token] = (_opt_dec(change.get("best_bid")),
-                               _opt_dec(change.get("best_ask")))
+                best[token] = (change.get("best_bid"), change.get("best_ask"))
                 changed(token)
             for token, (bid, ask) in best.items():
+                bid, ask = _opt_dec(bid), _opt_dec(ask)
                 if books[token].trim(bid, ask):
                     log.info("venue %s: dropped stale levels of %s beyond %s/%s", venue_id,
                              token, bid, ask)
+        elif kind == "last_trade_price":
+            if traded is not None and event.get("asset_id") is not None:
+                token = str(event["asset_id"])
+                if token in books:
+                    traded(token, event.get("side") == "SELL", Decimal(event["price"]),
+                           Decimal(event["size"]))
         elif kind == "tick_size_change":
             if rules is not None:
                 rules(str(event["asset_id"]), event.get("new_tick_size"), None)

@@ -127,6 +127,9 @@ class PolymarketVenue(ConnectorBase):
         heartbeat_interval_ms: int = attrs.field(default=5000, validator=_ge0)  # 0 = off
         poll_wait_ms: int = attrs.field(default=100, validator=_ge0)
         websocket: bool = True  # False: poll /books every cycle, query orders
+        # Shadow mode only: simulated order latency, ms (default: docs/replay.md#latency).
+        latency_ms: float | None = attrs.field(
+            default=None, validator=attrs.validators.optional(attrs.validators.ge(0)))
 
         @property
         def simulated(self) -> bool:

@@ -7,6 +7,7 @@ live connector builds it.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
@@ -22,6 +23,8 @@ from pr3dict_venuekit.books import LocalBook
 
 from .format import RecordingError
 
+log = logging.getLogger("pr3dict.replay")
+
 VENUE_TYPES = ("polymarket", "kalshi")
 
 
@@ -34,12 +37,14 @@ def market_json(m: Market) -> dict[str, str]:
 class Decoder:
     """Books of one venue, fed records; ``changed(instrument)`` is told of every change."""
 
-    def __init__(self, venue_id: str, venue_type: str, changed: Callable[[str], None]):
+    def __init__(self, venue_id: str, venue_type: str, changed: Callable[[str], None],
+                 traded: pmd.Traded | None = None):
         if venue_type not in VENUE_TYPES:
             raise RecordingError(f"venue {venue_id}: cannot decode a {venue_type!r} venue")
         self.venue_id = venue_id
         self.venue_type = venue_type
         self.changed = changed
+        self.traded = traded  # told every recorded trade (resting orders queue on them)
         self.markets: list[Market] = []
         self.books: dict[str, LocalBook] = {}
         self.tickers: dict[str, Market] = {}
@@ -47,8 +52,11 @@ class Decoder:
         self.fee_multiplier = Decimal(1)  # kalshi
         self.neg_risk: dict[str, bool] = {}
         self.gaps = 0
+        self.bad_messages = 0  # skipped: unparsable, or refused by the books (a bad price)
         # Kalshi deltas after a gap are skipped until the market's next snapshot.
         self._resync: set[str] = set()
+        # the venue's websocket parser, chosen once (``apply_ws`` runs per message)
+        self._apply_ws = self._polymarket_ws if venue_type == "polymarket" else self._kalshi_ws
 
     def set_markets(self, record: Mapping[str, Any]) -> None:
         markets = [Market(venue=self.venue_id, **m) for m in record["markets"]]
@@ -65,33 +73,55 @@ class Decoder:
 
     def apply_ws(self, raw: str) -> None:
         """One websocket message (the most frequent record)."""
-        if self.venue_type == "polymarket":
-            pmd.apply_market_message(self.books, raw, self.changed, self.venue_id)
+        self._apply_ws(raw)
+
+    def _polymarket_ws(self, raw: str) -> None:
+        pmd.apply_market_message(self.books, raw, self.changed, self.venue_id,
+                                 traded=self.traded)
+
+    def _kalshi_ws(self, raw: str) -> None:
+        msg = orjson.loads(raw)
+        kind = msg.get("type")
+        if kind == "orderbook_delta" or kind == "orderbook_snapshot":
+            body = msg.get("msg") or {}
+            if self._resync:
+                ticker = body.get("market_ticker")
+                if kind == "orderbook_snapshot":
+                    self._resync.discard(ticker)
+                elif ticker in self._resync:
+                    return
+            kmd.apply_book_message(self.books, self.tickers, kind, body, self.changed)
+        elif kind == "trade" and self.traded is not None:
+            body = msg.get("msg") or {}
+            for trade in kmd.trade(self.tickers.get(body.get("market_ticker")), body):
+                self.traded(*trade)
+
+    def _book_record(self, kind: str, record: Mapping[str, Any]) -> None:
+        if kind == "ws":
+            self._apply_ws(record["raw"])
+        elif self.venue_type == "polymarket":
+            pmd.apply_books_reply(self.books, record["raw"], self.changed)
         else:
-            msg = orjson.loads(raw)
-            kind = msg.get("type")
-            if kind == "orderbook_delta" or kind == "orderbook_snapshot":
-                body = msg.get("msg") or {}
-                if self._resync:
-                    ticker = body.get("market_ticker")
-                    if kind == "orderbook_snapshot":
-                        self._resync.discard(ticker)
-                    elif ticker in self._resync:
-                        return
-                kmd.apply_book_message(self.books, self.tickers, kind, body, self.changed)
+            self._resync.discard(record["ticker"])
+            yes, no = kmd.rest_orderbook(orjson.loads(record["raw"]))
+            kmd.apply_snapshot(self.books, self.tickers.get(record["ticker"]), yes, no,
+                               self.changed)
+
+    def bad_message(self, exc: Exception) -> None:
+        """A message the connector's parsing refused is skipped, as the live connector
+        skips it: counted, and the first ones logged (one line, no message text)."""
+        self.bad_messages += 1
+        if self.bad_messages <= 3:
+            log.warning("venue %s: unusable market-data message skipped (%s: %s)",
+                        self.venue_id, type(exc).__name__, str(exc)[:200])
 
     def apply(self, record: Mapping[str, Any]) -> None:
         kind = record["k"]
-        if kind == "ws":
-            self.apply_ws(record["raw"])
-        elif kind == "rest":
-            if self.venue_type == "polymarket":
-                pmd.apply_books_reply(self.books, record["raw"], self.changed)
-            else:
-                self._resync.discard(record["ticker"])
-                yes, no = kmd.rest_orderbook(orjson.loads(record["raw"]))
-                kmd.apply_snapshot(self.books, self.tickers.get(record["ticker"]), yes, no,
-                                   self.changed)
+        if kind == "ws" or kind == "rest":
+            try:
+                self._book_record(kind, record)
+            except (ValueError, KeyError, TypeError, ArithmeticError) as exc:
+                self.bad_message(exc)
         elif kind == "markets":
             self.set_markets(record)
         elif kind == "gap":

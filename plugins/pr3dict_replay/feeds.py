@@ -251,7 +251,8 @@ class Feed:
     # ------------------------------------------------------------------ kalshi websocket
 
     async def _kalshi_websocket(self) -> None:
-        """Order book snapshots and deltas; a sequence gap reconnects (fresh snapshots)."""
+        """Order book snapshots and deltas, and public trades (resting orders of a replay
+        queue on them); a sequence gap in a subscription reconnects (fresh snapshots)."""
         assert self.kalshi_key is not None and self.http.session is not None
         key_id, key = self.kalshi_key
         path = urlsplit(self.ws_url).path
@@ -265,9 +266,9 @@ class Feed:
             reason = "websocket closed"
             try:
                 await ws.send_str(json.dumps({"id": 1, "cmd": "subscribe", "params": {
-                    "channels": ["orderbook_delta"], "market_tickers": self._tickers}}))
+                    "channels": ["orderbook_delta", "trade"], "market_tickers": self._tickers}}))
                 self.ready.set()
-                seq = 0
+                seqs: dict[Any, int] = {}  # sid -> last seq: each subscription counts its own
                 async for msg in ws:
                     if msg.type is not aiohttp.WSMsgType.TEXT:
                         if msg.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR,
@@ -277,12 +278,14 @@ class Feed:
                     self.messages += 1
                     self.emit({"k": "ws", "t": self.clock(), "v": self.venue_id,
                                "raw": msg.data})
-                    n = orjson.loads(msg.data).get("seq")
+                    data = orjson.loads(msg.data)
+                    n, sid = data.get("seq"), data.get("sid")
                     if n is not None:
+                        seq = seqs.get(sid, 0)
                         if seq and n != seq + 1:
                             reason = f"sequence gap ({n} after {seq})"
                             break
-                        seq = n
+                        seqs[sid] = n
             except (aiohttp.ClientError, OSError) as exc:
                 log.warning("venue %s: websocket failed: %s", self.venue_id, exc)
             finally:

@@ -3,14 +3,21 @@
 - A taker order walks the opposite side's displayed levels at its arrival, up to its
   limit price. What it took stays taken until the recorded size of that level changes (the
   recording cannot know we traded; when the level moves the market has moved on).
-- A GTC remainder rests with ``queue_ahead`` = the displayed size at its price. Each later
-  decrease of that level first works through the queue ahead, then fills the order
-  (depletion: trades and cancels ahead of us both count). A recorded opposite side that
-  crosses its price fills it too (the market traded through it). Rest fills are maker
-  fills at the order's own price, without fee.
+- A GTC remainder rests with ``queue_ahead`` = the displayed size at its price. Recorded
+  volume at its price first works through the queue ahead, then fills the order: recorded
+  trades there (Polymarket ``last_trade_price``, Kalshi ``trade``) and decreases of the
+  displayed level (depletion: cancels ahead of us count too). A trade and the decrease it
+  causes are counted once, whichever is recorded first (within ``CREDIT_S`` of each other).
+  A recorded trade beyond its price (the taker swept past it) or a recorded opposite side
+  that crosses it fills it too. Rest fills are maker fills at the order's own price,
+  without fee.
+- Our own resting orders keep price-time priority: on one side of one instrument, volume
+  reaches a better price first, then the earlier order at a price; a later one fills from
+  an event only once every order ahead of it is complete.
 - Kalshi's YES and NO books are one book: taking YES asks at p also takes NO bids at 1 - p.
 
-No randomness and no clock here: the same books and orders give the same fills.
+No randomness, and no time but the venue's clock (recorded time in a replay): the same
+books, trades and orders give the same fills.
 """
 
 from __future__ import annotations
@@ -27,13 +34,39 @@ from pr3dict_venuekit.orders import OrderRecord
 Key = tuple[str, bool, Decimal]  # (instrument, bid side?, price)
 
 
+CREDIT_S = 1.0  # a trade and the level decrease it causes are recorded this close together
+
+
 class _Resting:
-    __slots__ = ("level_size", "queue_ahead", "rec")
+    __slots__ = ("credit_at", "drops", "level_size", "queue_ahead", "rec", "trades")
 
     def __init__(self, rec: OrderRecord, queue_ahead: Decimal):
         self.rec = rec
-        self.queue_ahead = queue_ahead
-        self.level_size = queue_ahead
+        self.queue_ahead = queue_ahead  # displayed size ahead of us at our price
+        self.level_size = queue_ahead  # the displayed size at our price, last seen
+        # Volume counted from one kind of event that the other kind will report again:
+        # trades not yet seen as a level decrease, decreases not yet seen as a trade.
+        self.trades = ZERO
+        self.drops = ZERO
+        self.credit_at = 0.0
+
+    def fresh(self, now: float) -> None:
+        """Forget credits older than ``CREDIT_S``: the other report never came."""
+        if now - self.credit_at > CREDIT_S:
+            self.trades = self.drops = ZERO
+
+    def reach(self, volume: Decimal) -> Decimal:
+        """``volume`` traded or gone at our price (after our earlier orders' share): what
+        of it passes the queue ahead and reaches us."""
+        reached = max(volume - self.queue_ahead, ZERO)
+        self.queue_ahead = max(self.queue_ahead - volume, ZERO)
+        return min(reached, self.rec.size - self.rec.filled)
+
+
+def _priority(r: _Resting) -> tuple[bool, Decimal]:
+    """Sort key: per side, the better price first (a stable sort keeps time order)."""
+    buy = r.rec.side is Side.BUY
+    return (buy, -r.rec.price if buy else r.rec.price)
 
 
 class FillSimulator:
@@ -163,32 +196,90 @@ class FillSimulator:
         if not queue:
             return []
         book = self.books[instrument]
+        now = self.clock()
         touched = []
-        for r in list(queue):
+        used: dict[tuple[bool, Decimal], Decimal] = {}  # (buy, price) -> our earlier share
+        blocked: set[bool] = set()  # sides where an order ahead is still open
+        for r in sorted(queue, key=_priority):
             rec = r.rec
             buy = rec.side is Side.BUY
-            own = book.bids if buy else book.asks
-            size_now = own.get(rec.price, ZERO)
-            reached = ZERO
-            if size_now < r.level_size:
-                drop = r.level_size - size_now
-                reached = max(drop - r.queue_ahead, ZERO)
-                r.queue_ahead = max(r.queue_ahead - drop, ZERO)
+            size_now = (book.bids if buy else book.asks).get(rec.price, ZERO)
+            drop = max(r.level_size - size_now, ZERO)
             r.level_size = size_now
-            opposite = book.asks if buy else book.bids
-            need = rec.size - rec.filled
-            through = ZERO
-            for p, s in list(opposite.items()):
-                if through < need and (p <= rec.price if buy else p >= rec.price):
-                    key = (instrument, not buy, p)
-                    take = min(self._available(key, s), need - through)
-                    if take > ZERO:
-                        self._take(key, s, take)
-                        through += take
-            fill = min(need, max(reached, through))
+            queued = ZERO
+            if drop:
+                r.fresh(now)
+                seen = min(drop, r.trades)  # already counted as a trade
+                r.trades -= seen
+                drop -= seen
+                if drop:
+                    r.drops += drop
+                    r.credit_at = now
+                share = used.get((buy, rec.price), ZERO)
+                queued = r.reach(max(drop - share, ZERO))
+                used[buy, rec.price] = share + queued
+            through = self._through(instrument, rec, book.asks if buy else book.bids)
+            fill = min(rec.size - rec.filled, max(queued, through))
+            if buy in blocked:
+                fill = through  # only what crossed, and ``_take`` already shared that
             if fill > ZERO:
                 self._fill(rec, fill, rec.price, taker=False)
                 touched.append(rec)
                 if rec.filled >= rec.size:
                     self._unrest(rec)
+            if rec.filled < rec.size:
+                blocked.add(buy)
+        return touched
+
+    def _through(self, instrument: str, rec: OrderRecord,
+                 opposite: Mapping[Decimal, Decimal]) -> Decimal:
+        """Displayed opposite depth at or through our price (the market traded through us):
+        taken, so it fills nothing else."""
+        buy = rec.side is Side.BUY
+        need = rec.size - rec.filled
+        through = ZERO
+        for p, s in list(opposite.items()):
+            if through < need and (p <= rec.price if buy else p >= rec.price):
+                key = (instrument, not buy, p)
+                take = min(self._available(key, s), need - through)
+                if take > ZERO:
+                    self._take(key, s, take)
+                    through += take
+        return through
+
+    def on_trade(self, instrument: str, maker_bid: bool, price: Decimal,
+                 size: Decimal) -> list[OrderRecord]:
+        """A recorded trade of ``size`` at ``price`` against resting ``instrument`` orders
+        on the bid side (``maker_bid``: the taker sold) or the ask side: fill what it
+        reached, in price-time priority."""
+        queue = self.resting.get(instrument)
+        if not queue:
+            return []
+        now = self.clock()
+        touched = []
+        left = size  # of the trade, not yet taken by our orders ahead
+        blocked = False  # an order ahead of this one is still open
+        for r in sorted(queue, key=_priority):
+            rec = r.rec
+            if (rec.side is Side.BUY) is not maker_bid:
+                continue
+            if rec.price == price:
+                r.fresh(now)
+                seen = min(size, r.drops)  # already counted as a level decrease
+                r.drops -= seen
+                if size > seen:
+                    r.trades += size - seen
+                    r.credit_at = now
+                fill = r.reach(max(left - seen, ZERO))  # the queue moves even if blocked
+            elif (rec.price > price) if maker_bid else (rec.price < price):
+                fill = min(left, rec.size - rec.filled)  # swept past our better price
+            else:
+                break  # a worse price than the trade's: nothing from here on is reached
+            if fill > ZERO and not blocked:
+                self._fill(rec, fill, rec.price, taker=False)
+                touched.append(rec)
+                left -= fill
+                if rec.filled >= rec.size:
+                    self._unrest(rec)
+            blocked = blocked or rec.filled < rec.size
         return touched

@@ -9,8 +9,7 @@ reader given the first part plays the whole chain.
 
 from __future__ import annotations
 
-import io
-import json
+import itertools
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -85,7 +84,7 @@ class RecordingWriter:
                     "part": self.part, **self.header})
 
     def _line(self, record: dict[str, Any]) -> None:
-        data = json.dumps(record, separators=(",", ":")).encode() + b"\n"
+        data = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)  # compact UTF-8 JSON
         self._stream.write(data)
         self.records += 1
         self.raw_bytes += len(data)
@@ -125,25 +124,30 @@ class RecordingWriter:
             self._close_part({"k": "end", "t": self.clock()})
 
 
-def read_part(path: Path) -> Iterator[dict[str, Any]]:
-    """The records of one part; stops at a truncated tail (a crash mid-frame)."""
+def read_part(path: Path) -> Iterator[list[dict[str, Any]]]:
+    """The records of one part, a decompressed chunk's worth at a time (so a replay steps
+    through records without a generator per record); stops at a truncated tail (a crash
+    mid-frame)."""
     dctx = zstandard.ZstdDecompressor()
     with path.open("rb") as f:
-        reader = io.BufferedReader(dctx.stream_reader(f, read_across_frames=True), 1 << 16)
+        reader = dctx.stream_reader(f, read_across_frames=True)
         n = 0
+        tail = b""
         try:
-            for line in reader:
-                if not line.endswith(b"\n"):
-                    log.warning("recording %s: truncated last line ignored", path)
-                    return
-                record = orjson.loads(line)
-                if n == 0:
-                    check_header(path, record)
-                n += 1
-                yield record
+            while chunk := reader.read(1 << 16):
+                lines = (tail + chunk).split(b"\n")
+                tail = lines.pop()  # an incomplete line, completed by the next chunk
+                records = [orjson.loads(line) for line in lines]
+                if n == 0 and records:
+                    check_header(path, records[0])
+                n += len(records)
+                yield records
         except zstandard.ZstdError as exc:
             log.warning("recording %s: stops at a damaged frame after %d records: %s",
                         path, n, exc)
+            return
+        if tail:
+            log.warning("recording %s: truncated last line ignored", path)
 
 
 def check_header(path: Path, record: dict[str, Any]) -> None:
@@ -154,19 +158,23 @@ def check_header(path: Path, record: dict[str, Any]) -> None:
                              f"newer than this pr3dict reads ({VERSION})")
 
 
-def read_recording(path: Path) -> Iterator[dict[str, Any]]:
-    """Every record of a recording, following rotated parts from the first one."""
+def read_batches(path: Path) -> Iterator[list[dict[str, Any]]]:
+    """The records of a recording in chunks, following rotated parts from the first one."""
     if not path.exists():
         raise RecordingError("no such recording file")
     current: Path | None = path
     while current is not None:
         nxt = None
-        for record in read_part(current):
-            if record["k"] == "end":
-                nxt = record.get("next")
-                continue
-            yield record
+        for records in read_part(current):
+            if records and records[-1]["k"] == "end":  # a part's last record, if closed
+                nxt = records.pop().get("next")
+            yield records
         current = current.with_name(nxt) if nxt else None
         if current is not None and not current.exists():
             log.warning("recording part %s is missing; the replay stops there", current)
             return
+
+
+def read_recording(path: Path) -> Iterator[dict[str, Any]]:
+    """Every record of a recording, following rotated parts from the first one."""
+    return itertools.chain.from_iterable(read_batches(path))

@@ -154,7 +154,8 @@ def _variant(config: PipelineConfig, spec: TestSpec) -> PipelineConfig:
         path = str(_path(config, spec.recording))
         for vid, v in list(components.get("venues", {}).items()):
             if v.type in (*VENUE_TYPES, "replay"):
-                opts = v.options if v.type == "replay" else ReplayVenue.Config(recording=path)
+                opts = v.options if v.type == "replay" else ReplayVenue.Config(
+                    recording=path, latency_ms=getattr(v.options, "latency_ms", None))
                 opts = attrs.evolve(opts, recording=path, speed="max",
                                     source=getattr(opts, "source", None) or vid)
                 components["venues"][vid] = ComponentSpec("venues", vid, "replay", opts)

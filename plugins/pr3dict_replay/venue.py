@@ -18,11 +18,22 @@ from attrs import frozen
 from pr3dict_core.components import BuildContext
 from pr3dict_core.config import ConfigError, ConfigProblem
 from pr3dict_core.model import Book, Market, OrderAck, OrderRequest, Pr3dictError
+from pr3dict_venuekit.orders import OrderRecord
 
 from .decode import Decoder
 from .feeds import Feed
 from .fills import FillSimulator
 from .format import RecordingError, read_recording
+
+# The order latency a simulated venue assumes when its table sets none: an order meets the
+# books received about one round trip after those it was decided on (docs/replay.md#order-latency).
+# Polymarket: ~88 ms measured from US-East (the far venue of a host near Kalshi); Kalshi
+# publishes none and none was measured: 20 ms, the top of the near-venue estimate.
+DEFAULT_LATENCY_MS = {"polymarket": 90.0, "kalshi": 20.0}
+
+
+def order_latency_ms(venue_type: str, configured: float | None) -> float:
+    return DEFAULT_LATENCY_MS[venue_type] if configured is None else configured
 
 
 class SimulatedVenue:
@@ -34,7 +45,7 @@ class SimulatedVenue:
     def __init__(self, id: str, venue_type: str, clock: Callable[[], float] = time.time):
         self.id = id
         self.venue_type = venue_type
-        self.decoder = Decoder(id, venue_type, self._changed_cb)
+        self.decoder = Decoder(id, venue_type, self._changed_cb, self._traded_cb)
         self._by_instrument: dict[str, Market] = {}
         self.fills = FillSimulator(id, self.decoder.books, self._by_instrument.get,
                                    self.decoder.fee, self.decoder.twin, clock)
@@ -47,7 +58,15 @@ class SimulatedVenue:
         self._changed.add(instrument)
         if not self.fills.resting:
             return
-        for rec in self.fills.on_book(instrument):
+        self._tell(self.fills.on_book(instrument))
+
+    def _traded_cb(self, instrument: str, maker_bid: bool, price: Decimal,
+                   size: Decimal) -> None:
+        if self.fills.resting:
+            self._tell(self.fills.on_trade(instrument, maker_bid, price, size))
+
+    def _tell(self, records: list[OrderRecord]) -> None:
+        for rec in records:
             ack = rec.ack()
             for callback in self._subscribers:
                 callback(ack)
@@ -200,17 +219,24 @@ class Player:
                 await self._pace(r["t"])
             end = r["t"] + self.batch_ns
             self._next = None
-            records, venues, now, n = self._records, self.venues, self.now_ns, 0
+            records, now, n = self._records, self.now_ns, 0
+            venues = self.venues
+            ws = {vid: v.decoder._apply_ws for vid, v in venues.items()}
             while True:  # the hot loop of a replay: no call it can do without
                 t = r["t"]
                 if t > now:
                     now = self.now_ns = t
                 n += 1
-                venue = venues.get(r.get("v", ""))
-                if venue is not None:
-                    if r["k"] == "ws":
-                        venue.decoder.apply_ws(r["raw"])
-                    else:
+                if r["k"] == "ws":
+                    apply_ws = ws.get(r["v"])
+                    if apply_ws is not None:
+                        try:
+                            apply_ws(r["raw"])
+                        except (ValueError, KeyError, TypeError, ArithmeticError) as exc:
+                            venues[r["v"]].decoder.bad_message(exc)
+                else:
+                    venue = venues.get(r.get("v", ""))
+                    if venue is not None:
                         venue.apply(r)
                 r = next(records, None)
                 if r is None:
@@ -259,7 +285,9 @@ class ReplayVenue(SimulatedVenue):
         recording: str
         # The recorded venue id to play; default: this venue's id.
         source: str | None = None
-        latency_ms: float = attrs.field(default=0.0, validator=attrs.validators.ge(0))
+        # Order latency in recorded time; default: the venue type's (DEFAULT_LATENCY_MS).
+        latency_ms: float | None = attrs.field(
+            default=None, validator=attrs.validators.optional(attrs.validators.ge(0)))
         # Extra latency drawn uniformly in [0, jitter_ms] per order from ``seed``.
         jitter_ms: float = attrs.field(default=0.0, validator=attrs.validators.ge(0))
         speed: Any = attrs.field(default="max", validator=_check_speed)
@@ -267,11 +295,10 @@ class ReplayVenue(SimulatedVenue):
         # Records received within this many ms of a cycle's first are one cycle's books.
         batch_ms: float = attrs.field(default=1.0, validator=attrs.validators.ge(0))
 
-    def __init__(self, id: str, player: Player, *, source: str, latency_ms: float,
+    def __init__(self, id: str, player: Player, *, source: str, latency_ms: float | None = None,
                  jitter_ms: float = 0.0, seed: int = 0):
         self.player = player
         self.source = source
-        self.latency_ns = int(latency_ms * 1e6)
         self.jitter_ns = int(jitter_ms * 1e6)
         self.rng = random.Random(seed)
         self._generation = 0
@@ -285,6 +312,7 @@ class ReplayVenue(SimulatedVenue):
                 str(player.path), "", f"has no venue {source!r} for venue {id} (it has "
                 f"{', '.join(sorted(player.markets)) or 'none'}); set `source`")])
         super().__init__(id, rec["venue_type"], clock=lambda: player.now_ns / 1e9)
+        self.latency_ns = int(order_latency_ms(self.venue_type, latency_ms) * 1e6)
         if source in player.venues:
             raise Pr3dictError(f"venue {id}: recorded venue {source!r} is replayed twice")
         player.venues[source] = self
@@ -343,11 +371,14 @@ class ShadowVenue(SimulatedVenue):
     type: ClassVar[str] = "shadow"  # never built from a table: see ``for_connector``
 
     def __init__(self, id: str, venue_type: str, options: Any, *, base_dir: Path | None,
-                 latency_ms: float = 50.0, snapshot_s: float = 60.0, poll_s: float = 0.5):
+                 latency_ms: float | None = None, snapshot_s: float = 60.0,
+                 poll_s: float = 0.5):
         super().__init__(id, venue_type)
         self.feed = Feed(id, venue_type, options, self._record, snapshot_s=snapshot_s,
                          poll_s=poll_s, base_dir=base_dir)
-        self.latency_s = latency_ms / 1000
+        if latency_ms is None:  # the venue table's ``latency_ms``, else the type's default
+            latency_ms = getattr(options, "latency_ms", None)
+        self.latency_s = order_latency_ms(venue_type, latency_ms) / 1000
         self.poll_wait_s = getattr(options, "poll_wait_ms", 100) / 1000
         self._event = asyncio.Event()
 
