@@ -13,13 +13,16 @@ lease expired, and reconciles them against the venues before it trades. Where th
 from __future__ import annotations
 
 import asyncio
+import collections
+import functools
 import json
 import os
 import secrets
 import socket
+import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
@@ -38,7 +41,7 @@ from .model import (
     Trade,
     TradeState,
 )
-from .stores import POSTGRES, SQLITE, Tx, open_store, sqlite_path
+from .stores import POSTGRES, SQLITE, Store, Tx, open_store, sqlite_path
 
 T = TypeVar("T")
 
@@ -198,6 +201,74 @@ class _Refused(Exception):
 Item = Any  # a (sql, params) statement, or a function of a transaction (``stores.Tx``)
 
 
+class _Writer:
+    """The journal's one worker thread. Jobs run in the order they were queued; writes
+    queued back to back while it was busy are committed as one transaction (durable if any
+    of them must be): under load the commits grow, not the queue."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self._jobs: collections.deque[tuple[str, Any, bool, Future[Any]]] = collections.deque()
+        self._ready = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, name="pr3dict-journal",
+                                        daemon=True)
+        self._thread.start()
+
+    def _put(self, kind: str, payload: Any, durable: bool) -> Future[Any]:
+        future: Future[Any] = Future()
+        with self._ready:
+            if self._closed:
+                raise JournalError("the journal is closed")
+            self._jobs.append((kind, payload, durable, future))
+            self._ready.notify()
+        return future
+
+    def write(self, items: list[Item], durable: bool) -> Future[None]:
+        return self._put("write", items, durable)
+
+    def call(self, fn: Callable[[Tx], T], durable: bool) -> Future[T]:
+        return self._put("call", fn, durable)
+
+    def barrier(self) -> Future[None]:
+        """Done once everything queued before it is."""
+        return self._put("barrier", None, False)
+
+    def close(self) -> None:
+        with self._ready:
+            self._closed = True
+            self._ready.notify()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        while True:
+            with self._ready:
+                while not self._jobs and not self._closed:
+                    self._ready.wait()
+                if not self._jobs:
+                    return
+                job = self._jobs.popleft()
+                batch = [job]
+                while job[0] == "write" and self._jobs and self._jobs[0][0] == "write":
+                    batch.append(self._jobs.popleft())
+            kind, payload, durable, _ = job
+            try:
+                if kind == "barrier":
+                    result = None
+                elif kind == "call":
+                    result = self.store.transaction(payload, durable=durable)
+                else:
+                    items: list[Item] = [item for b in batch for item in b[1]]
+                    result = self.store.transaction(functools.partial(_apply, items=items),
+                                                    durable=any(b[2] for b in batch))
+            except BaseException as exc:
+                for b in batch:
+                    b[3].set_exception(exc)
+            else:
+                for b in batch:
+                    b[3].set_result(result)
+
+
 class Journal:
     """The journal of one engine, in SQLite (``path`` or ``sqlite:///path``) or
     PostgreSQL (``postgresql://...``), shared there with other engines.
@@ -219,7 +290,7 @@ class Journal:
         self.shared = self.store.dialect is POSTGRES  # several engines may use it at once
         self.path = Path(sqlite_path(str(target))) if not self.shared else Path(self.store.where)
         self.where = self.store.where
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="pr3dict-journal")
+        self._writer = _Writer(self.store)
         self._pending: list[Item] = []
         self._flushed: asyncio.Future[None] | None = None  # a durable commit is scheduled
         self._scheduled = False  # a non-durable commit is scheduled
@@ -240,7 +311,7 @@ class Journal:
         """Run ``fn`` in one transaction on the worker, after everything queued; wait."""
         self._send(durable=False)
         try:
-            return self._pool.submit(self.store.transaction, fn, durable=durable).result()
+            return self._writer.call(fn, durable).result()
         except (JournalError, _Refused):
             raise
         except Exception as exc:  # the database's own error, named as the journal's
@@ -252,7 +323,7 @@ class Journal:
         self._send(durable=False)
         try:
             return await asyncio.wrap_future(
-                self._pool.submit(self.store.transaction, fn, durable=durable))
+                self._writer.call(fn, durable))
         except (JournalError, _Refused):
             raise
         except Exception as exc:
@@ -266,8 +337,7 @@ class Journal:
         items, self._pending = self._pending, []
         waiting, self._flushed = self._flushed, None
         durable = durable or waiting is not None
-        future = self._pool.submit(self.store.transaction,
-                                   lambda tx: _apply(tx, items), durable=durable)
+        future = self._writer.write(items, durable)
         if waiting is not None:
             asyncio.wrap_future(future, loop=waiting.get_loop()).add_done_callback(
                 lambda f: self._release_intents(waiting, f))
@@ -324,7 +394,7 @@ class Journal:
         future = self._send(durable=durable)
         if future is not None and durable:
             future.result()
-        self._pool.submit(lambda: None).result()
+        self._writer.barrier().result()
         self._raise_error()
 
     def close(self) -> None:
@@ -337,7 +407,7 @@ class Journal:
 
     def _shutdown(self) -> None:
         self._closed = True
-        self._pool.shutdown(wait=True)
+        self._writer.close()
         self.store.close()
 
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
