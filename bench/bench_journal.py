@@ -102,28 +102,48 @@ max_unwind_loss = "1"
 """
 
 
-def engines_throughput(pg: Postgres, folder: Path, engines: int, seconds: float) -> float:
+def condition_ids(url: str) -> list[str]:
+    """Every market the simulator lists (Polymarket's public GET /markets)."""
+    import json
+    import urllib.request
+
+    with urllib.request.urlopen(url + "/markets", timeout=10) as reply:
+        return [m["condition_id"] for m in json.load(reply)["data"]]
+
+
+def engines_throughput(pg: Postgres, folder: Path, engines: int, seconds: float, *,
+                       split: bool) -> float:
+    """Final trades per second of ``engines`` processes on one account; ``split`` gives each
+    its own group of markets (the deployment docs/scale-out.md suggests), else every engine
+    watches every market and the leases decide who trades."""
     scenario = folder / "scenario.toml"
     text = (REPO / "pipelines/scenarios/sim.toml").read_text().replace('"../keys/', f'"{KEYS}/')
     scenario.write_text(text.replace('arb_probability = "0.08"', 'arb_probability = "0.5"'))
     sim, url = sim_process(scenario)
     db = pg.url(pg.create_database())
-    path = folder / f"engines-{engines}.toml"
-    path.write_text(SIM_PIPELINE.format(url=db, rest=url, ws=url.replace("http", "ws"),
-                                        keys=KEYS))
+    markets = condition_ids(url)
     env = {**os.environ, "PR3DICT_BENCH_PG_PASSWORD": pg.password}
     try:
-        procs = [subprocess.Popen([str(PR3DICT), "run", str(path), "--engine-id", f"e{i}",
-                                   "--duration", str(seconds), "--quiet"], cwd=folder,
-                                  env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                 for i in range(engines)]
+        procs = []
+        for i in range(engines):
+            path = folder / f"engines-{engines}-{i}.toml"
+            text = SIM_PIPELINE.format(url=db, rest=url, ws=url.replace("http", "ws"),
+                                       keys=KEYS)
+            if split:
+                group = ", ".join(f'"{m}"' for m in markets[i::engines])
+                text = text.replace("heartbeat_interval_ms = 0",
+                                    f"heartbeat_interval_ms = 0\nmarkets = [{group}]")
+            path.write_text(text)
+            procs.append(subprocess.Popen(
+                [str(PR3DICT), "run", str(path), "--engine-id", f"e{i}", "--duration",
+                 str(seconds), "--quiet"], cwd=folder, env=env, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL))
         for p in procs:
             p.wait(seconds + 120)
         with psycopg.connect(db, password=pg.password) as conn:
-            first, last, n = conn.execute(
-                "SELECT min(created_at), max(updated_at), count(*) FROM trades WHERE state IN "
-                "('committed', 'rolled_back')").fetchone()
-        return n / (last - first) if n else 0.0
+            n = conn.execute("SELECT count(*) FROM trades WHERE state IN "
+                             "('committed', 'rolled_back')").fetchone()[0]
+        return n / seconds
     finally:
         stop_process(sim)
 
@@ -170,10 +190,13 @@ def main() -> int:
             print(f"{'measure':<42} {'p50 ms':>9} {'p99 ms':>9}  note")
             for label, p50, p99, note in rows:
                 print(f"{label:<42} {p50:>9.3f} {p99:>9.3f}  {note}")
-            print(f"\n{'engines on one PostgreSQL journal':<42} {'trades/s':>9}")
+            print(f"\n{'engines on one PostgreSQL journal, one sim account':<52} "
+                  f"{'trades/s':>9}")
             for n in (1, 2, 4):
-                rate = engines_throughput(pg, folder, n, args.seconds)
-                print(f"{n:<42} {rate:>9.1f}")
+                rate = engines_throughput(pg, folder, n, args.seconds, split=True)
+                print(f"{f'{n}, markets split among them':<52} {rate:>9.1f}")
+            rate = engines_throughput(pg, folder, 4, args.seconds, split=False)
+            print(f"{'4, every engine on every market (leases decide)':<52} {rate:>9.1f}")
         finally:
             pg.stop()
     return 0
