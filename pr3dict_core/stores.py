@@ -188,11 +188,13 @@ class _PgTx:
         self.conn = conn
         self.pipeline = pipeline
         self.sql_for = sql_for
+        self._writes = conn.cursor()  # one cursor for statements whose rows nobody reads
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        cur = self.conn.execute(self.sql_for(sql), params)
         if _RETURNS_ROWS.match(sql) or " RETURNING " in sql:
-            return cur.fetchall()  # waits for this reply (and those before it)
+            # waits for this reply (and those before it)
+            return self.conn.execute(self.sql_for(sql), params).fetchall()  # type: ignore[no-any-return]
+        self._writes.execute(self.sql_for(sql), params)
         return []  # pipelined: an error surfaces at the next read or at COMMIT
 
     def rowcount(self, sql: str, params: Sequence[Any] = ()) -> int:
