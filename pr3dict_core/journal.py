@@ -360,6 +360,12 @@ class Journal:
         if exc is not None and self._error is None:
             self._error = exc  # raised again by the next intent: no order goes out
 
+    @property
+    def failure(self) -> BaseException | None:
+        """Why a background write failed, while no one has been told (the engine looks
+        every cycle: a journal that cannot be written stops the run)."""
+        return self._error
+
     def _raise_error(self) -> None:
         if self._error is not None:
             error, self._error = self._error, None

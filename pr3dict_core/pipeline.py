@@ -767,13 +767,19 @@ class Engine:
             return
         self.halts[(cause, subject)] = Halt(cause, subject, reason)
         if self.journal is not None:
-            self.journal.set_halt(cause, subject, reason)
+            try:
+                self.journal.set_halt(cause, subject, reason)
+            except JournalError as exc:  # held in memory; the journal's failure is fatal
+                self.fatal = self.fatal or f"journal write failed: {exc}"
         self._push_state()
 
     def lift(self, cause: str, subject: str) -> None:
         if self.halts.pop((cause, subject), None) is not None:
             if self.journal is not None:
-                self.journal.lift_halt(cause, subject)
+                try:
+                    self.journal.lift_halt(cause, subject)
+                except JournalError as exc:
+                    self.fatal = self.fatal or f"journal write failed: {exc}"
             self._push_state()
 
     @property
@@ -1043,6 +1049,9 @@ class Engine:
             if ("kill", "") not in self.halts and self._kill_switch_reason():
                 await self.kill(self._kill_switch_reason())
             self._check_venue_auth()
+            if self.journal is not None and self.journal.failure is not None:
+                self._journal_failed(self.journal.failure)
+                break
             self._push_venue_stats()
             for opp in await self.scan():
                 self.submit_opportunity(opp)
