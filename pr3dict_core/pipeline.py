@@ -14,6 +14,7 @@ import collections
 import contextlib
 import inspect
 import itertools
+import logging
 import secrets
 import socket
 import time
@@ -69,6 +70,8 @@ from .model import (
 )
 from .plugins import collect_components, make_plugin_manager
 from .stores import sqlite_path
+
+log = logging.getLogger("pr3dict.engine")
 
 
 class VenueFailure(Pr3dictError):
@@ -708,6 +711,7 @@ class Engine:
         assert journal is not None
         period = journal.lease_ms / 3000
         renewed = self.clock()
+        adopting: asyncio.Task[Any] | None = None
         while True:
             try:
                 if not await journal.renew_engine():
@@ -717,7 +721,8 @@ class Engine:
                     return
                 renewed = self.clock()
                 self.lift("lease", "")
-                await self.adopt_orphans()
+                if adopting is None or adopting.done():  # never holds up the next renewal
+                    adopting = self._spawn(self._adopt_quietly())
             except Exception as exc:
                 if self.clock() - renewed > period * 2:
                     self.halt("lease", "", f"cannot renew the engine's lease in "
@@ -737,6 +742,14 @@ class Engine:
                 adopted.append((trade_id, previous))
                 self._leased.add(trade_id)
         return adopted
+
+    async def _adopt_quietly(self) -> None:
+        """``adopt_orphans`` in the background: a failure is logged, the next tick retries."""
+        try:
+            await self.adopt_orphans()
+        except Exception as exc:
+            log.warning("adopting the trades of dead engines failed: %s: %s",
+                        type(exc).__name__, exc)
 
     async def adopt_orphans(self) -> list[Trade]:
         """Adopt (``_adopt``) and recover, through the reconciler, the open trades of
