@@ -425,7 +425,8 @@ async def _check_components(config: PipelineConfig, registry, pm, *,  # type: ig
     to their capital gates), and run each settler's read-only ``check()`` (contracts and
     conditions on chain): what ``run`` checks before its first trade.
 
-    Nothing else is built (no journal, no sinks, no recovery): validating never trades.
+    A PostgreSQL journal is connected to (read only). Nothing else is built (no journal
+    written, no sinks, no recovery): validating never trades.
     """
     components, ctx = build_components(config, registry, pm, kinds=_CHECKED_KINDS)
     strategy = registry.get("strategies", config.execution.strategy)
@@ -433,6 +434,17 @@ async def _check_components(config: PipelineConfig, registry, pm, *,  # type: ig
     strategy.cls.from_config(config.execution.strategy, config.strategy_options, ctx)
     if not environment:
         return ""
+    if config.journal.shared:  # the shared journal is reachable with these credentials
+        try:
+            journal = open_journal(config, pm, read_only=True)
+        except JournalError as exc:
+            if "schema version" not in str(exc):  # a database no engine has used yet
+                return f"journal.url: {exc}"
+        except StoreError as exc:
+            return f"journal.url: {exc}"
+        else:
+            if journal is not None:
+                journal.close()
     started = []
     try:
         for kind in ("rpc", "venues"):

@@ -372,3 +372,20 @@ def test_the_database_dying_mid_run_stops_the_run_and_a_restart_recovers(tmp_pat
         assert open_now == 0 and runs == 2
     finally:
         pg.stop()
+
+
+def test_validate_checks_that_the_shared_journal_is_reachable(tmp_path, postgres, pg_url):
+    """`pr3dict validate` connects to a PostgreSQL journal as `run` would (read only): a
+    wrong password is reported at `journal.url`, exit 78, the password never shown."""
+    import os
+
+    path = pipeline(tmp_path, pg_url)
+    good = subprocess.run([str(PR3DICT), "validate", str(path)], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert good.returncode == 0, good.stderr
+    env = {**os.environ, "PR3DICT_TEST_PG_PASSWORD": "not-the-password"}
+    bad = subprocess.run([str(PR3DICT), "validate", str(path)], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 78
+    assert "environment: journal.url: journal postgresql://" in bad.stderr
+    assert "not-the-password" not in bad.stderr
