@@ -32,8 +32,6 @@ from pr3dict_core.model import (
     TimeInForce,
     quantize_down,
 )
-from pr3dict_kalshi import protocol as kalshi_protocol
-from pr3dict_polymarket import protocol as pm_protocol
 
 from .matching import MatchingEngine, MatchingError, UnknownOrderError
 from .scenario import MarketProcess, ScenarioSpec, load_scenario
@@ -46,7 +44,9 @@ MARKET_MAKER = "mm"
 
 
 def polymarket_fee(rate: Decimal):  # type: ignore[no-untyped-def]
-    """Polymarket's taker fee (``pr3dict_polymarket.protocol.fee``)."""
+    """Polymarket's taker fee (``pr3dict_polymarket.protocol.fee``, imported only for a
+    venue that charges it: the protocol module brings keccak)."""
+    from pr3dict_polymarket import protocol as pm_protocol
 
     def fee(instrument: str, price: Decimal, size: Decimal) -> Decimal:
         return pm_protocol.fee(rate, size, price)
@@ -55,7 +55,9 @@ def polymarket_fee(rate: Decimal):  # type: ignore[no-untyped-def]
 
 
 def kalshi_fee(rate: Decimal):  # type: ignore[no-untyped-def]
-    """Kalshi's taker fee (``pr3dict_kalshi.protocol.fee``; ``rate`` is the coefficient)."""
+    """Kalshi's taker fee (``pr3dict_kalshi.protocol.fee``; ``rate`` is the coefficient);
+    imported only for a venue that charges it (the protocol module brings cryptography)."""
+    from pr3dict_kalshi import protocol as kalshi_protocol
 
     def fee(instrument: str, price: Decimal, size: Decimal) -> Decimal:
         return kalshi_protocol.fee(size, price, coefficient=rate)

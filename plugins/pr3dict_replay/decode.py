@@ -20,9 +20,7 @@ from pr3dict_polymarket import marketdata as pmd
 from pr3dict_polymarket import protocol as pm
 from pr3dict_venuekit.books import LocalBook
 
-from .format import RecordingError
-
-VENUE_TYPES = ("polymarket", "kalshi")
+from .format import VENUE_TYPES, RecordingError
 
 
 def market_json(m: Market) -> dict[str, str]:
