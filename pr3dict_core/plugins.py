@@ -249,9 +249,10 @@ def collect_components(pm: pluggy.PluginManager) -> ComponentRegistry:
     return registry
 
 
-def _register(pm: pluggy.PluginManager, registry: ComponentRegistry, which: Any) -> None:
-    for kind, hook_name in _REGISTRATION_HOOKS.items():
-        hook = getattr(pm.hook, hook_name)
+def _register(pm: pluggy.PluginManager, registry: ComponentRegistry, which: Any,
+              kinds: Iterable[str] = KINDS) -> None:
+    for kind in kinds:
+        hook = getattr(pm.hook, _REGISTRATION_HOOKS[kind])
         # Call impls one by one so each registration knows which plugin it came from.
         for impl in reversed(hook.get_hookimpls()):
             if not which(impl.plugin_name):
@@ -264,7 +265,7 @@ def _loader(pm: pluggy.PluginManager, plugin: str, kind: str, name: str) -> Any:
     def load() -> type:
         pm.load_deferred(plugin)  # type: ignore[attr-defined]
         own = ComponentRegistry()
-        _register(pm, own, lambda p: p == plugin)
+        _register(pm, own, lambda p: p == plugin, [kind])  # only this kind's hook
         reg = own.get(kind, name)
         if reg is None:
             raise PluginIndexError(

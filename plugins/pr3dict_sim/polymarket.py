@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 from aiohttp import web
-from eth_utils import to_checksum_address
 
 from pr3dict_core.model import ZERO, Market, OrderStatus, Side, TimeInForce
 from pr3dict_paper.matching import InvalidOrder, Match, MatchingEngine
@@ -32,6 +31,7 @@ from pr3dict_polymarket.signing import (
     clob_auth_digest,
     hmac_signature,
     recover,
+    to_checksum_address,
 )
 
 from .common import Account, Faults, Hub, http_error, json_response, now_ms, ws_loop

@@ -19,10 +19,10 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
-from eth_utils import to_checksum_address
 
 from pr3dict_kalshi.protocol import load_public_key
 from pr3dict_paper.scenario import ScenarioSpec, load_scenario
+from pr3dict_polymarket.signing import to_checksum_address
 
 from .common import Account, Faults
 from .kalshi import KalshiSim
