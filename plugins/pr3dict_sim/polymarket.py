@@ -14,7 +14,7 @@ import hmac
 import json
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -380,10 +380,10 @@ class PolymarketSim:
 
     async def list_markets(self, request: web.Request) -> web.Response:
         """``/markets`` and ``/sampling-markets`` (every simulated market is "sampling")."""
-        return self._page(request, [self.market_json(m) for m in self.markets])
+        return self._page(request, self.markets, self.market_json)
 
     async def list_simplified(self, request: web.Request) -> web.Response:
-        return self._page(request, [self.simplified_json(m) for m in self.markets])
+        return self._page(request, self.markets, self.simplified_json)
 
     async def market_by_token(self, request: web.Request) -> web.Response:
         """The market of one token (py-clob-client-v2 resolves a token's condition with it;
@@ -979,7 +979,10 @@ class PolymarketSim:
             raise http_error(404, {"error": pm.CANCEL_UNKNOWN})
         return json_response(self.order_json(order))
 
-    def _page(self, request: web.Request, items: list[Any]) -> web.Response:
+    def _page(self, request: web.Request, items: list[Any],
+              render: Callable[[Any], Any] | None = None) -> web.Response:
+        """One page of ``items``; ``render`` turns only that page's items into JSON (a
+        listing of 10,000 markets is 100 pages: rendering all of them per page was O(n^2))."""
         try:
             start = pm.offset(request.query.get("next_cursor"))
         except ValueError:
@@ -989,6 +992,8 @@ class PolymarketSim:
                                   "limit": self.page_size, "count": 0})
         page = items[start:start + self.page_size]
         nxt = start + len(page)
+        if render is not None:
+            page = [render(item) for item in page]
         return json_response({"data": page, "next_cursor": pm.cursor(nxt) if nxt < len(items)
                               else pm.END_CURSOR, "limit": self.page_size, "count": len(page)})
 
@@ -1065,9 +1070,10 @@ class PolymarketSim:
         self.process.step()
         self.requote()
 
-    def requote(self) -> None:
+    def requote(self, states: Sequence[Any] | None = None, *, publish: bool = True) -> None:
+        """Requote ``states`` (default: every market) and publish what changed."""
         engine = self.engine
-        for st in self.process.states:
+        for st in self.process.states if states is None else states:
             key = st.quote_key()
             m = st.market
             last = self._quoted.get(m.market_id)
@@ -1083,7 +1089,8 @@ class PolymarketSim:
                         if maker is not None:
                             self._push_order(maker, "UPDATE")
             self._quoted[m.market_id] = (key, engine.sequence(m.yes), engine.sequence(m.no))
-        self.publish_books()
+        if publish:
+            self.publish_books()
 
     # ------------------------------------------------------------------ websockets
 
