@@ -372,6 +372,7 @@ class MatchingEngine:
         self._fills: dict[str, list[Fill]] = {}
         self._order_seq = 0
         self._fill_seq = 0
+        self._changed: set[str] = set()  # instruments whose book changed (take_changed)
 
     # ----------------------------------------------------------------- instruments
 
@@ -498,6 +499,7 @@ class MatchingEngine:
         order.remaining -= by
         order.size -= by
         book.seq += 1
+        self._changed.add(book.instrument)
         return order.ack()
 
     def queue_ahead(self, account: str, client_order_id: str) -> Decimal | None:
@@ -651,6 +653,12 @@ class MatchingEngine:
     def fills(self, account: str, since: int = 0) -> list[Fill]:
         """Every fill of the account in order; ``since`` indexes that list (for polling)."""
         return self._fills.get(account, [])[since:]
+
+    def take_changed(self) -> set[str]:
+        """The instruments whose book changed since the last call: a venue over 20,000
+        instruments publishes what changed without comparing every sequence."""
+        changed, self._changed = self._changed, set()
+        return changed
 
     def sequence(self, instrument: str) -> int:
         """Grows whenever the instrument's book changes; equal numbers mean an equal book."""
@@ -816,8 +824,10 @@ class MatchingEngine:
         for side_book, level in touched:
             side_book.tidy(level)
         book.seq += 1
+        self._changed.add(instrument)
         for other in other_books:
             other.seq += 1
+            self._changed.add(other.instrument)
         return maker_fills
 
     def _settle(self, account: str, instrument: str, side: Side, fill: Fill) -> None:
@@ -839,6 +849,7 @@ class MatchingEngine:
             order.seq
         ] = order
         book.seq += 1
+        self._changed.add(book.instrument)
 
     def _unrest(self, order: _Order, status: OrderStatus, reason: str) -> None:
         """Take a resting order off the book for good (cancel, replace, self-trade)."""
@@ -848,6 +859,7 @@ class MatchingEngine:
         book_side.tidy(level)
         self._close(order, status, reason)
         book.seq += 1
+        self._changed.add(book.instrument)
 
     def _close(self, order: _Order, status: OrderStatus, reason: str) -> None:
         """Final state for an order that rested: drop it from the open index (and forget quotes,

@@ -125,7 +125,8 @@ class PaperVenue:
         self._orders_seen: dict[str, int] = {}
         self.state_file = state_file
         self._books: dict[str, Book] = {}
-        self._seen: dict[str, int] = {}
+        self._order = {inst: n for n, inst in enumerate(
+            inst for m in self._markets for inst in (m.yes, m.no))}  # instrument -> position
         self._quoted: dict[str, tuple[object, int, int]] = {}
         self._subscribers: list[Callable[[OrderAck], None]] = []
         self._events = tuple(OutcomeSet(e.id, tuple(e.markets), e.exhaustive, e.title)
@@ -146,7 +147,7 @@ class PaperVenue:
 
     # ------------------------------------------------------------------ persistence
 
-    _PERSISTED = ("engine", "process", "steps", "_orders_seen", "_seen", "_quoted", "_books")
+    _PERSISTED = ("engine", "process", "steps", "_orders_seen", "_quoted", "_books")
 
     def _load(self) -> None:
         if self.state_file is None or not self.state_file.exists():
@@ -261,15 +262,13 @@ class PaperVenue:
         self.steps += 1
         self._save()
         self._heartbeat = time.monotonic()
+        # In market order (same seed, same run), only what changed: O(changes), not O(markets).
+        order = self._order
         changed = []
-        for m in self._markets:
-            for inst in (m.yes, m.no):
-                seq = self.engine.sequence(inst)
-                if self._seen.get(inst) != seq:
-                    self._seen[inst] = seq
-                    book = self.book(inst)
-                    assert book is not None
-                    changed.append(book)
+        for inst in sorted(self.engine.take_changed(), key=lambda i: order.get(i, -1)):
+            book = self.book(inst)
+            if book is not None:
+                changed.append(book)
         return changed
 
     # ------------------------------------------------------------------ orders

@@ -962,7 +962,8 @@ class KalshiSim:
 
     def publish_books(self) -> None:
         subs = [(ws, st) for ws, st in self.hub.sockets.items() if st.get("book_sid")]
-        for m in self.markets:
+        touched = self.engine.take_changed()  # only markets whose books moved: O(changes)
+        for m in (self.by_ticker[t] for t in sorted(touched) if t in self.by_ticker):
             seq = self.engine.sequence(m.ticker)
             if self._published_seq.get(m.ticker) == seq:
                 continue

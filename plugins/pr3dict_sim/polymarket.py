@@ -1125,7 +1125,8 @@ class PolymarketSim:
     def publish_books(self) -> None:
         """Send price_change events for every level that changed since the last publish."""
         changes: dict[str, list[dict[str, Any]]] = {}
-        for m in self.markets:
+        touched = self.engine.take_changed()  # only markets whose books moved: O(changes)
+        for m in dict.fromkeys(self.by_token[t] for t in sorted(touched) if t in self.by_token):
             self._auto_tick(m)
             for token in (m.yes, m.no):
                 seq = self.engine.sequence(token)
