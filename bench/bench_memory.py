@@ -200,12 +200,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                       f"{error or str(int(times[f'{venue} markets'])) + ' markets loaded'}")
         if "soak" in only and args.soak > 0:
             samples = soak(pipeline, args.soak, args.every)
-            rss = [r for _, r in samples]
-            warm = [r for t, r in samples if t >= args.soak / 3]
-            print(f"{f'soak {args.soak:.0f} s: RSS first/last/peak':<52} "
-                  f"{rss[0]:.0f}/{rss[-1]:.0f}/{max(rss):.0f} MB  flat  "
-                  f"(growth after the first third {warm[-1] - warm[0]:+.1f} MB)"
-                  if warm else "soak: no samples")
+            quarters = [next((r for t, r in samples if t >= args.soak * q / 4), samples[-1][1])
+                        for q in (1, 2, 3)] + [samples[-1][1]]
+            label = f"soak {args.soak:.0f} s: RSS at 1/4, 1/2, 3/4, end"
+            print(f"{label:<52} {'/'.join(f'{r:.0f}' for r in quarters):>12} MB  flat  "
+                  f"(peak {max(r for _, r in samples):.0f} MB)")
     return 0
 
 
