@@ -242,6 +242,9 @@ class PolymarketSim:
         return json_response(self.book_json(market, token))
 
     async def books(self, request: web.Request) -> web.Response:
+        """``POST /books``: ``[{"token_id"}]`` (at most 500) -> ``[OrderBookSummary]``, one per
+        known token, as py-clob-client's ``get_order_books(params=[BookParams(...)])`` sends
+        and reads it (shared/research/venues.md A2; docs.polymarket.com, "Get order books")."""
         try:
             items = json.loads(await request.text())
             tokens = [str(item["token_id"]) for item in items]

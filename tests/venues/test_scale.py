@@ -32,7 +32,9 @@ MARKETS = 10_000
 def big_sim(tmp_path_factory):
     folder = tmp_path_factory.mktemp("big")
     (folder / "kalshi.pub.pem").write_text(KALSHI_PUB)
-    lines = ['seed = 3', "[sim]", "[[sim.accounts]]", 'name = "t"',
+    # Books keep moving (5% of markets a step): the simulator answers between its steps.
+    lines = ['seed = 3', "[process]", 'move_probability = "0.05"', 'arb_probability = "0.01"',
+             "[sim]", "[[sim.accounts]]", 'name = "t"',
              f'polymarket_address = "{POLY_ADDRESS}"', f'kalshi_key_id = "{KALSHI_KEY_ID}"',
              'kalshi_public_key = "kalshi.pub.pem"']
     for i in range(MARKETS):
