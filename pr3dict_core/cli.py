@@ -42,6 +42,7 @@ from .model import Pr3dictError, TradeState
 from .pipeline import Engine, build_components, new_run_id
 from .plugins import (
     COMMANDS,
+    PluginIndexError,
     PluginManager,
     UsageError,
     collect_components,
@@ -221,7 +222,7 @@ def main(argv: Sequence[str] | None = None, *,
     try:
         pm = pm or _plugin_manager(_plugin_options(argv))
         registry = collect_components(pm)
-    except (UsageError, DuplicateComponent, ImportError) as exc:
+    except (UsageError, DuplicateComponent, PluginIndexError, ImportError) as exc:
         print(f"pr3dict: {exc}", file=err)
         return EX_CONFIG
     parser = build_parser(pm)

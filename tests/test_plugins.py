@@ -60,6 +60,14 @@ def test_an_index_entry_the_plugin_does_not_register_is_an_error(monkeypatch):
         _ = reg.cls
 
 
+def test_a_malformed_index_name_is_refused():
+    from pr3dict_core.plugins import PluginIndexError, _check_index
+
+    _check_index({"m": [("venues", "x"), ("commands", "y")]})
+    with pytest.raises(PluginIndexError, match=r"must be <kind>\.<type>"):
+        _check_index({"m": [("vennues", "x")]})
+
+
 PAPER_ONLY = (
     "import sys; from pr3dict_core.cli import main; "
     "rc = main(['validate', sys.argv[1]]); "
