@@ -222,10 +222,10 @@ def main(argv: Sequence[str] | None = None, *,
     try:
         pm = pm or _plugin_manager(_plugin_options(argv))
         registry = collect_components(pm)
+        parser = build_parser(pm)  # imports the plugins that add commands
     except (UsageError, DuplicateComponent, PluginIndexError, ImportError) as exc:
         print(f"pr3dict: {exc}", file=err)
         return EX_CONFIG
-    parser = build_parser(pm)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:

@@ -94,7 +94,11 @@ class PluginManager(pluggy.PluginManager):
         spec = self.deferred.pop(name, None)
         if spec is None:
             return self.get_plugin(name)
-        plugin = importlib.import_module(spec.module)
+        try:
+            plugin = importlib.import_module(spec.module)
+        except ImportError as exc:  # named in the index, but broken: say which plugin
+            raise PluginIndexError(f"plugin {name!r} ({spec.module}) cannot be imported: "
+                                   f"{exc}") from exc
         if not self.is_registered(plugin):
             self.register(plugin, name=name)
             self.check_pending()
