@@ -40,7 +40,15 @@ from .config import (
 from .journal import Journal, JournalError
 from .model import Pr3dictError, TradeState
 from .pipeline import Engine, build_components, new_run_id, open_journal
-from .plugins import UsageError, collect_components, make_plugin_manager, plugin_distributions
+from .plugins import (
+    COMMANDS,
+    PluginIndexError,
+    PluginManager,
+    UsageError,
+    collect_components,
+    make_plugin_manager,
+    plugin_distributions,
+)
 from .stores import StoreError, redact_url, sqlite_path
 
 EX_OK, EX_FAILED, EX_USAGE, EX_INTERRUPTED, EX_PIPE = 0, 1, 2, 130, 141
@@ -186,6 +194,9 @@ def build_parser(pm: pluggy.PluginManager | None = None) -> argparse.ArgumentPar
                          help="show at most N trades, newest first (default: 50)")
     journal.add_argument("--trade", metavar="ID", help="show one trade with its legs and orders")
     if pm is not None:
+        load_providing = getattr(pm, "load_providing", None)
+        if load_providing is not None:  # plugins that add commands are imported for them
+            load_providing(COMMANDS)
         pm.hook.pr3dict_add_commands(subparsers=sub)
     for command in sub.choices.values():
         if "-p" not in command._option_string_actions:
@@ -217,10 +228,10 @@ def main(argv: Sequence[str] | None = None, *,
     try:
         pm = pm or _plugin_manager(_plugin_options(argv))
         registry = collect_components(pm)
-    except (UsageError, DuplicateComponent, ImportError) as exc:
+        parser = build_parser(pm)  # imports the plugins that add commands
+    except (UsageError, DuplicateComponent, PluginIndexError, ImportError) as exc:
         print(f"pr3dict: {exc}", file=err)
         return EX_CONFIG
-    parser = build_parser(pm)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:
@@ -277,13 +288,20 @@ def run() -> NoReturn:
 
 
 def cmd_plugins(pm: pluggy.PluginManager, registry, out: TextIO) -> int:  # type: ignore[no-untyped-def]
+    """Plugins and what they provide, from the entry-point index where it says (no import)."""
     dists = plugin_distributions(pm)
     by_plugin = registry.by_plugin()
+    commands: dict[str, list[str]] = {}
+    names = pm.plugin_names() if isinstance(pm, PluginManager) else [
+        n for n in (pm.get_name(p) for p in pm.get_plugins()) if n]
+    for name, spec in getattr(pm, "indexed", {}).items():
+        commands[name] = [f"command:{c}" for k, c in spec.provides if k == COMMANDS]
     rows = []
-    for name in sorted({n for n in (pm.get_name(p) for p in pm.get_plugins()) if n}):
+    for name in sorted(names):
         dist, version = dists.get(name, ("-", "-"))
-        comps = ", ".join(f"{KINDS[r.kind]}:{r.name}" for r in sorted(
-            by_plugin.get(name, []), key=lambda r: (r.kind, r.name))) or "-"
+        comps = ", ".join([f"{KINDS[r.kind]}:{r.name}" for r in sorted(
+            by_plugin.get(name, []), key=lambda r: (r.kind, r.name))]
+            + sorted(commands.get(name, []))) or "-"
         rows.append((name, dist, version, comps))
     widths = [max(len(r[i]) for r in [("plugin", "distribution", "version", ""), *rows])
               for i in range(3)]

@@ -362,12 +362,32 @@ class DuplicateComponent(Pr3dictError):
     pass
 
 
-@attrs.frozen
+@attrs.define(eq=False)
 class Registration:
+    """A registered component class; for a plugin known from the entry-point index only,
+    ``cls`` imports the plugin the first time it is asked for."""
+
     kind: str
     name: str
-    cls: Any  # a component class: has `type`, `Config` and `from_config`
     plugin: str
+    # A class with `type`, `Config` and `from_config`; None until a deferred plugin is imported.
+    _cls: Any = attrs.field(default=None, alias="cls")
+    _load: Callable[[], Any] | None = attrs.field(default=None, alias="load", repr=False)
+
+    @property
+    def cls(self) -> Any:
+        if self._cls is None:
+            assert self._load is not None
+            self._cls = self._load()
+        return self._cls
+
+    @property
+    def loaded(self) -> bool:
+        return self._cls is not None
+
+    def describe(self) -> str:
+        return (f"plugin {self.plugin!r} ({self._cls.__qualname__})" if self.loaded
+                else f"plugin {self.plugin!r}")
 
 
 @attrs.define
@@ -384,13 +404,19 @@ class ComponentRegistry:
             raise TypeError(f"{cls.__qualname__} (plugin {plugin}) has no `type` name")
         if not attrs.has(getattr(cls, "Config", None) or object):
             raise TypeError(f"{cls.__qualname__} (plugin {plugin}) has no attrs `Config` class")
-        existing = self.entries[kind].get(name)
+        self._put(Registration(kind, name, plugin, cls=cls))
+
+    def add_deferred(self, kind: str, name: str, plugin: str, load: Callable[[], Any]) -> None:
+        """A component known by name (the entry-point index); ``load`` imports its class."""
+        self._put(Registration(kind, name, plugin, load=load))
+
+    def _put(self, reg: Registration) -> None:
+        existing = self.entries[reg.kind].get(reg.name)
         if existing is not None:
             raise DuplicateComponent(
-                f"{KINDS[kind]} type {name!r} is registered twice: by plugin {existing.plugin!r} "
-                f"({existing.cls.__qualname__}) and by plugin {plugin!r} ({cls.__qualname__})"
-            )
-        self.entries[kind][name] = Registration(kind, name, cls, plugin)
+                f"{KINDS[reg.kind]} type {reg.name!r} is registered twice: by "
+                f"{existing.describe()} and by {reg.describe()}")
+        self.entries[reg.kind][reg.name] = reg
 
     def get(self, kind: str, name: str) -> Registration | None:
         return self.entries[kind].get(name)

@@ -10,15 +10,86 @@ from support import MINIMAL
 
 from pr3dict_core import hookimpl
 from pr3dict_core.components import DuplicateComponent
-from pr3dict_core.plugins import UsageError, collect_components, make_plugin_manager
+from pr3dict_core.plugins import (
+    UsageError,
+    collect_components,
+    make_plugin_manager,
+    plugin_distributions,
+)
 
 
 def test_builtins_load_through_entry_points():
     pm = make_plugin_manager(builtins=False)  # entry points only
-    names = {pm.get_name(p) for p in pm.get_plugins()}
-    assert {"paper", "detectors", "strategies", "gates", "sinks"} <= names
-    dists = {pm.get_name(p): d.project_name for p, d in pm.list_plugin_distinfo()}
-    assert dists["paper"] == "pr3dict"
+    assert {"paper", "detectors", "strategies", "gates", "sinks"} <= set(pm.plugin_names())
+    assert plugin_distributions(pm)["paper"][0] == "pr3dict"
+
+
+def test_indexed_plugins_are_named_not_imported_until_a_type_is_used():
+    pm = make_plugin_manager()
+    assert "paper" in pm.deferred and pm.get_plugin("paper") is None
+    registry = collect_components(pm)
+    reg = registry.get("venues", "paper")
+    assert reg is not None and reg.plugin == "paper" and not reg.loaded
+    assert reg.cls.type == "paper"  # asking for the class imports the plugin
+    assert pm.get_plugin("paper") is not None and "paper" not in pm.deferred
+    assert collect_components(pm).get("venues", "paper").cls is reg.cls
+
+
+class _Promises:
+    """A plugin whose index names a venue type its hook does not register."""
+
+    @hookimpl
+    def pr3dict_register_venues(self, registry):
+        pass
+
+
+def test_an_index_entry_the_plugin_does_not_register_is_an_error(monkeypatch):
+    import sys
+    import types
+
+    from pr3dict_core.plugins import DeferredPlugin, PluginIndexError
+
+    module = types.ModuleType("promises_plugin")
+    module.pr3dict_register_venues = _Promises.pr3dict_register_venues.__get__(_Promises())
+    monkeypatch.setitem(sys.modules, "promises_plugin", module)
+    pm = make_plugin_manager()
+    spec = DeferredPlugin("promises", "promises_plugin", (("venues", "promised"),))
+    pm.deferred["promises"] = pm.indexed["promises"] = spec
+    reg = collect_components(pm).get("venues", "promised")
+    with pytest.raises(PluginIndexError, match="registers no venue of type 'promised'"):
+        _ = reg.cls
+
+
+def test_a_malformed_index_name_is_refused():
+    from pr3dict_core.plugins import PluginIndexError, _check_index
+
+    _check_index({"m": [("venues", "x"), ("commands", "y")]})
+    with pytest.raises(PluginIndexError, match=r"must be <kind>\.<type>"):
+        _check_index({"m": [("vennues", "x")]})
+
+
+PAPER_ONLY = (
+    "import sys; from pr3dict_core.cli import main; "
+    "rc = main(['validate', sys.argv[1]]); "
+    "print(rc, *sorted(m for m in sys.modules if m in sys.argv[2:]))")
+
+
+def test_a_paper_pipeline_imports_only_the_plugins_it_uses():
+    """Named in the entry points, imported on use: validating (and building) a paper pipeline
+    never imports web3, eth_account, the venue connectors or the simulator."""
+    import subprocess
+    import sys
+
+    from support import REPO
+
+    # Plugins that add commands are imported to list them, but not what the commands use.
+    unused = ["web3", "eth_account", "pr3dict_polygon", "pr3dict_polymarket.venue",
+              "pr3dict_polymarket.signing", "pr3dict_kalshi", "pr3dict_kalshi.venue",
+              "pr3dict_sim.server", "pr3dict_report.report", "pr3dict_replay.venue", "aiohttp"]
+    done = subprocess.run([sys.executable, "-c", PAPER_ONLY,
+                           str(REPO / "pipelines/complement-paper.toml"), *unused],
+                          capture_output=True, text=True, timeout=120)
+    assert done.stdout.splitlines()[-1].split() == ["0"], done.stdout + done.stderr
 
 
 def test_block_plugin_removes_its_components():

@@ -97,7 +97,8 @@ async def load_markets(get: GetJson, venue_id: str, tickers: Sequence[str],
     else:
         raw, cursor = [], ""
         while len(raw) < max_markets:
-            page = await get("/markets", {"status": "open", "limit": "100",
+            want = min(kp.MARKETS_PER_PAGE, max_markets - len(raw))
+            page = await get("/markets", {"status": "open", "limit": str(want),
                                           **({"cursor": cursor} if cursor else {})})
             raw.extend(page.get("markets", []))
             cursor = page.get("cursor") or ""

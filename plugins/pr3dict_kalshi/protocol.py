@@ -14,6 +14,11 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+# GET /markets/orderbooks takes 1-100 tickers (docs.kalshi.com, "Get Multiple Market
+# Orderbooks"; shared/research/venues.md B2).
+ORDERBOOKS_PER_REQUEST = 100
+MARKETS_PER_PAGE = 1000  # GET /markets: `limit` up to 1000 (100 by default)
+
 API_PREFIX = "/trade-api/v2"
 WS_PATH = "/trade-api/ws/v2"
 CENT = Decimal("0.01")

@@ -34,6 +34,7 @@ from pr3dict_core.components import (
     AuthenticationFailed,
     BuildContext,
     InsufficientBalance,
+    MalformedReply,
     OrderRejected,
     RateLimited,
     UnknownOrder,
@@ -204,16 +205,18 @@ class KalshiVenue(ConnectorBase):
         return urlsplit(self.rest_url).path.rstrip("/") + path
 
     async def _call(self, method: str, path: str, *, body: Any = None,
-                    params: Mapping[str, str] | None = None, write: bool = False) -> Reply:
+                    params: Any = None, write: bool = False) -> Reply:
         text = None if body is None else json.dumps(body, separators=(",", ":"))
-        headers = kp.headers(self.key_id, self._key, now_ms(), method, self._path(path))
+        # Signed once the rate limiter lets it go: a request queued at start (hundreds of
+        # them) must not carry a timestamp from before its wait.
         await (self.write_limiter if write else self.limiter).acquire()
+        headers = kp.headers(self.key_id, self._key, now_ms(), method, self._path(path))
         reply = await self.http.request(method, path, params=params, body=text,
                                         headers=headers)
         self.heard()
         return reply
 
-    async def _get(self, path: str, params: Mapping[str, str] | None = None) -> Any:
+    async def _get(self, path: str, params: Any = None) -> Any:
         reply = await self._call("GET", path, params=params)
         if reply.status != 200:
             if reply.status == 404:
@@ -228,11 +231,21 @@ class KalshiVenue(ConnectorBase):
         self.set_markets(markets)
 
     async def refresh_books(self) -> None:
-        books = await asyncio.gather(*(self._get(f"/markets/{t}/orderbook")
-                                       for t in self._tickers))
-        for ticker, body in zip(self._tickers, books, strict=False):
-            yes, no = md.rest_orderbook(body)
-            self._snapshot(ticker, yes, no)
+        """Every market's book, ``kp.ORDERBOOKS_PER_REQUEST`` tickers a request
+        (``GET /markets/orderbooks``): 100 requests for 10,000 markets, not 10,000."""
+        tickers = list(self._tickers)
+        step = kp.ORDERBOOKS_PER_REQUEST
+        replies = await asyncio.gather(*(
+            self._get("/markets/orderbooks", [("tickers", t) for t in tickers[i:i + step]])
+            for i in range(0, len(tickers), step)))
+        for reply in replies:
+            entries = reply.get("orderbooks") if isinstance(reply, dict) else None
+            if not isinstance(entries, list):
+                raise MalformedReply(f"venue {self.id}: GET /markets/orderbooks: no orderbooks")
+            for entry in entries:
+                if isinstance(entry, dict) and entry.get("ticker") in self._tickers:
+                    yes, no = md.rest_orderbook(entry)
+                    self._snapshot(entry["ticker"], yes, no)
 
     def _snapshot(self, ticker: str, yes: md.Levels, no: md.Levels) -> None:
         md.apply_snapshot(self.books, self._tickers.get(ticker), yes, no, self.mark_changed)

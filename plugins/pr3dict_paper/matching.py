@@ -150,12 +150,20 @@ MatchCallback = Callable[[Match], None]
 # --------------------------------------------------------------------------- internals
 
 
+_NO_FILLS: tuple[Fill, ...] = ()  # a quote keeps no fills (its owner is untracked)
+
+
 class _Order:
-    """Mutable engine-side order; callers only ever see ``OrderAck``/``OrderInfo`` copies."""
+    """Mutable engine-side order; callers only ever see ``OrderAck``/``OrderInfo`` copies.
+
+    Compact, because a market maker quoting 10,000 markets keeps ~120,000 of them resting:
+    the venue order id is derived from ``seq``, a quote's client id too, and a quote keeps no
+    fills (issue 15: these quotes were 93% of a 10,000-market run's allocations).
+    """
 
     __slots__ = (
+        "_cid",
         "account",
-        "client_order_id",
         "fills",
         "instrument",
         "post_only",
@@ -170,14 +178,13 @@ class _Order:
         "status",
         "tif",
         "timestamp",
-        "venue_order_id",
     )
 
     def __init__(
         self,
         seq: int,
         account: str,
-        client_order_id: str,
+        client_order_id: str | None,
         instrument: str,
         side: Side,
         price: Decimal,
@@ -187,9 +194,8 @@ class _Order:
         timestamp: float,
     ) -> None:
         self.seq = seq  # engine-wide arrival order: time priority and open_orders() order
-        self.venue_order_id = f"o-{seq}"
         self.account = account
-        self.client_order_id = client_order_id
+        self._cid = client_order_id  # None for a quote: derived from seq
         self.instrument = instrument
         self.side = side
         self.price = price
@@ -200,9 +206,18 @@ class _Order:
         self.timestamp = timestamp
         self.status = OrderStatus.OPEN
         self.reason = ""
-        self.fills: list[Fill] = []
+        self.quote = client_order_id is None  # placed by set_liquidity
+        self.fills: list[Fill] | tuple[Fill, ...] = _NO_FILLS if self.quote else []
         self.resting = False  # in a book level right now
-        self.quote = False  # placed by set_liquidity
+
+    @property
+    def client_order_id(self) -> str:
+        cid = self._cid
+        return cid if cid is not None else f"{QUOTE_PREFIX}o-{self.seq}"
+
+    @property
+    def venue_order_id(self) -> str:
+        return f"o-{self.seq}"
 
     def same_request(
         self, instrument: str, side: Side, price: Decimal, size: Decimal, tif: TimeInForce,
@@ -222,23 +237,25 @@ class _Order:
         )
 
 
-class _Level:
-    """One price level: orders in arrival order and the total they still rest.
+class _Level(list):  # type: ignore[type-arg]
+    """One price level: its orders in arrival order (the list itself: one object per level,
+    not two, for the ~120,000 levels of a 10,000-market maker) and the total they rest.
 
-    Removed orders stay in the deque as dead entries (``resting`` False) until they reach the
-    head or the deque is compacted, so a cancel in the middle of a queue costs O(1).
+    Removed orders stay in the list as dead entries (``resting`` False) until they reach the
+    head or the list is compacted, so a cancel in the middle of a queue costs O(1).
     """
 
-    __slots__ = ("dead", "live", "orders", "price", "total")
+    __slots__ = ("dead", "live", "price", "total")
 
     def __init__(self, price: Decimal) -> None:
+        super().__init__()
         self.price = price
-        # A list, not a deque: levels hold one or two orders, and an empty deque costs
-        # ~600 bytes (a market maker quoting 10,000 markets keeps ~120,000 levels).
-        self.orders: list[_Order] = []
         self.total = ZERO
         self.live = 0
         self.dead = 0
+
+
+_NEGATED: dict[Decimal, Decimal] = {}  # price -> -price: the keys of bid levels
 
 
 class _BookSide:
@@ -252,7 +269,14 @@ class _BookSide:
         self.levels: dict[Decimal, _Level] = {}
 
     def key(self, price: Decimal) -> Decimal:
-        return price if self.sign > 0 else -price
+        if self.sign > 0:
+            return price
+        key = _NEGATED.get(price)
+        if key is None:  # one shared Decimal per bid price, not one per order
+            if len(_NEGATED) > 65_536:
+                _NEGATED.clear()
+            key = _NEGATED[price] = -price
+        return key
 
     def crosses(self, limit_key: Decimal) -> bool:
         """True if the best level here trades with an incoming order whose limit maps to key."""
@@ -264,8 +288,9 @@ class _BookSide:
         if level is None:
             level = self.levels[key] = _Level(order.price)
             bisect.insort(self.keys, key)
-        level.orders.append(order)
-        level.total += order.remaining
+        level.append(order)
+        # A level's first order shares its size object (most quote levels hold one order).
+        level.total = level.total + order.remaining if level.live else order.remaining
         level.live += 1
         order.resting = True
 
@@ -289,15 +314,14 @@ class _BookSide:
             del self.keys[bisect.bisect_left(self.keys, key)]
             del self.levels[key]
             return
-        orders = level.orders
         head = 0
-        while not orders[head].resting:
+        while not level[head].resting:
             head += 1
         if head:
-            del orders[:head]
+            del level[:head]
             level.dead -= head
         if level.dead > 32 and level.dead > level.live:
-            level.orders = [o for o in orders if o.resting]
+            level[:] = [o for o in level if o.resting]
             level.dead = 0
 
 
@@ -342,12 +366,13 @@ class MatchingEngine:
         self._complement: dict[str, str] = {}
         self._books: dict[str, _Book] = {}
         self._orders: dict[tuple[str, str], _Order] = {}
-        self._open: dict[str, dict[str, dict[str, _Order]]] = {}  # account -> instrument -> vid
+        self._open: dict[str, dict[str, dict[int, _Order]]] = {}  # account -> instrument -> seq
         self._positions: dict[str, dict[str, Decimal]] = {}
         self._cash: dict[str, Decimal] = {}
         self._fills: dict[str, list[Fill]] = {}
         self._order_seq = 0
         self._fill_seq = 0
+        self._changed: set[str] = set()  # instruments whose book changed (take_changed)
 
     # ----------------------------------------------------------------- instruments
 
@@ -450,7 +475,7 @@ class MatchingEngine:
 
     def cancel(self, account: str, client_order_id: str) -> OrderAck:
         """Cancel what rests; fills are kept. A final order's ack comes back unchanged."""
-        order = self._orders.get((account, client_order_id))
+        order = self._lookup(account, client_order_id)
         if order is None:
             raise UnknownOrderError(account, client_order_id)
         if order.resting:
@@ -460,7 +485,7 @@ class MatchingEngine:
     def decrease(self, account: str, client_order_id: str, by: Decimal) -> OrderAck:
         """Rest ``by`` fewer of a resting order, keeping its place in the queue (venues'
         "decrease order"); down to nothing it is cancelled."""
-        order = self._orders.get((account, client_order_id))
+        order = self._lookup(account, client_order_id)
         if order is None:
             raise UnknownOrderError(account, client_order_id)
         by = to_decimal(by)
@@ -474,19 +499,20 @@ class MatchingEngine:
         order.remaining -= by
         order.size -= by
         book.seq += 1
+        self._changed.add(book.instrument)
         return order.ack()
 
     def queue_ahead(self, account: str, client_order_id: str) -> Decimal | None:
         """How much rests ahead of a resting order at its price (price-time priority);
         None when it does not rest."""
-        order = self._orders.get((account, client_order_id))
+        order = self._lookup(account, client_order_id)
         if order is None:
             raise UnknownOrderError(account, client_order_id)
         if not order.resting:
             return None
         book_side = self._books[order.instrument].side(order.side)
         ahead = ZERO
-        for other in book_side.levels[book_side.key(order.price)].orders:
+        for other in book_side.levels[book_side.key(order.price)]:
             if other is order:
                 return ahead
             if other.resting:
@@ -513,14 +539,14 @@ class MatchingEngine:
 
         Orders placed by ``set_liquidity`` are forgotten once final, so only live quotes are found.
         """
-        order = self._orders.get((account, client_order_id))
+        order = self._lookup(account, client_order_id)
         if order is None:
             raise UnknownOrderError(account, client_order_id)
         return order.ack()
 
     def describe(self, account: str, client_order_id: str) -> OrderInfo:
         """Price, size, side, instrument and remaining size of one order (acks lack them)."""
-        order = self._orders.get((account, client_order_id))
+        order = self._lookup(account, client_order_id)
         if order is None:
             raise UnknownOrderError(account, client_order_id)
         return OrderInfo(
@@ -582,10 +608,8 @@ class MatchingEngine:
         opposite = book.side(side.opposite)
         others: list[Fill] = []
         for price, size in quotes:
-            seq = self._order_seq + 1
-            order = self._new_order(account, f"{QUOTE_PREFIX}o-{seq}", instrument, side, price,
-                                    size, TimeInForce.GTC, False, timestamp)
-            order.quote = True
+            order = self._new_order(account, None, instrument, side, price, size,
+                                    TimeInForce.GTC, False, timestamp)
             limit_key = opposite.key(price)
             comp = self._complement_side(instrument, side)
             if comp is None:
@@ -599,8 +623,7 @@ class MatchingEngine:
                 continue
             if opposite.crosses(limit_key):
                 self._cancel_crossed_own(opposite, limit_key)
-            self._orders[(account, order.client_order_id)] = order
-            self._rest(book, order)
+            self._rest(book, order)  # found through _open, never in _orders (see _lookup)
         return others
 
     # ----------------------------------------------------------------- views
@@ -631,11 +654,30 @@ class MatchingEngine:
         """Every fill of the account in order; ``since`` indexes that list (for polling)."""
         return self._fills.get(account, [])[since:]
 
+    def take_changed(self) -> set[str]:
+        """The instruments whose book changed since the last call: a venue over 20,000
+        instruments publishes what changed without comparing every sequence."""
+        changed, self._changed = self._changed, set()
+        return changed
+
     def sequence(self, instrument: str) -> int:
         """Grows whenever the instrument's book changes; equal numbers mean an equal book."""
         return self._book(instrument).seq
 
     # ----------------------------------------------------------------- internals
+
+    def _lookup(self, account: str, client_order_id: str) -> _Order | None:
+        """An order by client id. Quotes are not kept in ``_orders`` (120,000 of them for a
+        10,000-market maker): a live one is found among the account's open orders."""
+        order = self._orders.get((account, client_order_id))
+        if order is None and client_order_id.startswith(f"{QUOTE_PREFIX}o-"):
+            seq = client_order_id[len(QUOTE_PREFIX) + 2:]
+            if seq.isdigit():
+                for group in self._open.get(account, {}).values():
+                    order = group.get(int(seq))
+                    if order is not None:
+                        return order
+        return order
 
     def _book(self, instrument: str) -> _Book:
         book = self._books.get(instrument)
@@ -658,8 +700,8 @@ class MatchingEngine:
             raise InvalidOrder("below_min_size", f"size {size} below minimum {book.min_size}")
 
     def _new_order(
-        self, account: str, client_order_id: str, instrument: str, side: Side, price: Decimal,
-        size: Decimal, tif: TimeInForce, post_only: bool, timestamp: float,
+        self, account: str, client_order_id: str | None, instrument: str, side: Side,
+        price: Decimal, size: Decimal, tif: TimeInForce, post_only: bool, timestamp: float,
     ) -> _Order:
         self._order_seq += 1
         return _Order(self._order_seq, account, client_order_id, instrument, side, price, size,
@@ -677,7 +719,7 @@ class MatchingEngine:
         for key in opposite.keys:
             if key > limit_key:
                 break
-            for maker in levels[key].orders:
+            for maker in levels[key]:
                 if not maker.resting or maker.account == account:
                     continue
                 take = maker.remaining if maker.remaining < remaining else remaining
@@ -720,7 +762,7 @@ class MatchingEngine:
                 j += 1
             else:
                 break
-            for maker in level.orders:
+            for maker in level:
                 if not maker.resting or maker.account == account:
                     continue
                 take = maker.remaining if maker.remaining < remaining else remaining
@@ -757,8 +799,10 @@ class MatchingEngine:
             taker_fill = Fill(fill_id, taker.client_order_id, price, size, fee, taker.timestamp)
             maker_fill = Fill(fill_id, maker.client_order_id, maker.price, size, ZERO,
                               taker.timestamp)
-            taker.fills.append(taker_fill)
-            maker.fills.append(maker_fill)
+            if not taker.quote:
+                taker.fills.append(taker_fill)  # type: ignore[union-attr]
+            if not maker.quote:
+                maker.fills.append(maker_fill)  # type: ignore[union-attr]
             maker_fills.append(maker_fill)
             self._settle(taker.account, instrument, taker.side, taker_fill)
             self._settle(maker.account, maker.instrument, maker.side, maker_fill)
@@ -780,8 +824,10 @@ class MatchingEngine:
         for side_book, level in touched:
             side_book.tidy(level)
         book.seq += 1
+        self._changed.add(instrument)
         for other in other_books:
             other.seq += 1
+            self._changed.add(other.instrument)
         return maker_fills
 
     def _settle(self, account: str, instrument: str, side: Side, fill: Fill) -> None:
@@ -800,9 +846,10 @@ class MatchingEngine:
         book.side(order.side).add(order)
         order.status = OrderStatus.OPEN
         self._open.setdefault(order.account, {}).setdefault(order.instrument, {})[
-            order.venue_order_id
+            order.seq
         ] = order
         book.seq += 1
+        self._changed.add(book.instrument)
 
     def _unrest(self, order: _Order, status: OrderStatus, reason: str) -> None:
         """Take a resting order off the book for good (cancel, replace, self-trade)."""
@@ -812,14 +859,13 @@ class MatchingEngine:
         book_side.tidy(level)
         self._close(order, status, reason)
         book.seq += 1
+        self._changed.add(book.instrument)
 
     def _close(self, order: _Order, status: OrderStatus, reason: str) -> None:
         """Final state for an order that rested: drop it from the open index (and forget quotes,
         which nobody can resend, so a long-running market maker does not grow memory)."""
-        del self._open[order.account][order.instrument][order.venue_order_id]
+        del self._open[order.account][order.instrument][order.seq]
         self._finish(order, status, reason)
-        if order.quote:
-            self._orders.pop((order.account, order.client_order_id), None)
 
     def _finish(self, order: _Order, status: OrderStatus, reason: str) -> None:
         order.status = status
@@ -840,6 +886,6 @@ class MatchingEngine:
         for key in opposite.keys:
             if key > limit_key:
                 break
-            crossed.extend(o for o in opposite.levels[key].orders if o.resting)
+            crossed.extend(o for o in opposite.levels[key] if o.resting)
         for order in crossed:
             self._unrest(order, OrderStatus.CANCELLED, REASON_SELF_TRADE)

@@ -22,6 +22,7 @@ from attrs import frozen
 
 from pr3dict_core.components import AmbiguousOutcome, BuildContext, OrderRejected, UnknownOrder
 from pr3dict_core.config import check_input_file, output
+from pr3dict_core.execution import KEEP_FINISHED_ORDERS
 from pr3dict_core.model import (
     Book,
     Fill,
@@ -32,8 +33,6 @@ from pr3dict_core.model import (
     TimeInForce,
     quantize_down,
 )
-from pr3dict_kalshi import protocol as kalshi_protocol
-from pr3dict_polymarket import protocol as pm_protocol
 
 from .matching import MatchingEngine, MatchingError, UnknownOrderError
 from .scenario import MarketProcess, ScenarioSpec, load_scenario
@@ -46,7 +45,9 @@ MARKET_MAKER = "mm"
 
 
 def polymarket_fee(rate: Decimal):  # type: ignore[no-untyped-def]
-    """Polymarket's taker fee (``pr3dict_polymarket.protocol.fee``)."""
+    """Polymarket's taker fee (``pr3dict_polymarket.protocol.fee``, imported only for a
+    venue that charges it: the protocol module brings keccak)."""
+    from pr3dict_polymarket import protocol as pm_protocol
 
     def fee(instrument: str, price: Decimal, size: Decimal) -> Decimal:
         return pm_protocol.fee(rate, size, price)
@@ -55,7 +56,9 @@ def polymarket_fee(rate: Decimal):  # type: ignore[no-untyped-def]
 
 
 def kalshi_fee(rate: Decimal):  # type: ignore[no-untyped-def]
-    """Kalshi's taker fee (``pr3dict_kalshi.protocol.fee``; ``rate`` is the coefficient)."""
+    """Kalshi's taker fee (``pr3dict_kalshi.protocol.fee``; ``rate`` is the coefficient);
+    imported only for a venue that charges it (the protocol module brings cryptography)."""
+    from pr3dict_kalshi import protocol as kalshi_protocol
 
     def fee(instrument: str, price: Decimal, size: Decimal) -> Decimal:
         return kalshi_protocol.fee(size, price, coefficient=rate)
@@ -104,7 +107,10 @@ class PaperVenue:
         self.latency_s = latency_ms / 1000
         self.faults = spec.faults if faults else None
         self.fee = FEE_MODELS[spec.fee_model](spec.effective_fee_rate)
-        self.engine = MatchingEngine(fee=self.fee, untracked=frozenset({MARKET_MAKER}))
+        # Our finished orders stay queryable as long as the engine remembers their legs
+        # (its KEEP_FINISHED_ORDERS), not the matching engine's default 100,000.
+        self.engine = MatchingEngine(fee=self.fee, untracked=frozenset({MARKET_MAKER}),
+                                     max_final_orders=KEEP_FINISHED_ORDERS)
         self._markets = [
             Market(venue=id, market_id=m.id, yes=f"{m.id}:yes", no=f"{m.id}:no", title=m.title,
                    tick_size=spec.tick_size, min_size=spec.min_size, size_step=spec.size_step)
@@ -119,7 +125,8 @@ class PaperVenue:
         self._orders_seen: dict[str, int] = {}
         self.state_file = state_file
         self._books: dict[str, Book] = {}
-        self._seen: dict[str, int] = {}
+        self._order = {inst: n for n, inst in enumerate(
+            inst for m in self._markets for inst in (m.yes, m.no))}  # instrument -> position
         self._quoted: dict[str, tuple[object, int, int]] = {}
         self._subscribers: list[Callable[[OrderAck], None]] = []
         self._events = tuple(OutcomeSet(e.id, tuple(e.markets), e.exhaustive, e.title)
@@ -140,7 +147,7 @@ class PaperVenue:
 
     # ------------------------------------------------------------------ persistence
 
-    _PERSISTED = ("engine", "process", "steps", "_orders_seen", "_seen", "_quoted", "_books")
+    _PERSISTED = ("engine", "process", "steps", "_orders_seen", "_quoted", "_books")
 
     def _load(self) -> None:
         if self.state_file is None or not self.state_file.exists():
@@ -255,15 +262,13 @@ class PaperVenue:
         self.steps += 1
         self._save()
         self._heartbeat = time.monotonic()
+        # In market order (same seed, same run), only what changed: O(changes), not O(markets).
+        order = self._order
         changed = []
-        for m in self._markets:
-            for inst in (m.yes, m.no):
-                seq = self.engine.sequence(inst)
-                if self._seen.get(inst) != seq:
-                    self._seen[inst] = seq
-                    book = self.book(inst)
-                    assert book is not None
-                    changed.append(book)
+        for inst in sorted(self.engine.take_changed(), key=lambda i: order.get(i, -1)):
+            book = self.book(inst)
+            if book is not None:
+                changed.append(book)
         return changed
 
     # ------------------------------------------------------------------ orders

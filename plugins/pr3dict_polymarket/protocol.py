@@ -12,6 +12,11 @@ from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 
 from eth_hash.auto import keccak
 
+# Tokens per market-websocket subscribe message (the first opens the feed, later ones add
+# with "operation": "subscribe", shared/research/venues.md A6): the venue answers each with a
+# book snapshot per token, and aiohttp refuses messages over 4 MB by default.
+SUBSCRIBE_TOKENS = 500
+
 UNIT = Decimal(1_000_000)
 FEE_QUANTUM = Decimal("0.00001")  # fees are rounded to 5 decimals
 SIZE_STEP = Decimal("0.01")  # sizes have 2 decimals

@@ -2,10 +2,12 @@
 
 The EIP-712 digests are built by hand (type hashes and the domain separator are computed
 once per exchange), then signed with secp256k1 through coincurve, which is what eth-account
-uses when coincurve is installed; without coincurve it falls back to eth-account. Signatures
-are deterministic (RFC 6979), so they are byte-identical to eth-account's
-``sign_message(encode_typed_data(...))`` and to Polymarket's order-signing package (the
-tests check both). The simulator uses ``recover`` here to check who signed.
+uses when coincurve is installed. Signatures are deterministic (RFC 6979), so they are
+byte-identical to eth-account's ``sign_message(encode_typed_data(...))`` and to Polymarket's
+order-signing package (the tests check both). The wallet address is derived here too
+(keccak of the public key, EIP-55 checksum): eth-account and eth-utils cost about half a
+second of imports, and the order path needs neither (the tests check the address equals
+eth-account's). The simulator uses ``recover`` here to check who signed.
 """
 
 from __future__ import annotations
@@ -15,13 +17,8 @@ import hashlib
 import hmac
 from typing import Any
 
+import coincurve
 from eth_hash.auto import keccak
-from eth_utils import to_checksum_address
-
-try:  # the fast path; eth-account's own backend is used when coincurve is missing
-    import coincurve
-except ImportError:  # pragma: no cover - coincurve is a runtime dependency
-    coincurve = None
 
 BUY, SELL = 0, 1
 ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
@@ -63,6 +60,26 @@ _CLOB_AUTH_HASH = keccak(CLOB_AUTH_TYPE.encode())
 
 class SignatureError(ValueError):
     """A signature that cannot be parsed or recovered."""
+
+
+def to_checksum_address(value: str | bytes) -> str:
+    """EIP-55: ``0x`` + hex, a letter upper-cased where the keccak of the lower-case hex has a
+    nibble >= 8. Raises ValueError for anything but 20 bytes (TypeError if not text or bytes)."""
+    if not isinstance(value, str | bytes):
+        raise TypeError(f"not an address: {value!r}")
+    raw = value if isinstance(value, bytes) else bytes.fromhex(
+        value[2:] if value.startswith(("0x", "0X")) else value)
+    if len(raw) != 20:
+        raise ValueError(f"not a 20-byte address: {value!r}")
+    lower = raw.hex()
+    nibbles = keccak(lower.encode()).hex()
+    return "0x" + "".join(c.upper() if int(h, 16) >= 8 else c
+                          for c, h in zip(lower, nibbles, strict=False))
+
+
+def address_of(public_key: coincurve.PublicKey) -> str:
+    """The checksummed address of a secp256k1 public key."""
+    return to_checksum_address(keccak(public_key.format(compressed=False)[1:])[-20:])
 
 
 def _u256(value: int) -> bytes:
@@ -146,24 +163,21 @@ class Signer:
     """A wallet key. The key stays in here: ``repr`` shows the address only."""
 
     def __init__(self, private_key: str):
-        from eth_account import Account
-
+        """``private_key``: 32 bytes in hex, with or without ``0x``; ValueError otherwise."""
         key = private_key.strip()
-        self._account = Account.from_key(key)
-        self.address: str = self._account.address
-        raw = bytes(self._account.key)
-        self._key = coincurve.PrivateKey(raw) if coincurve is not None else None
+        raw = bytes.fromhex(key[2:] if key.startswith(("0x", "0X")) else key)
+        if len(raw) != 32:
+            raise ValueError("a private key is 32 bytes")
+        self._key = coincurve.PrivateKey(raw)  # ValueError outside 1..n-1
+        self.address: str = address_of(self._key.public_key)
 
     def __repr__(self) -> str:
         return f"Signer({self.address})"
 
     def sign_digest(self, digest: bytes) -> str:
         """A 65-byte r||s||v (v = 27/28) hex signature of a 32-byte digest."""
-        if self._key is not None:
-            sig = self._key.sign_recoverable(digest, hasher=None)
-            return "0x" + sig[:64].hex() + format(sig[64] + 27, "02x")
-        signed = self._account.unsafe_sign_hash(digest)  # pragma: no cover
-        return "0x" + bytes(signed.signature).hex()  # pragma: no cover
+        sig = self._key.sign_recoverable(digest, hasher=None)
+        return "0x" + sig[:64].hex() + format(sig[64] + 27, "02x")
 
     def clob_auth(self, timestamp: str, nonce: int, chain_id: int) -> str:
         return self.sign_digest(clob_auth_digest(self.address, timestamp, nonce, chain_id))
@@ -182,17 +196,11 @@ def recover(digest: bytes, signature: str) -> str:
     if v not in (0, 1):
         raise SignatureError(f"bad recovery id {raw[64]}")
     try:
-        if coincurve is not None:
-            pub = coincurve.PublicKey.from_signature_and_message(raw[:64] + bytes([v]), digest,
-                                                                 hasher=None)
-            point = pub.format(compressed=False)[1:]
-        else:  # pragma: no cover
-            from eth_keys import keys
-            point = keys.Signature(raw[:64] + bytes([v])).recover_public_key_from_msg_hash(
-                digest).to_bytes()
+        pub = coincurve.PublicKey.from_signature_and_message(raw[:64] + bytes([v]), digest,
+                                                             hasher=None)
     except Exception as exc:
         raise SignatureError(f"cannot recover signer: {exc}") from None
-    return to_checksum_address(keccak(point)[-20:])
+    return address_of(pub)
 
 
 # --------------------------------------------------------------------------- L2 (HMAC)

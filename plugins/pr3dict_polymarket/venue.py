@@ -299,9 +299,16 @@ class PolymarketVenue(ConnectorBase):
         return ws
 
     async def _open_market(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        """Subscribe to every token, ``SUBSCRIBE_TOKENS`` a message (the first one opens the
+        feed, the others add to it): each answer, a book snapshot per token, stays well
+        under the websocket's message limit (one message for 20,000 tokens does not)."""
         tokens = [inst for m in self._markets for inst in (m.yes, m.no)]
-        await ws.send_str(json.dumps({"assets_ids": tokens, "type": "market",
+        step = pm.SUBSCRIBE_TOKENS
+        await ws.send_str(json.dumps({"assets_ids": tokens[:step], "type": "market",
                                       "custom_feature_enabled": False}))
+        for start in range(step, len(tokens), step):
+            await ws.send_str(json.dumps({"assets_ids": tokens[start:start + step],
+                                          "operation": "subscribe"}))
 
     def _on_market(self, text: str) -> None:
         md.apply_market_message(self.books, text, self.mark_changed, self.id,

@@ -21,11 +21,9 @@ from pr3dict_polymarket import marketdata as pmd
 from pr3dict_polymarket import protocol as pm
 from pr3dict_venuekit.books import LocalBook
 
-from .format import RecordingError
+from .format import VENUE_TYPES, RecordingError
 
 log = logging.getLogger("pr3dict.replay")
-
-VENUE_TYPES = ("polymarket", "kalshi")
 
 
 def market_json(m: Market) -> dict[str, str]:

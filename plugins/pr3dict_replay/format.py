@@ -24,6 +24,7 @@ from pr3dict_core.model import Pr3dictError
 FORMAT = "pr3dict-recording"
 VERSION = 1
 SUFFIX = ".jsonl.zst"
+VENUE_TYPES = ("polymarket", "kalshi")  # the venues a recording can hold
 
 log = logging.getLogger("pr3dict.replay")
 

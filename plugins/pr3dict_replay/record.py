@@ -17,26 +17,6 @@ from .feeds import Feed
 from .format import SUFFIX, RecordingWriter
 
 
-def add_command(subparsers: Any) -> None:
-    p = subparsers.add_parser(
-        "record", help="record the public market data of a pipeline's venues (no credentials)")
-    p.add_argument("pipeline", type=Path, help="the pipeline whose venues to record")
-    p.add_argument("--duration", type=float, metavar="SECONDS",
-                   help="stop after SECONDS (default: until interrupted)")
-    p.add_argument("--out", type=Path, metavar="FILE",
-                   help=f"the first part (default recordings/PIPELINE-UTC{SUFFIX})")
-    p.add_argument("--snapshot-s", type=float, default=60.0,
-                   help="full REST snapshots every SECONDS (default 60)")
-    p.add_argument("--poll-ms", type=float, default=500.0,
-                   help="Kalshi order books are polled this often (default 500)")
-    p.add_argument("--rotate-mb", type=float, help="start a new part after this many MB")
-    p.add_argument("--rotate-s", type=float, help="start a new part after this many seconds")
-    p.add_argument("--no-kalshi-ws", action="store_true",
-                   help="poll Kalshi's public REST order books instead of reading the venue's "
-                        "key to sign its websocket handshake")
-    p.set_defaults(handler=run_record)
-
-
 def run_record(args: Any, ctx: Any) -> int:
     try:
         config = load_pipelines([args.pipeline], ctx.registry)[0]

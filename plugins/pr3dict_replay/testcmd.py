@@ -16,7 +16,6 @@ from typing import Any
 
 import attrs
 from attrs import frozen
-from opentelemetry.sdk.trace import TracerProvider
 
 from pr3dict_core import hookimpl
 from pr3dict_core.config import (
@@ -30,8 +29,7 @@ from pr3dict_core.config import (
 )
 from pr3dict_core.model import Opportunity, Trade, TradeState
 
-from .decode import VENUE_TYPES
-from .venue import ReplayVenue
+from .format import VENUE_TYPES
 
 EX_OK, EX_FAILED = 0, 1
 
@@ -148,6 +146,8 @@ class _Collect:
 
 def _variant(config: PipelineConfig, spec: TestSpec) -> PipelineConfig:
     """The pipeline as a test runs it: no journal, no sinks or settlers, replayed venues."""
+    from .venue import ReplayVenue
+
     components = {k: dict(v) for k, v in config.components.items()
                   if k not in ("sinks", "settlers")}
     if spec.recording is not None:
@@ -166,6 +166,8 @@ def _variant(config: PipelineConfig, spec: TestSpec) -> PipelineConfig:
 
 async def _run_one(config: PipelineConfig, spec: TestSpec, ctx: Any, run_id: str
                    ) -> tuple[list[Opportunity], list[Trade]]:
+    from opentelemetry.sdk.trace import TracerProvider
+
     from pr3dict_core.pipeline import Engine
 
     collector = _Collect()
@@ -243,13 +245,6 @@ def evaluate(expect: Expect, opportunities: list[Opportunity], trades: list[Trad
     if expect.rejected_by is not None and gates != sorted(set(expect.rejected_by)):
         out.append(f"rejected_by: expected {sorted(set(expect.rejected_by))}, got {gates}")
     return out
-
-
-def add_command(subparsers: Any) -> None:
-    p = subparsers.add_parser("test", help="run the [[tests]] of pipeline files")
-    p.add_argument("pipelines", nargs="+", type=Path,
-                   help="pipeline files whose [[tests]] tables to run")
-    p.set_defaults(handler=run_tests)
 
 
 def run_tests(args: Any, ctx: Any) -> int:

@@ -514,24 +514,6 @@ def _html_table(headers: Sequence[str], rows: Iterable[Sequence[str]],
 # --------------------------------------------------------------------------- command
 
 
-def add_command(subparsers: Any) -> None:
-    p = subparsers.add_parser(
-        "report", help="tables and an HTML report of a run's metrics",
-        description="Read a run's trade records (a jsonl sink's file) and print tables; "
-                    "write a self-contained HTML report with plots.")
-    p.add_argument("run", help="run id (or a unique prefix, or 'latest'), run directory, or "
-                               "metrics .jsonl file")
-    p.add_argument("--runs-dir", type=Path, default=Path("runs"),
-                   help="where run directories are (default: ./runs)")
-    out = p.add_mutually_exclusive_group()
-    out.add_argument("--html", type=Path, metavar="PATH",
-                     help="where to write the HTML report (default: report.html next to the "
-                          "metrics file)")
-    out.add_argument("--no-html", action="store_true", help="terminal tables only")
-    p.add_argument("--recent", type=int, default=10, help="recent trades to list (default 10)")
-    p.set_defaults(handler=run_command)
-
-
 def run_command(args: argparse.Namespace, ctx: Any) -> int:
     stdout: TextIO = ctx.stdout
     stderr: TextIO = ctx.stderr

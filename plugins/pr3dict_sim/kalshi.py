@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Callable, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
@@ -296,7 +297,7 @@ class KalshiSim:
         if tickers:
             wanted = set(tickers.split(","))
             items = [m for m in items if m.ticker in wanted]
-        return self._page(request, [self.market_json(m) for m in items], "markets")
+        return self._page(request, items, "markets", render=self.market_json)
 
     def _market(self, request: web.Request) -> KMarket:
         m = self.by_ticker.get(request.match_info["ticker"])
@@ -321,9 +322,14 @@ class KalshiSim:
                 "no_dollars": [[kp.dollars(p), kp.count_fp(s)] for p, s in no]}
 
     async def orderbooks(self, request: web.Request) -> web.Response:
-        """Several markets' books at once (``tickers`` comma separated; unknown ones left
-        out), in the ``orderbook_fp`` shape of the current SDK."""
-        wanted = [t for t in request.query.get("tickers", "").split(",") if t]
+        """Several markets' books at once, in request order (unknown ones left out), in the
+        ``orderbook_fp`` shape (docs.kalshi.com "Get Multiple Market Orderbooks":
+        ``{"orderbooks": [{"ticker", "orderbook_fp"}]}``). ``tickers`` is repeated (the
+        OpenAPI array form) or comma separated; 1 to 100 of them, as the venue allows."""
+        wanted = [t for value in request.query.getall("tickers", [])
+                  for t in value.split(",") if t]
+        if not 1 <= len(wanted) <= kp.ORDERBOOKS_PER_REQUEST:
+            raise kerr(400, kp.MISSING, "tickers: 1 to 100 market tickers")
         return json_response({"orderbooks": [
             {"ticker": t, "orderbook_fp": self.orderbook_fp(self.by_ticker[t])}
             for t in wanted if t in self.by_ticker]})
@@ -393,7 +399,9 @@ class KalshiSim:
         return self._page(request, items, "market_positions", extra={"event_positions": []})
 
     def _page(self, request: web.Request, items: list[Any], key: str,
-              extra: dict[str, Any] | None = None) -> web.Response:
+              extra: dict[str, Any] | None = None,
+              render: Callable[[Any], Any] | None = None) -> web.Response:
+        """One page of ``items``; ``render`` turns only that page's items into JSON."""
         q = request.query
         try:
             limit = min(int(q.get("limit", str(self.page_size))), 1000)
@@ -402,6 +410,8 @@ class KalshiSim:
             raise kerr(400, kp.INVALID_ORDER, "invalid cursor or limit") from None
         page = items[start:start + max(limit, 1)]
         nxt = start + len(page)
+        if render is not None:
+            page = [render(item) for item in page]
         out = {key: page, "cursor": str(nxt) if nxt < len(items) else ""}
         out.update(extra or {})
         return json_response(out)
@@ -921,11 +931,12 @@ class KalshiSim:
         self.process.step()
         self.requote()
 
-    def requote(self) -> None:
+    def requote(self, states: Sequence[Any] | None = None, *, publish: bool = True) -> None:
         """The scenario's YES and NO quotes on one YES book: NO bids become YES asks at
-        1 - q, NO asks YES bids; an intra-market YES+NO window cannot exist here."""
+        1 - q, NO asks YES bids; an intra-market YES+NO window cannot exist here.
+        ``states``: the markets to requote (default: all); then what changed is published."""
         engine = self.engine
-        for st in self.process.states:
+        for st in self.process.states if states is None else states:
             key = st.quote_key()
             ticker = st.market.yes.split("#")[0]
             last = self._quoted.get(ticker)
@@ -944,13 +955,15 @@ class KalshiSim:
                                      timestamp=time.time())
                 self._record_matches()
             self._quoted[ticker] = (key, engine.sequence(ticker))
-        self.publish_books()
+        if publish:
+            self.publish_books()
 
     # ------------------------------------------------------------------ websocket
 
     def publish_books(self) -> None:
         subs = [(ws, st) for ws, st in self.hub.sockets.items() if st.get("book_sid")]
-        for m in self.markets:
+        touched = self.engine.take_changed()  # only markets whose books moved: O(changes)
+        for m in (self.by_ticker[t] for t in sorted(touched) if t in self.by_ticker):
             seq = self.engine.sequence(m.ticker)
             if self._published_seq.get(m.ticker) == seq:
                 continue

@@ -14,13 +14,12 @@ import hmac
 import json
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import attrs
 from aiohttp import web
-from eth_utils import to_checksum_address
 
 from pr3dict_core.model import ZERO, Market, OrderStatus, Side, TimeInForce
 from pr3dict_paper.matching import InvalidOrder, Match, MatchingEngine
@@ -32,6 +31,7 @@ from pr3dict_polymarket.signing import (
     clob_auth_digest,
     hmac_signature,
     recover,
+    to_checksum_address,
 )
 
 from .common import Account, Faults, Hub, http_error, json_response, now_ms, ws_loop
@@ -242,6 +242,9 @@ class PolymarketSim:
         return json_response(self.book_json(market, token))
 
     async def books(self, request: web.Request) -> web.Response:
+        """``POST /books``: ``[{"token_id"}]`` (at most 500) -> ``[OrderBookSummary]``, one per
+        known token, as py-clob-client's ``get_order_books(params=[BookParams(...)])`` sends
+        and reads it (shared/research/venues.md A2; docs.polymarket.com, "Get order books")."""
         try:
             items = json.loads(await request.text())
             tokens = [str(item["token_id"]) for item in items]
@@ -380,10 +383,10 @@ class PolymarketSim:
 
     async def list_markets(self, request: web.Request) -> web.Response:
         """``/markets`` and ``/sampling-markets`` (every simulated market is "sampling")."""
-        return self._page(request, [self.market_json(m) for m in self.markets])
+        return self._page(request, self.markets, self.market_json)
 
     async def list_simplified(self, request: web.Request) -> web.Response:
-        return self._page(request, [self.simplified_json(m) for m in self.markets])
+        return self._page(request, self.markets, self.simplified_json)
 
     async def market_by_token(self, request: web.Request) -> web.Response:
         """The market of one token (py-clob-client-v2 resolves a token's condition with it;
@@ -979,7 +982,10 @@ class PolymarketSim:
             raise http_error(404, {"error": pm.CANCEL_UNKNOWN})
         return json_response(self.order_json(order))
 
-    def _page(self, request: web.Request, items: list[Any]) -> web.Response:
+    def _page(self, request: web.Request, items: list[Any],
+              render: Callable[[Any], Any] | None = None) -> web.Response:
+        """One page of ``items``; ``render`` turns only that page's items into JSON (a
+        listing of 10,000 markets is 100 pages: rendering all of them per page was O(n^2))."""
         try:
             start = pm.offset(request.query.get("next_cursor"))
         except ValueError:
@@ -989,6 +995,8 @@ class PolymarketSim:
                                   "limit": self.page_size, "count": 0})
         page = items[start:start + self.page_size]
         nxt = start + len(page)
+        if render is not None:
+            page = [render(item) for item in page]
         return json_response({"data": page, "next_cursor": pm.cursor(nxt) if nxt < len(items)
                               else pm.END_CURSOR, "limit": self.page_size, "count": len(page)})
 
@@ -1065,9 +1073,10 @@ class PolymarketSim:
         self.process.step()
         self.requote()
 
-    def requote(self) -> None:
+    def requote(self, states: Sequence[Any] | None = None, *, publish: bool = True) -> None:
+        """Requote ``states`` (default: every market) and publish what changed."""
         engine = self.engine
-        for st in self.process.states:
+        for st in self.process.states if states is None else states:
             key = st.quote_key()
             m = st.market
             last = self._quoted.get(m.market_id)
@@ -1083,7 +1092,8 @@ class PolymarketSim:
                         if maker is not None:
                             self._push_order(maker, "UPDATE")
             self._quoted[m.market_id] = (key, engine.sequence(m.yes), engine.sequence(m.no))
-        self.publish_books()
+        if publish:
+            self.publish_books()
 
     # ------------------------------------------------------------------ websockets
 
@@ -1118,7 +1128,8 @@ class PolymarketSim:
     def publish_books(self) -> None:
         """Send price_change events for every level that changed since the last publish."""
         changes: dict[str, list[dict[str, Any]]] = {}
-        for m in self.markets:
+        touched = self.engine.take_changed()  # only markets whose books moved: O(changes)
+        for m in dict.fromkeys(self.by_token[t] for t in sorted(touched) if t in self.by_token):
             self._auto_tick(m)
             for token in (m.yes, m.no):
                 seq = self.engine.sequence(token)

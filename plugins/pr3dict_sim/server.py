@@ -19,10 +19,10 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
-from eth_utils import to_checksum_address
 
 from pr3dict_kalshi.protocol import load_public_key
 from pr3dict_paper.scenario import ScenarioSpec, load_scenario
+from pr3dict_polymarket.signing import to_checksum_address
 
 from .common import Account, Faults
 from .kalshi import KalshiSim
@@ -174,15 +174,33 @@ class SimServer:
         self.polymarket.step()
         self.kalshi.step()
 
+    async def step_async(self, chunk: int = 500) -> None:
+        """``step()`` in slices of ``chunk`` markets, yielding between them: a step of
+        10,000 markets takes about a second, and requests must not wait for all of it."""
+        self.steps += 1
+        for venue in (self.polymarket, self.kalshi):
+            venue.process.step()
+            states = venue.process.states
+            for start in range(0, len(states), chunk):
+                venue.requote(states[start:start + chunk], publish=False)
+                await asyncio.sleep(0)
+            venue.publish_books()
+
     async def _run_clock(self) -> None:
         sim = self.spec.sim
         interval = sim.step_ms / 1000
         drop_every = sim.faults.ws_drop_every_s
         next_drop = time.monotonic() + drop_every if drop_every else None
+        busy = 0.0
         while True:
-            await asyncio.sleep(interval)
+            # At least as long as the last step took: a step costs O(markets) (about a
+            # second at 10,000), so a large scenario slows its clock instead of starving
+            # the requests (which are also served between the step's slices).
+            await asyncio.sleep(max(interval, busy))
             try:
-                self.step()
+                started = time.perf_counter()
+                await self.step_async()
+                busy = time.perf_counter() - started
                 now = time.monotonic()
                 timeout = sim.heartbeat_timeout_ms / 1000
                 for account in self.accounts:

@@ -127,8 +127,17 @@ class Reply:
 MAX_REPLY_BYTES = 8 * 1024 * 1024
 
 
+# Connections the pool keeps beyond the request slots: the websockets take theirs from it.
+WEBSOCKET_CONNECTIONS = 4
+
+
 class HttpClient:
-    """A keep-alive ``ClientSession`` for one venue with a per-request timeout."""
+    """A keep-alive ``ClientSession`` for one venue with a per-request timeout.
+
+    At most ``connections`` requests are in flight; the others wait for a slot *before* their
+    timeout starts, so 10,000 requests gathered at once (markets at start) queue instead of
+    timing out while they wait for a connection.
+    """
 
     def __init__(self, base_url: str, *, timeout_s: float, venue_id: str,
                  connections: int = 32):
@@ -137,11 +146,14 @@ class HttpClient:
         self.venue_id = venue_id
         self.connections = connections
         self.session: aiohttp.ClientSession | None = None
+        self._slots: asyncio.Semaphore | None = None
 
     async def start(self) -> None:
         if self.session is None:
-            connector = aiohttp.TCPConnector(limit=self.connections, keepalive_timeout=60,
-                                             enable_cleanup_closed=True)
+            connector = aiohttp.TCPConnector(
+                limit=self.connections + WEBSOCKET_CONNECTIONS, keepalive_timeout=60,
+                enable_cleanup_closed=True)
+            self._slots = asyncio.Semaphore(self.connections)
             self.session = aiohttp.ClientSession(connector=connector,
                                                  json_serialize=json.dumps)
 
@@ -150,12 +162,19 @@ class HttpClient:
             await self.session.close()
             self.session = None
 
-    async def request(self, method: str, path: str, *, params: Mapping[str, str] | None = None,
+    async def request(self, method: str, path: str, *, params: Any = None,
                       body: str | None = None, headers: Mapping[str, str] | None = None,
                       timeout_s: float | None = None) -> Reply:
-        """Send one request; see the module docstring for how failures map to errors."""
-        if self.session is None:
+        """Send one request; see the module docstring for how failures map to errors.
+        ``params``: a mapping, or (name, value) pairs for a repeated name."""
+        if self.session is None or self._slots is None:
             raise VenueUnavailable(f"venue {self.venue_id}: not started")
+        async with self._slots:  # queued here, outside the timeout
+            return await self._request(method, path, params, body, headers, timeout_s)
+
+    async def _request(self, method: str, path: str, params: Any, body: str | None,
+                       headers: Mapping[str, str] | None, timeout_s: float | None) -> Reply:
+        assert self.session is not None
         hdrs = dict(headers or {})
         if body is not None:
             hdrs.setdefault("Content-Type", "application/json")

@@ -166,3 +166,36 @@ def test_amounts_round_trip_and_fee_model():
     assert pm.fee(D("0.02"), D("0.01"), D("0.01")) == D("0.00001")  # the minimum
     assert kp.fee(D(1), D("0.5")) == D("0.02")  # 0.0175 rounded up to the cent
     assert kp.fee(D(100), D("0.5")) == D("1.75")
+
+
+def test_the_signer_address_is_eth_accounts_without_importing_it():
+    """The address comes from coincurve and keccak (no eth-account on the order path), and
+    it is the address eth-account derives, checksum included, for random keys."""
+    import subprocess
+    import sys
+
+    from pr3dict_polymarket.signing import to_checksum_address
+
+    rng = random.Random(15)
+    for _ in range(100):
+        key = rng.randbytes(32).hex()
+        assert Signer(key).address == Account.from_key(key).address
+        assert Signer("0x" + key).address == Account.from_key(key).address
+    from eth_utils import to_checksum_address as eth_utils_checksum
+
+    for _ in range(100):
+        raw = rng.randbytes(20)
+        assert to_checksum_address(raw) == to_checksum_address(raw.hex()) == \
+            eth_utils_checksum(raw)
+    code = ("import sys; from pr3dict_polymarket.signing import Signer; "
+            f"print(Signer({ANVIL_KEY!r}).address, 'eth_account' in sys.modules, "
+            "'eth_utils' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=True).stdout.split()
+    assert out == [Account.from_key(ANVIL_KEY).address, "False", "False"]
+
+
+@pytest.mark.parametrize("key", ["", "0x12", "zz" * 32, "00" * 32, "ff" * 32])
+def test_an_invalid_private_key_is_a_value_error(key):
+    with pytest.raises(ValueError):
+        Signer(key)
