@@ -20,12 +20,13 @@ class NullExporter(SpanExporter):
 
 
 def write_scenario(path: Path, markets: int, *, seed: int, arb_probability: str,
-                   move_probability: str) -> None:
-    """A paper-venue scenario with ``markets`` markets and light injected faults."""
+                   move_probability: str, level_size: str = "40") -> None:
+    """A paper-venue scenario with ``markets`` markets and light injected faults; with a
+    large ``level_size`` the market makers always leave a bid (an unwind can always sell)."""
     lines = [
         f"seed = {seed}", 'fee_rate = "0.02"', "latency_ms = 0", "[process]",
         f'arb_probability = "{arb_probability}"', f'move_probability = "{move_probability}"',
-        "spread_ticks = 1",
+        "spread_ticks = 1", f'level_size = "{level_size}"',
         "[faults]", 'reject_rate = "0.02"', 'partial_fill_rate = "0.02"',
         'timeout_rate = "0.01"',
     ]

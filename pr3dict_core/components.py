@@ -187,10 +187,20 @@ class Venue(Protocol):
 
     # Optional methods a venue may define (the engine and plugins look them up):
     #     def prepare_order(self, request: OrderRequest) -> str
-    #         Build (and sign) the order before its intent is journaled; returns the
-    #         venue's id for it when that is known before sending (Polymarket: the signed
-    #         order's hash), else "". Raises OrderRejected for an order the venue's rules
-    #         refuse (tick, minimum size): it is then never sent.
+    #         Build the order before its intent is journaled; returns the venue's id for
+    #         it when that is known before sending (Polymarket: the order's EIP-712 hash),
+    #         else "". Raises OrderRejected for an order the venue's rules refuse (tick,
+    #         minimum size): it is then never sent.
+    #     def sign_order(self, request: OrderRequest) -> None
+    #         Sign a prepared order (deterministic: the id does not change); the engine
+    #         calls it while the intent commits, before place_order / place_orders.
+    #     async def place_orders(self, requests: Sequence[OrderRequest])
+    #             -> list[OrderAck | VenueError]
+    #         One batch request, one result per order in order; used for several entry
+    #         legs of a trade to this venue ([execution] batch_orders).
+    #     A connector calls ``pr3dict_core.execution.on_wire()`` when an order's request
+    #     has been written to the socket (venuekit's HTTP client does); else the engine
+    #     stamps ``decision -> wire`` when place_order returns.
     #     def adopt_order(self, request: OrderRequest, venue_order_id: str) -> None
     #         Learn of an order from the journal (placed by an earlier process, or whose
     #         reply was lost) so get_order/cancel_order can find it at the venue.

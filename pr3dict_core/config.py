@@ -222,6 +222,9 @@ class ExecutionSection:
     # At start, finished trades younger than this are checked with the venue again: a
     # fill can be reversed on chain (Polymarket MATCHED -> FAILED) while no process ran.
     recheck_window_ms: int = field(default=300_000, validator=attrs.validators.ge(0))
+    # Several entry legs to one venue go out in one batch request when the venue has a
+    # batch endpoint (faster than concurrent single posts: bench/bench_floor.py).
+    batch_orders: bool = True
 
 
 def _journal_url(instance: object, attribute: Any, value: str) -> None:
@@ -272,6 +275,10 @@ class TelemetrySection:
     path: str = "runs/{run_id}/spans.jsonl"
     service_name: str | None = None
     timeout_s: float = field(default=2.0, validator=attrs.validators.gt(0))
+    # The share of trades traced (whole traces: a trade's spans are kept or dropped
+    # together). Unset: OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG apply, else all.
+    sample_ratio: float | None = field(default=None, validator=attrs.validators.optional(
+        [attrs.validators.ge(0), attrs.validators.le(1)]))
 
 
 @frozen

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextvars
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -62,6 +63,21 @@ KEEP_FINISHED_ORDERS = 20_000  # late pushes (a reversed fill) still find their 
 WAIT_SLICE_S = 0.05  # how long a wait sleeps before it looks at the clock again
 
 Clock = Callable[[], float]
+
+
+# What a connector calls the moment an order's request has been written to the socket (set
+# by the engine around each placement; None outside one). See ``on_wire``.
+WIRE_STAMP: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar(
+    "pr3dict_wire_stamp", default=None)
+
+
+def on_wire() -> None:
+    """Tell the engine the order being placed has just been written to the socket (the
+    paper venue: taken). ``decision -> wire`` ends here; a connector that never calls it is
+    stamped when its ``place_order`` returns (later than the truth, never earlier)."""
+    stamp = WIRE_STAMP.get()
+    if stamp is not None:
+        stamp()
 
 
 def backoff(attempt: int, rng: random.Random) -> float:
@@ -114,11 +130,19 @@ class VenueCalls:
         self.retries = retries
 
     async def place(self, venue: Venue, request: OrderRequest,
-                    deadline: float | None = None) -> VenueOutcome:
+                    deadline: float | None = None, batch: SendBatch | None = None
+                    ) -> VenueOutcome:
         # The client order id makes a resend idempotent; still, only requests that did
-        # not reach the venue (rate limited, unavailable) are retried.
-        return await self._call(lambda: venue.place_order(request), request.client_order_id,
-                                request.size, placing=True, deadline=deadline)
+        # not reach the venue (rate limited, unavailable) are retried (one by one).
+        def call() -> Awaitable[OrderAck]:
+            nonlocal batch
+            if batch is not None:
+                first, batch = batch, None
+                return first.place(request)
+            return venue.place_order(request)
+
+        return await self._call(call, request.client_order_id, request.size, placing=True,
+                                deadline=deadline)
 
     async def query(self, venue: Venue, ref: OrderRef) -> VenueOutcome:
         cid = ref.request.client_order_id
@@ -167,6 +191,84 @@ class VenueCalls:
         return _outcome(Trigger.LOST, cid, exc)
 
 
+BATCH_WAIT_S = 0.002  # how long a batch waits for a late leg before it goes without it
+
+
+class SendBatch:
+    """The first orders of a trade's entry legs to one venue, sent as one batch request
+    (``place_orders``: Polymarket ``POST /orders``, Kalshi batched create) once every leg
+    expected has reached the wire, each durable and signed. A leg that stops before
+    sending withdraws; one later than ``BATCH_WAIT_S`` after the first goes on its own.
+    Only an optimisation: every order is still placed exactly once, and retries go singly."""
+
+    def __init__(self, venue: Venue, expected: int):
+        self.venue = venue
+        self.expected = expected
+        self.pending: list[tuple[OrderRequest, asyncio.Future[OrderAck],
+                                 Callable[[], None] | None]] = []
+        self.sent = False
+        self._timer: asyncio.TimerHandle | None = None
+
+    def withdraw(self) -> None:
+        """A leg will not send through this batch (refused before, or its strategy is done)."""
+        if not self.sent:
+            self.expected -= 1
+            self._maybe_send()
+
+    async def place(self, request: OrderRequest) -> OrderAck:
+        if self.sent:  # too late for the batch
+            return await self.venue.place_order(request)
+        future: asyncio.Future[OrderAck] = asyncio.get_running_loop().create_future()
+        self.pending.append((request, future, WIRE_STAMP.get()))
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(BATCH_WAIT_S, self._send)
+        self._maybe_send()
+        return await future
+
+    def _maybe_send(self) -> None:
+        if not self.sent and self.pending and len(self.pending) >= self.expected:
+            self._send()
+
+    def _send(self) -> None:
+        if self.sent:
+            return
+        self.sent = True
+        if self._timer is not None:
+            self._timer.cancel()
+        pending, self.pending = self.pending, []
+        stamps = [stamp for _, _, stamp in pending if stamp is not None]
+
+        def stamp_all() -> None:  # one request carries every leg's order
+            for stamp in stamps:
+                stamp()
+
+        context = contextvars.copy_context()
+        context.run(WIRE_STAMP.set, stamp_all)
+        asyncio.get_running_loop().create_task(self._post(pending), context=context)
+
+    async def _post(self, pending: list[tuple[OrderRequest, asyncio.Future[OrderAck],
+                                              Callable[[], None] | None]]) -> None:
+        futures = [future for _, future, _ in pending]
+        try:
+            if len(pending) == 1:
+                results: list[OrderAck | BaseException] = [
+                    await self.venue.place_order(pending[0][0])]
+            else:
+                results = list(await self.venue.place_orders(  # type: ignore[attr-defined]
+                    [request for request, _, _ in pending]))
+                if len(results) != len(pending):
+                    raise MalformedReply(f"{len(results)} results for {len(pending)} orders")
+        except Exception as exc:  # the whole request: every order in it shares the fate
+            results = [exc] * len(pending)
+        for future, result in zip(futures, results, strict=True):
+            if future.done():  # its caller timed out or was cancelled
+                continue
+            if isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+
 def _outcome(trigger: Trigger, cid: str, exc: BaseException, *, auth: bool = False
              ) -> VenueOutcome:
     text = str(exc) or type(exc).__name__
@@ -175,13 +277,15 @@ def _outcome(trigger: Trigger, cid: str, exc: BaseException, *, auth: bool = Fal
 
 
 def _record_outcome(span: trace.Span, outcome: VenueOutcome, leg: Leg) -> None:
+    if not span.is_recording():
+        return
     if outcome.ack is not None:
         span.set_attribute(tm.ORDER_STATUS, outcome.ack.status.value)
     if outcome.error_type:
         span.set_attribute(tm.ERROR_TYPE, outcome.error_type)
         span.set_status(Status(StatusCode.ERROR, outcome.error))
-    span.set_attribute(tm.LEG_FILLED, str(leg.filled))
-    span.set_attribute(tm.LEG_STATE, leg.state.value)
+    if span.is_recording():
+        span.set_attributes({tm.LEG_FILLED: tm.num(leg.filled), tm.LEG_STATE: leg.state.value})
 
 
 class LegRun:
@@ -189,13 +293,20 @@ class LegRun:
     engine allocates ids, builds, journals, sends, and applies the answer."""
 
     def __init__(self, executor: TradeExecutor, leg: Leg, venue: Venue, deadline: float,
-                 max_slippage_ticks: int):
+                 max_slippage_ticks: int, batch: SendBatch | None = None):
         self.executor = executor
         self.leg = leg
         self.venue = venue
         self.deadline = deadline
         self.max_slippage_ticks = max_slippage_ticks
         self.changed = asyncio.Event()
+        self.batch = batch  # the leg's first order goes out in this batch
+
+    def unbatch(self) -> None:
+        """This leg will not send through its batch (any more)."""
+        if self.batch is not None:
+            self.batch.withdraw()
+            self.batch = None
 
     @property
     def resting(self) -> bool:
@@ -220,20 +331,27 @@ class LegRun:
         request = OrderRequest(leg.next_client_order_id(), leg.venue, leg.instrument, leg.side,
                                price, size, time_in_force)
         cid = request.client_order_id
-        with ex.tracer.start_as_current_span(tm.SPAN_SUBMIT, attributes={
-            tm.TRADE_ID: leg.trade_id, tm.LEG_INDEX: leg.index, tm.LEG_VENUE: leg.venue,
-            tm.LEG_INSTRUMENT: leg.instrument, tm.LEG_SIDE: leg.side.value,
-            tm.LEG_PURPOSE: leg.purpose, tm.ORDER_CLIENT_ID: cid,
-            tm.ORDER_PRICE: str(price), tm.ORDER_SIZE: str(size),
-            tm.ORDER_TIF: time_in_force.value, **ex.server(self.venue),
-        }, kind=SpanKind.CLIENT, record_exception=False,
-                set_status_on_exception=False) as span:
+        with ex.tracer.start_as_current_span(tm.SPAN_SUBMIT, kind=SpanKind.CLIENT,
+                                             record_exception=False,
+                                             set_status_on_exception=False) as span:
+            if span.is_recording():  # formatted only for a trace that is kept
+                span.set_attributes({
+                    tm.TRADE_ID: leg.trade_id, tm.LEG_INDEX: leg.index,
+                    tm.LEG_VENUE: leg.venue, tm.LEG_INSTRUMENT: leg.instrument,
+                    tm.LEG_SIDE: leg.side.value, tm.LEG_PURPOSE: leg.purpose,
+                    tm.ORDER_CLIENT_ID: cid, tm.ORDER_PRICE: tm.num(price),
+                    tm.ORDER_SIZE: tm.num(size), tm.ORDER_TIF: time_in_force.value,
+                    **ex.server(self.venue)})
             venue_order_id = ""
             prepare = getattr(self.venue, "prepare_order", None)
+            sign = getattr(self.venue, "sign_order", None)
             if prepare is not None:
                 try:
-                    venue_order_id = prepare(request)  # build and sign before the intent
+                    # Build and hash (the venue's id for the order) before the intent; the
+                    # signature is made while the intent's commit is in flight.
+                    venue_order_id = prepare(request)
                 except VenueError as exc:  # the venue's rules refuse it: never sent
+                    self.unbatch()
                     outcome = _outcome(Trigger.REFUSED, cid, exc)
                     ex.apply(leg, outcome)
                     _record_outcome(span, outcome, leg)
@@ -241,21 +359,58 @@ class LegRun:
             leg.orders[cid] = OrderRef(request, venue_order_id)
             ex.apply(leg, VenueOutcome(Trigger.SENT, cid))
             ex.track(cid, self)
-            if ex.journal is not None:
-                try:
-                    await ex.journal.order_intent(leg, request, venue_order_id)
-                except JournalError as exc:  # not durable: it must not go out
-                    outcome = _outcome(Trigger.REFUSED, cid, exc)
-                    ex.apply(leg, outcome)
-                    ex.on_journal_error(exc)
-                    _record_outcome(span, outcome, leg)
-                    return None
+            try:
+                if ex.journal is not None:
+                    await self._durable_and_signed(request, venue_order_id, sign)
+                elif sign is not None:
+                    sign(request)
+            except JournalError as exc:  # not durable: it must not go out
+                self.unbatch()
+                outcome = _outcome(Trigger.REFUSED, cid, exc)
+                ex.apply(leg, outcome)
+                ex.on_journal_error(exc)
+                _record_outcome(span, outcome, leg)
+                return None
+            except Exception as exc:  # cannot be signed: never sent
+                self.unbatch()
+                outcome = _outcome(Trigger.REFUSED, cid, exc)
+                ex.apply(leg, outcome)
+                _record_outcome(span, outcome, leg)
+                return None
             if leg.submitted_at is None:
                 leg.submitted_at = ex.clock()
-            outcome = await ex.calls.place(self.venue, request, self.deadline)
+            token = WIRE_STAMP.set(None if leg.on_wire_at is not None
+                                   else lambda: ex.stamp_wire(leg, span))
+            batch, self.batch = self.batch, None
+            try:
+                outcome = await ex.calls.place(self.venue, request, self.deadline, batch)
+            finally:
+                WIRE_STAMP.reset(token)
+            if leg.on_wire_at is None:  # the connector did not say when: now is an upper bound
+                leg.on_wire_at = ex.clock()
             ex.apply(leg, outcome)
             _record_outcome(span, outcome, leg)
             return outcome.ack
+
+    async def _durable_and_signed(self, request: OrderRequest, venue_order_id: str,
+                                  sign: Callable[[OrderRequest], None] | None) -> None:
+        """Journal the intent and sign the order, the signature made while the intent's
+        commit is in flight: the intent is queued first and given two turns of the loop
+        (a group commit is handed to the journal's thread then), then the order is signed
+        on the loop, then the commit is awaited. Signing in a worker thread measured slower
+        (it waits for the GIL while the loop is busy: bench/bench_floor.py)."""
+        assert self.executor.journal is not None
+        intent = asyncio.ensure_future(
+            self.executor.journal.order_intent(self.leg, request, venue_order_id))
+        if sign is not None:
+            try:
+                for _ in range(2):
+                    await asyncio.sleep(0)
+                sign(request)
+            except BaseException:
+                intent.cancel()  # nothing is sent: the intent may stay (recovery asks)
+                raise
+        await intent
 
     async def cancel(self) -> OrderAck | None:
         """Cancel what rests of the leg's latest order and apply its final view."""
@@ -380,6 +535,14 @@ class TradeExecutor:
             self._hosts[id(venue)] = host
         return {tm.SERVER_ADDRESS: host} if host else {}
 
+    def stamp_wire(self, leg: Leg, span: trace.Span | None = None) -> None:
+        """The leg's first order has been written to the socket (``on_wire``): the stamp,
+        and an event on its ``submit order`` span."""
+        if leg.on_wire_at is None:
+            leg.on_wire_at = self.clock()
+            if span is not None and span.is_recording():
+                span.add_event(tm.EVENT_WIRE)
+
     def on_journal_error(self, exc: BaseException) -> None:
         if self._on_journal_error is not None:
             self._on_journal_error(exc)
@@ -473,17 +636,28 @@ class TradeExecutor:
         with self.tracer.start_as_current_span(tm.SPAN_EXECUTE, attributes={
             tm.TRADE_ID: trade.id, tm.STRATEGY: trade.strategy,
         }):
-            runs = [LegRun(self, leg, self.venues[leg.venue], deadline, slippage)
-                    for leg in trade.legs]
+            batches = self._batches(trade)
+            runs = [LegRun(self, leg, self.venues[leg.venue], deadline, slippage,
+                           batches.get(leg.venue)) for leg in trade.legs]
             async with asyncio.TaskGroup() as tg:
                 for run in runs:
                     tg.create_task(self._run_leg(run, strategy))
             sent = [leg.submitted_at for leg in trade.legs if leg.submitted_at is not None]
-            trade.on_wire_at = max(sent) if sent else None
+            trade.submitted_at = max(sent) if sent else None
+            wire = [leg.on_wire_at for leg in trade.legs if leg.on_wire_at is not None]
+            trade.on_wire_at = max(wire) if wire else None
         await self.conclude(trade)
         trade.finished_at = self.clock()
         self.remember(trade)
         return trade
+
+    def _batches(self, trade: Trade) -> dict[str, SendBatch]:
+        """A batch per venue that takes several of the trade's entry legs and has a batch
+        endpoint (measured faster than concurrent single posts: bench/bench_floor.py)."""
+        counts = collections.Counter(leg.venue for leg in trade.legs)
+        return {vid: SendBatch(self.venues[vid], n) for vid, n in counts.items()
+                if n > 1 and self.execution.batch_orders
+                and hasattr(self.venues[vid], "place_orders")}
 
     async def _run_leg(self, run: LegRun, strategy: ExecutionStrategy) -> None:
         """Let the strategy work the leg, then leave it final or UNRESOLVED, nothing resting."""
@@ -494,6 +668,8 @@ class TradeExecutor:
             trace.get_current_span().record_exception(exc)
             self.apply(leg, VenueOutcome(Trigger.ABANDONED, error=f"{type(exc).__name__}: "
                                                                   f"{exc}"))
+        finally:
+            run.unbatch()  # it never sent: the other legs need not wait for it
         await self.reconcile(leg)
         leg.finished_at = self.clock()
 
@@ -584,7 +760,7 @@ class TradeExecutor:
             with self.tracer.start_as_current_span(tm.SPAN_FINALIZE, attributes={
                     tm.TRADE_ID: trade.id}) as span:
                 trade.transition(TradeState.COMMITTED)
-                span.set_attribute(tm.TRADE_HEDGED, str(trade.hedged_size))
+                span.set_attribute(tm.TRADE_HEDGED, tm.num(trade.hedged_size))
             return
         await self.rollback(trade)
 
@@ -612,7 +788,7 @@ class TradeExecutor:
             if remaining:
                 span.set_status(Status(StatusCode.ERROR, trade.error))
             span.set_attribute(tm.TRADE_STATE, trade.state.value)
-            span.set_attribute(tm.TRADE_HEDGED, str(trade.hedged_size))
+            span.set_attribute(tm.TRADE_HEDGED, tm.num(trade.hedged_size))
 
     async def rehedge(self, trade: Trade) -> None:
         """Buy back what the trade is short, then complete (when the policy allows and it is

@@ -364,7 +364,8 @@ class Leg:
     orders: dict[str, OrderRef] = field(factory=dict)  # by client order id, oldest first
     attempts: int = 0
     error: str = ""
-    submitted_at: float | None = None
+    submitted_at: float | None = None  # perf_counter when its first order was handed over
+    on_wire_at: float | None = None  # perf_counter when that order's request was written
     finished_at: float | None = None
     unresolved_at: float | None = None  # perf_counter when the outcome became unknown
     unresolved_s: float = 0.0  # total time spent UNRESOLVED
@@ -622,7 +623,10 @@ class Trade:
     reserve: Decimal = ZERO  # the most it can spend (the capital gate reserves this)
     gas_spent: Decimal = ZERO  # native token (POL) settlers spent on it
     decided_at: float | None = None  # perf_counter when preflight approved
-    on_wire_at: float | None = None  # perf_counter when the last entry leg was sent
+    submitted_at: float | None = None  # perf_counter when the last entry leg was handed to
+    # its venue (before the HTTP request is built): ``decision -> submit``
+    on_wire_at: float | None = None  # perf_counter when the last entry leg's request was
+    # written to the socket (the paper venue: when it takes the order): ``decision -> wire``
     finished_at: float | None = None
     ended_at: float | None = None  # wall time of the last change, for a trade read back
     history: list[TradeState] = field(factory=list)

@@ -565,8 +565,8 @@ class Engine:
             with self.tracer.start_as_current_span(tm.SPAN_OPPORTUNITY, start_time=start_ns,
                                                    attributes={
                 tm.PIPELINE_NAME: self.pipeline_name, tm.OPPORTUNITY_ID: opp.id,
-                tm.OPPORTUNITY_KIND: opp.kind, tm.OPPORTUNITY_EDGE: str(opp.edge_per_share),
-                tm.OPPORTUNITY_SIZE: str(opp.size), tm.TRADE_ID: trade.id,
+                tm.OPPORTUNITY_KIND: opp.kind, tm.OPPORTUNITY_EDGE: tm.num(opp.edge_per_share),
+                tm.OPPORTUNITY_SIZE: tm.num(opp.size), tm.TRADE_ID: trade.id,
                 tm.DETECTOR_ID: opp.detector,
             }) as root:
                 if isinstance(start, tuple):
@@ -576,7 +576,7 @@ class Engine:
                 async with self._semaphore:
                     await self._preflight_and_execute(trade, strategy)
                 root.set_attribute(tm.TRADE_STATE, str(trade.state))
-                root.set_attribute(tm.TRADE_PNL, str(trade.realised_pnl))
+                root.set_attribute(tm.TRADE_PNL, tm.num(trade.realised_pnl))
                 why = trade.error or next((leg.error for leg in trade.all_legs if leg.error), "")
                 if why:
                     root.set_attribute(tm.TRADE_ERROR, why)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 from decimal import Decimal
 
@@ -81,12 +82,25 @@ def test_console_exporter(write_pipeline, tmp_path, monkeypatch, capsys):
     assert "handle opportunity" not in captured.out  # stdout keeps the summary
 
 
-def test_no_secret_or_float_in_span_attributes(write_pipeline, run_pr3dict):
+def test_numbers_are_numbers_and_no_secret_in_span_attributes(write_pipeline, run_pr3dict):
     outcome = run_pr3dict("run", str(write_pipeline(MINIMAL.replace("cycles = 5", "cycles = 80"))))
+    seen = set()
     for span in outcome.spans:
         for key, value in (span.attributes or {}).items():
-            assert not isinstance(value, float), (span.name, key)
             assert key.startswith(("pr3dict.", "error.", "rpc.", "server.")), key
+            if key in tm.NUMERIC:  # prices, sizes, USDC: numbers a tool can plot
+                assert isinstance(value, (int, float)) and not isinstance(value, bool), \
+                    (span.name, key, value)
+                seen.add(key)
+            else:
+                assert not isinstance(value, float), (span.name, key)
+            assert "PRIVATE KEY" not in str(value) and not re.search(r"0x[0-9a-f]{64}",
+                                                                     str(value)), key
+    assert {tm.ORDER_PRICE, tm.ORDER_SIZE, tm.LEG_FILLED, tm.OPPORTUNITY_EDGE,
+            tm.TRADE_PNL} <= seen
+    price = next(s.attributes[tm.ORDER_PRICE] for s in outcome.spans
+                 if s.name == tm.SPAN_SUBMIT)
+    assert 0 < price < 1
 
 
 async def test_engine_from_file_scan_and_execute(tmp_path, monkeypatch):
@@ -184,3 +198,31 @@ def test_a_dead_otlp_endpoint_is_reported_not_claimed(write_pipeline, tmp_path, 
     err = capsys.readouterr().err
     assert "NOT exported to http://127.0.0.1:9/v1/traces" in err
     assert "sent to" not in err
+
+
+def test_sample_ratio_keeps_whole_traces(write_pipeline, tmp_path, monkeypatch):
+    """``[telemetry] sample_ratio`` keeps a share of trades, each with all of its spans."""
+    import json
+
+    monkeypatch.chdir(tmp_path)
+
+    def traces(ratio: str) -> dict[str, list[str]]:
+        path = write_pipeline(MINIMAL.replace("cycles = 5", "cycles = 150")
+                              + f'[telemetry]\nexporter = "jsonl"\npath = "s{ratio}.jsonl"\n'
+                              f"sample_ratio = {ratio}\n")
+        assert main(["run", str(path), "--quiet"]) == 0
+        out: dict[str, list[str]] = {}
+        file = tmp_path / f"s{ratio}.jsonl"
+        for line in file.read_text().splitlines() if file.exists() else []:
+            for rs in json.loads(line)["resourceSpans"]:
+                for ss in rs["scopeSpans"]:
+                    for span in ss["spans"]:
+                        out.setdefault(span["traceId"], []).append(span["name"])
+        return out
+
+    everything, half, nothing = traces("1.0"), traces("0.5"), traces("0.0")
+    trades = [t for t in everything.values() if tm.SPAN_SUBMIT in t]
+    kept = [t for t in half.values() if tm.SPAN_SUBMIT in t]
+    assert trades and 0 < len(kept) < len(trades)
+    assert all(tm.SPAN_OPPORTUNITY in t and tm.SPAN_EXECUTE in t for t in kept)  # whole
+    assert not nothing

@@ -465,51 +465,53 @@ class KalshiVenue(ConnectorBase):
 
     async def place_orders(self, requests: Sequence[OrderRequest]
                            ) -> list[OrderAck | VenueError]:
-        """Batch create (20 a request), per-order results in order."""
-        out: list[OrderAck | VenueError] = []
-        for start in range(0, len(requests), 20):
-            chunk = requests[start:start + 20]
-            results: list[OrderAck | VenueError | None] = []
-            wires, recs = [], []
-            for request in chunk:
-                try:
-                    market = self.check(request)
-                except VenueError as exc:
-                    results.append(exc)
+        """Batch create (20 a request, the requests sent at once), per-order results in
+        order."""
+        chunks = [requests[i:i + 20] for i in range(0, len(requests), 20)]
+        parts = await asyncio.gather(*(self._place_chunk(chunk) for chunk in chunks))
+        return [result for part in parts for result in part]
+
+    async def _place_chunk(self, chunk: Sequence[OrderRequest]) -> list[OrderAck | VenueError]:
+        results: list[OrderAck | VenueError | None] = []
+        wires, recs = [], []
+        for request in chunk:
+            try:
+                market = self.check(request)
+            except VenueError as exc:
+                results.append(exc)
+                continue
+            results.append(None)
+            wires.append(self._wire(request, market))
+            recs.append((self._new_record(request, market), request.time_in_force))
+        if wires:
+            reply = await self._call("POST", self._orders_path + "/batched",
+                                     body={"orders": wires}, write=True)
+            if reply.status not in (200, 201):
+                items: list[Any] = [map_error(reply, f"venue {self.id}: batch")] * len(wires)
+            else:
+                items = (reply.json() or {}).get("orders")
+                if not isinstance(items, list) or len(items) != len(wires):
+                    raise AmbiguousOutcome(f"venue {self.id}: malformed batch reply")
+            it = iter(zip(recs, items, strict=False))
+            for i, slot in enumerate(results):
+                if slot is not None:
                     continue
-                results.append(None)
-                wires.append(self._wire(request, market))
-                recs.append((self._new_record(request, market), request.time_in_force))
-            if wires:
-                reply = await self._call("POST", self._orders_path + "/batched",
-                                         body={"orders": wires}, write=True)
-                if reply.status not in (200, 201):
-                    items: list[Any] = [map_error(reply, f"venue {self.id}: batch")] * len(wires)
+                (rec, tif), item = next(it)
+                if isinstance(item, VenueError):
+                    results[i] = item
+                elif item.get("error"):
+                    err = item["error"]
+                    code = err.get("code", "") if isinstance(err, dict) else ""
+                    message = f"venue {self.id}: {code}: {err}"
+                    rec.finish(OrderStatus.REJECTED, message)
+                    results[i] = InsufficientBalance(message) \
+                        if code == kp.INSUFFICIENT_BALANCE else OrderRejected(message)
                 else:
-                    items = (reply.json() or {}).get("orders")
-                    if not isinstance(items, list) or len(items) != len(wires):
-                        raise AmbiguousOutcome(f"venue {self.id}: malformed batch reply")
-                it = iter(zip(recs, items, strict=False))
-                for i, slot in enumerate(results):
-                    if slot is not None:
-                        continue
-                    (rec, tif), item = next(it)
-                    if isinstance(item, VenueError):
-                        results[i] = item
-                    elif item.get("error"):
-                        err = item["error"]
-                        code = err.get("code", "") if isinstance(err, dict) else ""
-                        message = f"venue {self.id}: {code}: {err}"
-                        rec.finish(OrderStatus.REJECTED, message)
-                        results[i] = InsufficientBalance(message) \
-                            if code == kp.INSUFFICIENT_BALANCE else OrderRejected(message)
-                    else:
-                        try:
-                            results[i] = self._placed(rec, tif, item)
-                        except VenueError as exc:
-                            results[i] = exc
-            out.extend(r for r in results if r is not None)
-        return out
+                    try:
+                        results[i] = self._placed(rec, tif, item)
+                    except VenueError as exc:
+                        results[i] = exc
+        return [r for r in results if r is not None]
 
     async def cancel_order(self, client_order_id: str) -> OrderAck:
         rec = self.record(client_order_id)

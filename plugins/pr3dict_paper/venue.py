@@ -22,7 +22,7 @@ from attrs import frozen
 
 from pr3dict_core.components import AmbiguousOutcome, BuildContext, OrderRejected, UnknownOrder
 from pr3dict_core.config import check_input_file, output
-from pr3dict_core.execution import KEEP_FINISHED_ORDERS
+from pr3dict_core.execution import KEEP_FINISHED_ORDERS, on_wire
 from pr3dict_core.model import (
     Book,
     Fill,
@@ -274,6 +274,7 @@ class PaperVenue:
     # ------------------------------------------------------------------ orders
 
     async def place_order(self, request: OrderRequest) -> OrderAck:
+        on_wire()  # handed over: what a connector's written request is
         if self.latency_s:
             await asyncio.sleep(self.latency_s)
         faults = self.faults

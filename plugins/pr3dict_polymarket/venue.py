@@ -159,7 +159,8 @@ class PolymarketVenue(ConnectorBase):
         self._fee_rates: dict[str, Decimal] = {}
         self._neg_risk: dict[str, bool] = {}
         self._domains: dict[bool, OrderDomain] = {}
-        self._signed: dict[str, tuple[str, dict[str, Any]]] = {}  # cid -> (order id, body)
+        # cid -> (order id, body, EIP-712 digest): built once, so a resend is the same order
+        self._signed: dict[str, tuple[str, dict[str, Any], bytes]] = {}
         self._acked: set[str] = set()  # client ids the venue has confirmed receiving
         self._trades: dict[str, dict[str, tuple[Decimal, Decimal, str]]] = {}  # order -> trades
         self._final_trades: set[str] = set()  # trade ids CONFIRMED or FAILED on chain
@@ -506,7 +507,15 @@ class PolymarketVenue(ConnectorBase):
 
     def build_order(self, request: OrderRequest, *, post_only: bool = False
                     ) -> tuple[str, dict[str, Any]]:
-        """The signed order body and its id (the EIP-712 hash), cached by client order id.
+        """The signed order body and its id (the EIP-712 hash), cached by client order id."""
+        order_id, body = self._build(request, post_only)
+        if "signature" not in body["order"]:
+            self.sign_order(request)
+        return order_id, body
+
+    def _build(self, request: OrderRequest, post_only: bool = False
+               ) -> tuple[str, dict[str, Any]]:
+        """The order body (unsigned until ``sign_order``) and its id, cached by client id.
 
         A FOK/FAK BUY is signed as the venue wants a market BUY (``pm.market_buy_amounts``):
         it may buy slightly fewer shares than ``request.size`` (at most 0.01 / price + 0.0001
@@ -514,7 +523,7 @@ class PolymarketVenue(ConnectorBase):
         """
         cached = self._signed.get(request.client_order_id)
         if cached is not None:
-            return cached
+            return cached[0], cached[1]
         market = self.check(request)
         side = "BUY" if request.side is Side.BUY else "SELL"
         size = request.size
@@ -546,7 +555,6 @@ class PolymarketVenue(ConnectorBase):
                          builder=ZERO_BYTES32)
         domain = self._domain(market)
         digest = domain.digest(order)
-        order["signature"] = self.signer.sign_digest(digest)
         order_type = {TimeInForce.GTC: "GTC", TimeInForce.FOK: "FOK",
                       TimeInForce.FAK: "FAK"}[request.time_in_force]
         assert self._creds is not None
@@ -555,7 +563,7 @@ class PolymarketVenue(ConnectorBase):
             body["deferExec"] = False
         body["postOnly"] = post_only
         order_id = "0x" + digest.hex()
-        self._signed[request.client_order_id] = (order_id, body)
+        self._signed[request.client_order_id] = (order_id, body, digest)
         if request.client_order_id not in self.records:
             rec = OrderRecord(request.client_order_id, order_id, request.instrument,
                               request.side, request.price, size, market.market_id)
@@ -564,11 +572,18 @@ class PolymarketVenue(ConnectorBase):
         return order_id, body
 
     def prepare_order(self, request: OrderRequest) -> str:
-        """Build and sign the order before its intent is journaled: its id (the EIP-712
+        """Build and hash the order before its intent is journaled: its id (the EIP-712
         hash) goes into the journal, so the order can be found after a crash or a lost
-        reply (the V2 order carries a timestamp: it could not be rebuilt)."""
-        order_id, _ = self.build_order(request)
+        reply (the V2 order carries a timestamp: it could not be rebuilt). The signature
+        (``sign_order``) is made while the intent commits: it does not change the id."""
+        order_id, _ = self._build(request)
         return order_id
+
+    def sign_order(self, request: OrderRequest) -> None:
+        """Sign a prepared order (deterministic, RFC 6979). Pure CPU on a body nothing else
+        touches until it is sent: the engine runs it in a thread during the intent's commit."""
+        _, body, digest = self._signed[request.client_order_id]
+        body["order"]["signature"] = self.signer.sign_digest(digest)
 
     def adopt_order(self, request: OrderRequest, venue_order_id: str) -> None:
         """Know an order the journal holds (an earlier process's, or a lost reply's)."""
@@ -649,44 +664,47 @@ class PolymarketVenue(ConnectorBase):
 
     async def place_orders(self, requests: Sequence[OrderRequest]
                            ) -> list[OrderAck | VenueError]:
-        """Batch place (``POST /orders``, 15 a request); per-order results in order."""
-        out: list[OrderAck | VenueError] = []
-        for start in range(0, len(requests), pm.BATCH_LIMIT):
-            chunk = requests[start:start + pm.BATCH_LIMIT]
-            bodies, recs = [], []
-            results: list[OrderAck | VenueError | None] = []
-            for request in chunk:
-                try:
-                    _, body = self.build_order(request)
-                except VenueError as exc:
-                    results.append(exc)
+        """Batch place (``POST /orders``, 15 a request, the requests sent at once);
+        per-order results in order."""
+        chunks = [requests[i:i + pm.BATCH_LIMIT]
+                  for i in range(0, len(requests), pm.BATCH_LIMIT)]
+        parts = await asyncio.gather(*(self._place_chunk(chunk) for chunk in chunks))
+        return [result for part in parts for result in part]
+
+    async def _place_chunk(self, chunk: Sequence[OrderRequest]) -> list[OrderAck | VenueError]:
+        bodies, recs = [], []
+        results: list[OrderAck | VenueError | None] = []
+        for request in chunk:
+            try:
+                _, body = self.build_order(request)
+            except VenueError as exc:
+                results.append(exc)
+                continue
+            results.append(None)
+            bodies.append(body)
+            recs.append((self.records[request.client_order_id], request.time_in_force))
+        if bodies:
+            reply = await self._call("POST", "/orders", body=bodies)
+            if reply.status != 200:
+                error = map_error(reply, f"venue {self.id}: batch place")
+                replies: list[Any] = [error] * len(bodies)
+            else:
+                replies = reply.json()
+                if not isinstance(replies, list) or len(replies) != len(bodies):
+                    raise AmbiguousOutcome(f"venue {self.id}: malformed batch reply")
+            it = iter(zip(recs, replies, strict=False))
+            for i, slot in enumerate(results):
+                if slot is not None:
                     continue
-                results.append(None)
-                bodies.append(body)
-                recs.append((self.records[request.client_order_id], request.time_in_force))
-            if bodies:
-                reply = await self._call("POST", "/orders", body=bodies)
-                if reply.status != 200:
-                    error = map_error(reply, f"venue {self.id}: batch place")
-                    replies: list[Any] = [error] * len(bodies)
-                else:
-                    replies = reply.json()
-                    if not isinstance(replies, list) or len(replies) != len(bodies):
-                        raise AmbiguousOutcome(f"venue {self.id}: malformed batch reply")
-                it = iter(zip(recs, replies, strict=False))
-                for i, slot in enumerate(results):
-                    if slot is not None:
-                        continue
-                    (rec, tif), item = next(it)
-                    if isinstance(item, VenueError):
-                        results[i] = item
-                        continue
-                    try:
-                        results[i] = self._placed(rec, tif, item)
-                    except VenueError as exc:
-                        results[i] = exc
-            out.extend(r for r in results if r is not None)
-        return out
+                (rec, tif), item = next(it)
+                if isinstance(item, VenueError):
+                    results[i] = item
+                    continue
+                try:
+                    results[i] = self._placed(rec, tif, item)
+                except VenueError as exc:
+                    results[i] = exc
+        return [r for r in results if r is not None]
 
     async def cancel_order(self, client_order_id: str) -> OrderAck:
         rec = self.record(client_order_id)

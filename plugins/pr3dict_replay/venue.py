@@ -17,6 +17,7 @@ from attrs import frozen
 
 from pr3dict_core.components import BuildContext
 from pr3dict_core.config import ConfigError, ConfigProblem
+from pr3dict_core.execution import on_wire
 from pr3dict_core.model import Book, Market, OrderAck, OrderRequest, Pr3dictError
 from pr3dict_venuekit.orders import OrderRecord
 
@@ -114,6 +115,7 @@ class SimulatedVenue:
         """Wait until an order sent now reaches the (simulated) venue."""
 
     async def place_order(self, request: OrderRequest) -> OrderAck:
+        on_wire()  # handed over: what a connector's written request is
         await self._arrive()
         self.orders_sent += 1
         return self.fills.submit(request)

@@ -668,6 +668,8 @@ class KalshiSim:
                             "error": None})
         return out
 
+    # Kalshi's batch create (docs.kalshi.com BatchCreateOrders / BatchCreateOrdersV2): 201
+    # {"orders": [...]} with one result per order, in order, each with its own error.
     async def batch_create_legacy(self, request: web.Request) -> web.Response:
         return json_response({"orders": await self._batch_create(request, False)}, status=201)
 

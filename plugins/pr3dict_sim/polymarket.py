@@ -825,6 +825,9 @@ class PolymarketSim:
         return json_response(await self._place(creds, item, faults=True))
 
     async def post_orders(self, request: web.Request) -> web.Response:
+        # Polymarket's batch place: a JSON array of POST /order bodies, at most 15, each
+        # processed on its own, one result per order in order (py-clob-client post_orders;
+        # Polymarket CLOB docs "Place multiple orders").
         body = await request.text()
         creds = self._l2(request, body)
         await self.server.throttle(request, creds.api_key, "orders", self._rate_limited)

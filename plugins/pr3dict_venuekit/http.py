@@ -21,6 +21,7 @@ import aiohttp
 
 from pr3dict_core.components import AmbiguousOutcome, BuildContext, VenueUnavailable
 from pr3dict_core.config import SecretRef, check_input_file
+from pr3dict_core.execution import WIRE_STAMP
 from pr3dict_core.model import Pr3dictError
 
 
@@ -131,6 +132,19 @@ MAX_REPLY_BYTES = 8 * 1024 * 1024
 WEBSOCKET_CONNECTIONS = 4
 
 
+async def _on_body_sent(_session: Any, ctx: Any, _params: Any) -> None:
+    """aiohttp fires this as it hands a request's body to the socket (a non-blocking write
+    in the same step): the engine's ``decision -> wire`` stamp for an order."""
+    stamp = ctx.trace_request_ctx
+    if stamp is not None:
+        stamp()
+
+
+_WIRE_TRACE = aiohttp.TraceConfig()
+_WIRE_TRACE.on_request_chunk_sent.append(_on_body_sent)
+_WIRE_TRACE.freeze()
+
+
 class HttpClient:
     """A keep-alive ``ClientSession`` for one venue with a per-request timeout.
 
@@ -155,7 +169,8 @@ class HttpClient:
                 enable_cleanup_closed=True)
             self._slots = asyncio.Semaphore(self.connections)
             self.session = aiohttp.ClientSession(connector=connector,
-                                                 json_serialize=json.dumps)
+                                                 json_serialize=json.dumps,
+                                                 trace_configs=[_WIRE_TRACE])
 
     async def close(self) -> None:
         if self.session is not None:
@@ -183,7 +198,8 @@ class HttpClient:
         try:
             async with asyncio.timeout(timeout_s or self.timeout_s):
                 async with self.session.request(method, url, params=params, data=body,
-                                                headers=hdrs) as resp:
+                                                headers=hdrs,
+                                                trace_request_ctx=WIRE_STAMP.get()) as resp:
                     length = resp.content_length
                     if length is not None and length <= MAX_REPLY_BYTES:
                         raw = await resp.read()  # the common case: one read

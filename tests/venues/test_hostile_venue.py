@@ -72,9 +72,10 @@ JSON_LIES: dict[str, Callable[[object], object]] = {
     "price_out_of_range": lambda b: _walk(b, lambda k, v: "7" if k == "price" else v),
 }
 
-ROUTES = ("POST /order", "GET /data/order/{order_id}", "DELETE /order", "GET /data/trades",
-          "POST /books", "GET /book",
+ROUTES = ("POST /order", "POST /orders", "GET /data/order/{order_id}", "DELETE /order",
+          "GET /data/trades", "POST /books", "GET /book",
           "POST /trade-api/v2/portfolio/events/orders",
+          "POST /trade-api/v2/portfolio/events/orders/batched",
           "GET /trade-api/v2/portfolio/orders/{order_id}",
           "GET /trade-api/v2/portfolio/orders",
           "DELETE /trade-api/v2/portfolio/events/orders/{order_id}",
