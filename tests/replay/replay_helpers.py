@@ -110,9 +110,6 @@ max_size = "10"
 strategy = "market"
 deadline_ms = 500
 order_timeout_ms = 1000
-# Deadlines are wall time (docs/replay.md); a generous unwind deadline leaves unwinds to
-# end on what the recording shows, the same in every run, even on a loaded machine.
-unwind_deadline_ms = 5000
 """
 
 
