@@ -34,10 +34,12 @@ def write_pipeline(folder: Path, markets: int) -> Path:
     pipeline.write_text(f"""
 [pipeline]
 name = "big"
-journal = "{folder / 'journal.sqlite'}"
 [venues.sim]
 type = "paper"
 scenario = "scenario.toml"
+
+[journal]
+url = "sqlite:///{folder / 'journal.sqlite'}"
 [detectors.c]
 type = "binary_complement"
 venues = ["sim"]

@@ -42,13 +42,15 @@ def write_first_order(folder: Path, url: str) -> Path:
     pipeline.write_text(f"""
 [pipeline]
 name = "first"
-journal = "{folder / 'journal.sqlite'}"
 [venues.poly]
 type = "polymarket"
 rest_url = "{url}"
 ws_url = "{url.replace('http', 'ws')}/ws"
 private_key = {{ file = "{KEY}" }}
 poll_wait_ms = 5
+
+[journal]
+url = "sqlite:///{folder / 'journal.sqlite'}"
 [detectors.c]
 type = "binary_complement"
 venues = ["poly"]

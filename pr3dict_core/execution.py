@@ -59,7 +59,7 @@ from .model import (
 RETRY_BASE_S = 0.05
 RETRY_MAX_S = 0.5
 RETRY_ATTEMPTS = 3
-KEEP_FINISHED_ORDERS = 20_000  # late pushes (a reversed fill) still find their leg
+KEEP_FINISHED_ORDERS = 10_000  # late pushes (a reversed fill) still find their leg
 WAIT_SLICE_S = 0.05  # how long a wait sleeps before it looks at the clock again
 
 Clock = Callable[[], float]

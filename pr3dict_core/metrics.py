@@ -11,7 +11,7 @@ import time
 from collections import Counter, OrderedDict
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 import attrs
 from attrs import field, frozen
@@ -146,11 +146,34 @@ class _Totals:
     by_strategy: dict[str, list[int]] = field(factory=dict)  # strategy -> [trades, committed]
 
 
+class _Kept(NamedTuple):
+    """What the statistics keep of one recent trade: its share of the totals (to take it
+    back out when it is recorded again) and its latencies. A few hundred bytes, not the
+    record's several KB: the window's memory stays small at 10,000 trades."""
+
+    state: str
+    strategy: str
+    realised_pnl: Decimal
+    expected_edge: Decimal
+    rollback_cost: Decimal
+    entry_legs: int
+    filled_legs: int
+    decision_to_wire_ms: float | None
+    decision_to_final_ms: float | None
+
+    @classmethod
+    def of(cls, r: TradeRecord) -> _Kept:
+        entry = [leg for leg in r.legs if leg.purpose == "entry"]
+        return cls(r.state, r.strategy, r.realised_pnl, r.expected_edge, r.rollback_cost,
+                   len(entry), sum(1 for leg in entry if leg.state == "filled"),
+                   r.decision_to_wire_ms, r.decision_to_final_ms)
+
+
 @attrs.define
 class RunStatistics:
     """Totals over every final trade of a run, kept as running sums, so memory and the cost
-    of a summary stay flat however long a run is; percentiles and ``records`` come from the
-    most recent ``window`` trades.
+    of a summary stay flat however long a run is; percentiles come from the most recent
+    ``window`` trades.
 
     A trade recorded again (an unresolved trade resolved later, gas added after settling)
     replaces its earlier record while that record is still in the window.
@@ -158,19 +181,20 @@ class RunStatistics:
 
     opportunities: int = 0
     window: int = 10_000
-    recent: OrderedDict[str, TradeRecord] = field(factory=OrderedDict)
+    recent: OrderedDict[str, _Kept] = field(factory=OrderedDict)
     totals: _Totals = field(factory=_Totals)
 
     def add(self, record: TradeRecord) -> None:
         old = self.recent.pop(record.trade_id, None)
         if old is not None:
             self._apply(old, -1)
-        self._apply(record, 1)
-        self.recent[record.trade_id] = record
+        kept = _Kept.of(record)
+        self._apply(kept, 1)
+        self.recent[record.trade_id] = kept
         while len(self.recent) > self.window:
             self.recent.popitem(last=False)
 
-    def _apply(self, r: TradeRecord, sign: int) -> None:
+    def _apply(self, r: _Kept, sign: int) -> None:
         t = self.totals
         t.states[r.state] += sign
         if r.state == TradeState.REJECTED:
@@ -178,23 +202,18 @@ class RunStatistics:
         t.realised_pnl += sign * r.realised_pnl
         t.expected_edge += sign * r.expected_edge
         t.rollback_cost += sign * r.rollback_cost
-        entry = [leg for leg in r.legs if leg.purpose == "entry"]
-        t.entry_legs += sign * len(entry)
-        t.filled_legs += sign * sum(1 for leg in entry if leg.state == "filled")
+        t.entry_legs += sign * r.entry_legs
+        t.filled_legs += sign * r.filled_legs
         s = t.by_strategy.setdefault(r.strategy, [0, 0])
         s[0] += sign
         s[1] += sign * (r.state == TradeState.COMMITTED)
-
-    @property
-    def records(self) -> list[TradeRecord]:
-        return list(self.recent.values())
 
     def count(self, state: TradeState) -> int:
         return self.totals.states[state]
 
     @property
-    def executed(self) -> list[TradeRecord]:
-        """The recent executed (not rejected) records."""
+    def executed(self) -> list[_Kept]:
+        """The recent executed (not rejected) trades, as kept."""
         return [r for r in self.recent.values() if r.state != TradeState.REJECTED]
 
     def summary(self) -> RunSummary:
