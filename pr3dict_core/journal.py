@@ -883,10 +883,7 @@ class Journal:
             for trade_id, final, amount in trades:
                 state = seen.get(trade_id)
                 if state is None:
-                    used = Decimal(tx.execute(f"SELECT used FROM capital_books WHERE name = ?"
-                                              f"{tx.dialect.for_update}", (book,))[0][0])
-                    tx.execute("UPDATE capital_books SET used = ? WHERE name = ?",
-                               (str(used + amount), book))
+                    _add_used(tx, book, amount)
                     tx.execute("INSERT INTO capital_entries (trade_id, book, engine_id, "
                                f"reserved, spent, state, at) VALUES (?, ?, ?, ?, ?, ?, "
                                f"{tx.dialect.now})",
@@ -943,16 +940,22 @@ def _settle(tx: Tx, trade_id: str, spent: Decimal) -> None:
     if not rows:
         return  # settled already, or never reserved here
     book = rows[0][0]
-    used = Decimal(tx.execute(f"SELECT used FROM capital_books WHERE name = ?"
-                              f"{tx.dialect.for_update}", (book,))[0][0])
+    tx.execute(f"SELECT 1 FROM capital_books WHERE name = ?{tx.dialect.for_update}", (book,))
     entry = tx.execute(f"SELECT reserved FROM capital_entries WHERE trade_id = ? AND "
                        f"state = 'reserved'{tx.dialect.for_update}", (trade_id,))
     if not entry:
         return  # another engine settled it while this one waited for the book
-    tx.execute("UPDATE capital_books SET used = ? WHERE name = ?",
-               (str(used - Decimal(entry[0][0]) + spent), book))
+    _add_used(tx, book, spent - Decimal(entry[0][0]))
     tx.execute(f"UPDATE capital_entries SET state = 'final', spent = ?, at = {tx.dialect.now} "
                "WHERE trade_id = ?", (str(spent), trade_id))
+
+
+def _add_used(tx: Tx, book: str, delta: Decimal) -> None:
+    """Move a capital book's ``used`` by ``delta`` (exact: amounts are decimal strings,
+    added here, never by the database's arithmetic)."""
+    used = Decimal(tx.execute(f"SELECT used FROM capital_books WHERE name = ?"
+                              f"{tx.dialect.for_update}", (book,))[0][0])
+    tx.execute("UPDATE capital_books SET used = ? WHERE name = ?", (str(used + delta), book))
 
 
 def _load_trade(tx: Tx, trade_id: str) -> Trade:

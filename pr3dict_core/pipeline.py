@@ -98,18 +98,13 @@ def build_components(config: PipelineConfig, registry: ComponentRegistry,
 
     def resolve_secret(ref: SecretRef) -> str:
         original = ref
-        if ref.file is not None and not Path(ref.file).is_absolute():
-            # Like every input a pipeline names: relative to the pipeline file.
-            ref = SecretRef(file=str(config.base_dir / ref.file))
         try:
-            value = pm.hook.pr3dict_resolve_secret(ref=ref)
-            if value is None:
-                raise SecretNotFound(f"no plugin could resolve secret {ref!r}")
+            value = resolve_secret_ref(config, pm, ref)
         except SecretNotFound as exc:  # reported at the option that holds the reference
             if building[0] is None:
                 raise
             raise OptionError(option_holding(building[0], original), str(exc)) from None
-        return str(value)
+        return value
 
     ctx = BuildContext(run_id=run_id, base_dir=config.base_dir,
                        resolve_secret=resolve_secret, tracer=tm.get_tracer(tracer_provider),
@@ -142,6 +137,18 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
 
 
+def resolve_secret_ref(config: PipelineConfig, pm: pluggy.PluginManager,
+                       ref: SecretRef) -> str:
+    """The secret ``ref`` points to, through the plugins; a relative file is relative to
+    the pipeline file, like every input a pipeline names. Raises ``SecretNotFound``."""
+    if ref.file is not None and not Path(ref.file).is_absolute():
+        ref = SecretRef(file=str(config.base_dir / ref.file))
+    value = pm.hook.pr3dict_resolve_secret(ref=ref)
+    if value is None:
+        raise SecretNotFound(f"no plugin could resolve secret {ref!r}")
+    return str(value)
+
+
 def default_engine_id(pipeline: str) -> str:
     """One engine per pipeline and host unless told otherwise (``--engine-id``)."""
     return f"{socket.gethostname()}/{pipeline}"
@@ -158,20 +165,15 @@ def open_journal(config: PipelineConfig, pm: pluggy.PluginManager, *, run_id: st
         return None
     password = None
     if section.password is not None:
-        ref = section.password
-        if ref.file is not None and not Path(ref.file).is_absolute():
-            ref = SecretRef(file=str(config.base_dir / ref.file))
         try:
-            password = pm.hook.pr3dict_resolve_secret(ref=ref)
+            password = resolve_secret_ref(config, pm, section.password)
         except SecretNotFound as exc:
             raise ConfigError([ConfigProblem(str(config.file), "journal.password",
                                              str(exc))]) from None
-        if password is None:
-            raise ConfigError([ConfigProblem(str(config.file), "journal.password",
-                                             f"no plugin could resolve secret {ref!r}")])
     owner = config.file if "{pipeline}" in section.url and not section.shared else None
-    target = url if section.shared else str(Path(sqlite_path(url)).absolute()) \
-        if sqlite_path(url) != ":memory:" else ":memory:"
+    target = url
+    if not section.shared and sqlite_path(url) != ":memory:":  # the working directory's
+        target = str(Path(sqlite_path(url)).absolute())
     return Journal(target, run_id, engine_id=engine_id, password=password,
                    pipeline_file=None if read_only else owner, lease_ms=section.lease_ms,
                    read_only=read_only)
