@@ -18,7 +18,14 @@ from pr3dict_core.model import (
     Opportunity,
 )
 
-from .sizing import LegQuote, Sizer, SizingOptions, opportunity_from_plan, plan_equal_shares
+from .sizing import (
+    LegQuote,
+    Sizer,
+    SizingOptions,
+    Watch,
+    opportunity_from_plan,
+    plan_equal_shares,
+)
 
 
 class BinaryComplement:
@@ -39,7 +46,8 @@ class BinaryComplement:
         self.sizer = Sizer(id, config)
         self._built = built
         self._venues: Mapping[str, Venue] = {}
-        self._by_instrument: dict[tuple[str, str], Market] = {}
+        # venue -> instrument -> (its market, what it was last priced at, 0 YES / 1 NO)
+        self._by_instrument: dict[str, dict[str, tuple[Market, Watch, int]]] = {}
         self._nonce = itertools.count()
         self.last_plan = None  # the most recent Plan (for tests and debugging)
 
@@ -51,22 +59,34 @@ class BinaryComplement:
         self._venues = venues
         self.sizer.bind_gate(self._built)
         for vid, venue in venues.items():
+            index = self._by_instrument.setdefault(vid, {})
             for m in venue.markets():
-                self._by_instrument[(vid, m.yes)] = m
-                self._by_instrument[(vid, m.no)] = m
+                watch = Watch(2)
+                index[m.yes], index[m.no] = (m, watch, 0), (m, watch, 1)
 
     def detect(self, changed: Sequence[Book]) -> Iterable[Opportunity]:
-        seen: set[tuple[str, str]] = set()
-        by_instrument = self._by_instrument
+        """Each market one of whose books changed, once, if its asks or the limits are new
+        (``sizing.Watch``): a cheap reject on the best asks, then the walk."""
+        due: dict[Watch, Market] = {}  # keyed by identity (a Market hashes every field)
+        index, caps = self._by_instrument, self.sizer.caps()
         for book in changed:
-            market = by_instrument.get((book.venue, book.instrument))
-            if market is None:
+            by_venue = index.get(book.venue)  # a book of another venue: one lookup
+            entry = by_venue.get(book.instrument) if by_venue is not None else None
+            if entry is not None:
+                market, watch, leg = entry
+                if watch.asks[leg] is not book.asks or watch.caps is not caps:
+                    due[watch] = market
+        bar = ONE - self.config.min_edge
+        for watch, market in due.items():
+            venue = self._venues[market.venue]
+            yes, no = venue.book(market.yes), venue.book(market.no)
+            if yes is None or no is None:
                 continue
-            key = (book.venue, market.market_id)
-            if key in seen:
-                continue
-            seen.add(key)
-            opp = self.evaluate(market)
+            yes_asks, no_asks = watch.asks[:] = yes.asks, no.asks
+            watch.caps = caps
+            if not yes_asks or not no_asks or yes_asks[0].price + no_asks[0].price > bar:
+                continue  # fees only make it worse
+            opp = self._plan(market, venue, yes, no)
             if opp is not None:
                 yield opp
 
@@ -79,6 +99,9 @@ class BinaryComplement:
         # Cheap reject before walking depth: the best levels must already clear the bar.
         if ONE - yes.asks[0].price - no.asks[0].price < self.config.min_edge:
             return None
+        return self._plan(market, venue, yes, no)
+
+    def _plan(self, market: Market, venue: Venue, yes: Book, no: Book) -> Opportunity | None:
         quotes = (LegQuote(market.venue, market.yes, market, yes.asks, venue.fee),
                   LegQuote(market.venue, market.no, market, no.asks, venue.fee))
         plan = plan_equal_shares(quotes, payout=ONE, min_edge=self.config.min_edge,

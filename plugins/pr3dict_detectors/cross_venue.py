@@ -38,9 +38,16 @@ from pr3dict_core.config import (
     structure,
     tomllib,
 )
-from pr3dict_core.model import ONE, Book, Market, Opportunity
+from pr3dict_core.model import ONE, Book, Level, Market, Opportunity
 
-from .sizing import LegQuote, Sizer, SizingOptions, opportunity_from_plan, plan_equal_shares
+from .sizing import (
+    LegQuote,
+    Sizer,
+    SizingOptions,
+    Watch,
+    opportunity_from_plan,
+    plan_equal_shares,
+)
 
 log = logging.getLogger("pr3dict.detectors.cross_venue")
 
@@ -215,6 +222,20 @@ class _PairState:
             self.directions = ((market_a.yes, market_b.no), (market_a.no, market_b.yes))
 
 
+class _Direction:
+    """One hedge of a pair, with what pricing it needs at hand (it is priced for every
+    change of either of its two books: the detector's hot path)."""
+
+    __slots__ = ("book_a", "book_b", "inst_a", "inst_b", "state", "venue_a", "venue_b", "watch")
+
+    def __init__(self, state: _PairState, index: int, venue_a: Venue, venue_b: Venue):
+        self.state = state
+        self.watch = Watch(2)  # what it was last priced at
+        self.inst_a, self.inst_b = state.directions[index]
+        self.venue_a, self.venue_b = venue_a, venue_b
+        self.book_a, self.book_b = venue_a.book, venue_b.book
+
+
 class CrossVenue:
     """Buys one outcome on one venue and its complement on the other, by a checked mapping."""
 
@@ -235,7 +256,8 @@ class CrossVenue:
         self.sizer = Sizer(id, config)
         self._built = built
         self._venues: Mapping[str, Venue] = {}
-        self._by_instrument: dict[tuple[str, str], list[_PairState]] = {}
+        # venue -> instrument -> the hedges that price its book (and its leg in each)
+        self._by_instrument: dict[str, dict[str, list[tuple[_Direction, int]]]] = {}
         self.states: list[_PairState] = []
         self.refused: dict[str, str] = {}  # pair id -> why it is never traded
         self._nonce = itertools.count()
@@ -275,9 +297,12 @@ class CrossVenue:
             state = _PairState(pair, by_market[pair.venue_a][pair.a],
                                by_market[pair.venue_b][pair.b])
             self.states.append(state)
-            for vid, m in ((pair.venue_a, state.market_a), (pair.venue_b, state.market_b)):
-                for inst in (m.yes, m.no):
-                    self._by_instrument.setdefault((vid, inst), []).append(state)
+            for i in range(2):
+                direction = _Direction(state, i, venues[pair.venue_a], venues[pair.venue_b])
+                for leg, (vid, inst) in enumerate(((pair.venue_a, direction.inst_a),
+                                                   (pair.venue_b, direction.inst_b))):
+                    self._by_instrument.setdefault(vid, {}).setdefault(inst, []).append(
+                        (direction, leg))
 
     def hedge_sets(self) -> list[tuple[tuple[str, str], ...]]:
         """(venue, instrument) sets that together pay 1 at resolution: both directions of
@@ -286,33 +311,40 @@ class CrossVenue:
                 for a, b in s.directions]
 
     def detect(self, changed: Sequence[Book]) -> Iterable[Opportunity]:
-        seen: set[int] = set()
-        index = self._by_instrument
+        """Price each hedge one of whose books changed, once, if its asks or the limits are
+        new (``sizing.Watch``), in the order the books name them: a cheap reject on the
+        best asks, then the walk."""
+        index, caps = self._by_instrument, self.sizer.caps()
+        due: dict[_Direction, None] = {}
         for book in changed:
-            states = index.get((book.venue, book.instrument))
-            if not states:
-                continue
-            for state in states:
-                if id(state) in seen:
-                    continue
-                seen.add(id(state))
-                yield from self.evaluate(state)
-
-    def evaluate(self, state: _PairState) -> Iterable[Opportunity]:
-        pair = state.pair
-        va, vb = self._venues[pair.venue_a], self._venues[pair.venue_b]
+            by_venue = index.get(book.venue)
+            entries = by_venue.get(book.instrument) if by_venue is not None else None
+            if entries:
+                asks = book.asks
+                for direction, leg in entries:
+                    watch = direction.watch
+                    if watch.asks[leg] is not asks or watch.caps is not caps:
+                        due[direction] = None
         bar = ONE - self.config.min_edge
-        for inst_a, inst_b in state.directions:
-            book_a, book_b = va.book(inst_a), vb.book(inst_b)
-            if book_a is None or book_b is None or not book_a.asks or not book_b.asks:
+        for d in due:
+            book_a, book_b = d.book_a(d.inst_a), d.book_b(d.inst_b)
+            if book_a is None or book_b is None:
                 continue
-            if book_a.asks[0].price + book_b.asks[0].price > bar:  # cheap reject
-                continue
-            quotes = (LegQuote(pair.venue_a, inst_a, state.market_a, book_a.asks, va.fee),
-                      LegQuote(pair.venue_b, inst_b, state.market_b, book_b.asks, vb.fee))
-            plan = plan_equal_shares(quotes, payout=ONE, min_edge=self.config.min_edge,
-                                     max_levels=self.config.max_levels,
-                                     limits=self.sizer.limits())
-            if plan is None:
-                continue
-            yield opportunity_from_plan(self.id, "cross_venue", next(self._nonce), quotes, plan)
+            asks_a, asks_b = d.watch.asks[:] = book_a.asks, book_b.asks
+            d.watch.caps = caps
+            if not asks_a or not asks_b or asks_a[0].price + asks_b[0].price > bar:
+                continue  # fees only make it worse
+            opp = self._price(d, asks_a, asks_b)
+            if opp is not None:
+                yield opp
+
+    def _price(self, d: _Direction, asks_a: Sequence[Level], asks_b: Sequence[Level]
+               ) -> Opportunity | None:
+        state, pair = d.state, d.state.pair
+        quotes = (LegQuote(pair.venue_a, d.inst_a, state.market_a, asks_a, d.venue_a.fee),
+                  LegQuote(pair.venue_b, d.inst_b, state.market_b, asks_b, d.venue_b.fee))
+        plan = plan_equal_shares(quotes, payout=ONE, min_edge=self.config.min_edge,
+                                 max_levels=self.config.max_levels, limits=self.sizer.limits())
+        if plan is None:
+            return None
+        return opportunity_from_plan(self.id, "cross_venue", next(self._nonce), quotes, plan)

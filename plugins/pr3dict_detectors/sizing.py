@@ -15,6 +15,12 @@ share, and then applies the risk caps. The size taken is the smallest of
 
 The result is rounded down to the coarsest size step of the legs' markets, and dropped if it
 is below the largest ``min_size``. Prices, sizes and money are ``Decimal`` throughout.
+
+The built-in detectors price a set of legs again only when one of its books changed and
+either its *asks* changed (a new tuple: connectors and replays keep an unchanged side's
+tuple, ``LocalBook``) or the limits did. A change of the bids alone would walk the same
+depth and yield the same opportunity, one the engine has had already; a venue that builds
+new tuples for every book is priced every time. Fee rates are read when a set is priced.
 """
 
 from __future__ import annotations
@@ -110,6 +116,9 @@ class Limits:
         self.bankroll = bankroll
         self.kelly_fraction = kelly_fraction
 
+    def key(self) -> tuple[Decimal | None, ...]:
+        return (self.max_size, self.capital, self.bankroll, self.kelly_fraction)
+
 
 class Sizer:
     """Binds :class:`SizingOptions` to the pipeline (the capital gate) and produces Limits."""
@@ -118,6 +127,7 @@ class Sizer:
         self.detector_id = detector_id
         self.options = options
         self._gate: Any = None
+        self._caps: tuple[Decimal | None, ...] | None = None
 
     def bind_gate(self, built: Any) -> None:
         """Find the ``capital_gate`` among the built gates (called when the engine starts)."""
@@ -145,6 +155,27 @@ class Sizer:
             if bankroll is None:
                 bankroll = capital
         return Limits(o.max_size, capital, bankroll, o.kelly_fraction)
+
+    def caps(self) -> tuple[Decimal | None, ...]:
+        """The limits' values: the very same tuple while they are equal, so a detector's
+        hot loop compares them by identity (``Watch``). Static without a capital gate."""
+        if self._caps is not None and self._gate is None:
+            return self._caps
+        caps = self.limits().key()
+        if caps != self._caps:
+            self._caps = caps
+        return self._caps  # type: ignore[return-value]
+
+
+class Watch:
+    """What a set of legs was last priced at (each leg's asks, and the limits): a detector
+    prices it again only when one of them is new (see the module's docstring)."""
+
+    __slots__ = ("asks", "caps")
+
+    def __init__(self, legs: int) -> None:
+        self.asks: list[Sequence[Level] | None] = [None] * legs
+        self.caps: tuple[Decimal | None, ...] | None = None
 
 
 def best_sum(quotes: Sequence[LegQuote]) -> Decimal:

@@ -10,7 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 from pr3dict_core.model import ONE, ZERO, Market
-from pr3dict_venuekit.books import LocalBook
+from pr3dict_venuekit.books import LocalBook, price
 
 from . import protocol as kp
 
@@ -69,7 +69,7 @@ def apply_book_message(books: Mapping[str, LocalBook], tickers: Mapping[str, Mar
                        changed)
     else:
         apply_delta(books, tickers.get(body["market_ticker"]), body["side"],
-                    Decimal(body["price_dollars"]), Decimal(body["delta_fp"]), changed)
+                    price(body["price_dollars"]), Decimal(body["delta_fp"]), changed)
 
 
 def trade(market: Market | None, body: Mapping[str, Any]

@@ -13,7 +13,7 @@ import orjson
 from attrs import frozen
 
 from pr3dict_core.model import Market
-from pr3dict_venuekit.books import LocalBook
+from pr3dict_venuekit.books import LocalBook, price
 
 from . import protocol as pm
 
@@ -26,8 +26,9 @@ Traded = Callable[[str, bool, Decimal, Decimal], None]
 Rules = Callable[[str, Any, Any], None]
 
 
-def _opt_dec(value: Any) -> Decimal | None:
-    return Decimal(str(value)) if value not in (None, "") else None
+def _opt_price(value: Any) -> Decimal | None:
+    return price(value if type(value) is str else str(value)) if value not in (None, "") \
+        else None
 
 
 def apply_book(books: Mapping[str, LocalBook], summary: Mapping[str, Any],
@@ -75,12 +76,12 @@ def apply_market_message(books: Mapping[str, LocalBook], text: str, changed: Cha
                 local = books.get(token)
                 if local is None:
                     continue
-                local.set_level(change["side"] == "BUY", Decimal(change["price"]),
+                local.set_level(change["side"] == "BUY", price(change["price"]),
                                 Decimal(change["size"]))
                 best[token] = (change.get("best_bid"), change.get("best_ask"))
                 changed(token)
             for token, (bid, ask) in best.items():
-                bid, ask = _opt_dec(bid), _opt_dec(ask)
+                bid, ask = _opt_price(bid), _opt_price(ask)
                 if books[token].trim(bid, ask):
                     log.info("venue %s: dropped stale levels of %s beyond %s/%s", venue_id,
                              token, bid, ask)
