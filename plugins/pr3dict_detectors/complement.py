@@ -74,18 +74,18 @@ class BinaryComplement:
             entry = by_venue.get(book.instrument) if by_venue is not None else None
             if entry is not None:
                 market, watch, leg = entry
-                if watch.asks[leg] is not book.asks or watch.caps is not caps:
+                if watch.moved(leg, book.asks, caps):
                     due[watch] = market
         bar = ONE - self.config.min_edge
         for watch, market in due.items():
             venue = self._venues[market.venue]
             yes, no = venue.book(market.yes), venue.book(market.no)
-            if yes is None or no is None:
+            yes_asks, no_asks = yes.asks if yes else (), no.asks if no else ()
+            rejected = not yes_asks or not no_asks or \
+                yes_asks[0].price + no_asks[0].price > bar  # fees only make it worse
+            watch.priced((yes_asks, no_asks), caps, rejected)
+            if rejected or yes is None or no is None:
                 continue
-            yes_asks, no_asks = watch.asks[:] = yes.asks, no.asks
-            watch.caps = caps
-            if not yes_asks or not no_asks or yes_asks[0].price + no_asks[0].price > bar:
-                continue  # fees only make it worse
             opp = self._plan(market, venue, yes, no)
             if opp is not None:
                 yield opp

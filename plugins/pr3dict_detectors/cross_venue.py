@@ -322,18 +322,17 @@ class CrossVenue:
             if entries:
                 asks = book.asks
                 for direction, leg in entries:
-                    watch = direction.watch
-                    if watch.asks[leg] is not asks or watch.caps is not caps:
+                    if direction.watch.moved(leg, asks, caps):
                         due[direction] = None
         bar = ONE - self.config.min_edge
         for d in due:
             book_a, book_b = d.book_a(d.inst_a), d.book_b(d.inst_b)
-            if book_a is None or book_b is None:
+            asks_a, asks_b = book_a.asks if book_a else (), book_b.asks if book_b else ()
+            rejected = not asks_a or not asks_b or \
+                asks_a[0].price + asks_b[0].price > bar  # fees only make it worse
+            d.watch.priced((asks_a, asks_b), caps, rejected)
+            if rejected:
                 continue
-            asks_a, asks_b = d.watch.asks[:] = book_a.asks, book_b.asks
-            d.watch.caps = caps
-            if not asks_a or not asks_b or asks_a[0].price + asks_b[0].price > bar:
-                continue  # fees only make it worse
             opp = self._price(d, asks_a, asks_b)
             if opp is not None:
                 yield opp

@@ -18,9 +18,11 @@ is below the largest ``min_size``. Prices, sizes and money are ``Decimal`` throu
 
 The built-in detectors price a set of legs again only when one of its books changed and
 either its *asks* changed (a new tuple: connectors and replays keep an unchanged side's
-tuple, ``LocalBook``) or the limits did. A change of the bids alone would walk the same
-depth and yield the same opportunity, one the engine has had already; a venue that builds
-new tuples for every book is priced every time. Fee rates are read when a set is priced.
+tuple, ``LocalBook``) or the limits did, and not when the set was rejected on its best asks
+and the changed book's best ask is no better (``Watch``). A change of the bids alone would
+walk the same depth and yield the same opportunity, one the engine has had already; a venue
+that builds new tuples for every book is priced every time. Fee rates are read when a set
+is priced.
 """
 
 from __future__ import annotations
@@ -168,14 +170,38 @@ class Sizer:
 
 
 class Watch:
-    """What a set of legs was last priced at (each leg's asks, and the limits): a detector
-    prices it again only when one of them is new (see the module's docstring)."""
+    """What a set of legs was last priced at (each leg's asks and best ask, the limits,
+    and whether the best asks alone rejected it): a detector prices it again only when a
+    change of one of its books may change the price (see the module's docstring)."""
 
-    __slots__ = ("asks", "caps")
+    __slots__ = ("asks", "best", "caps", "rejected")
 
     def __init__(self, legs: int) -> None:
         self.asks: list[Sequence[Level] | None] = [None] * legs
+        self.best: list[Decimal | None] = [None] * legs
         self.caps: tuple[Decimal | None, ...] | None = None
+        self.rejected = False
+
+    def moved(self, leg: int, asks: Sequence[Level], caps: tuple[Decimal | None, ...]
+              ) -> bool:
+        """Whether ``leg``'s book, now with ``asks``, may price the set differently: its
+        asks are new or the limits are, and it was not rejected on best asks that are no
+        better now (a rejection reads the best asks only; a new best of another leg is
+        that leg's change)."""
+        if self.asks[leg] is asks and self.caps is caps:
+            return False
+        if self.rejected and asks:
+            best = self.best[leg]
+            if best is not None and asks[0].price >= best:
+                return False
+        return True
+
+    def priced(self, asks: Sequence[Sequence[Level]], caps: tuple[Decimal | None, ...],
+               rejected: bool) -> None:
+        self.asks[:] = asks
+        self.best[:] = [a[0].price if a else None for a in asks]
+        self.caps = caps
+        self.rejected = rejected
 
 
 def best_sum(quotes: Sequence[LegQuote]) -> Decimal:

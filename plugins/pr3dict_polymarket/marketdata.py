@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -53,11 +53,6 @@ def apply_books_reply(books: Mapping[str, LocalBook], text: str, changed: Change
         apply_book(books, summary, changed)
 
 
-def events(text: str) -> Iterable[Mapping[str, Any]]:
-    data = orjson.loads(text)
-    return data if isinstance(data, list) else [data]
-
-
 def apply_market_message(books: Mapping[str, LocalBook], text: str, changed: Changed,
                          venue_id: str = "", rules: Rules | None = None,
                          traded: Traded | None = None) -> None:
@@ -65,26 +60,33 @@ def apply_market_message(books: Mapping[str, LocalBook], text: str, changed: Cha
     beyond the venue's best bid/ask after the event are stale and dropped),
     ``tick_size_change``, and ``last_trade_price`` (told to ``traded``: its ``side`` is the
     taker's, so a BUY traded against the asks)."""
-    for event in events(text):
+    data = orjson.loads(text)
+    for event in data if type(data) is list else (data,):
         kind = event.get("event_type")
-        if kind == "book":
-            apply_book(books, event, changed, rules)
-        elif kind == "price_change":  # the most frequent message: kept lean
-            best: dict[str, tuple[Any, Any]] = {}
-            for change in event.get("price_changes", ()):
-                token = str(change["asset_id"])
-                local = books.get(token)
+        if kind == "price_change":  # the most frequent message: kept lean (a replay's hot path)
+            changes = event.get("price_changes", ())
+            for change in changes:
+                token = change["asset_id"]
+                local = books.get(token if type(token) is str else str(token))
                 if local is None:
                     continue
                 local.set_level(change["side"] == "BUY", price(change["price"]),
                                 Decimal(change["size"]))
-                best[token] = (change.get("best_bid"), change.get("best_ask"))
-                changed(token)
-            for token, (bid, ask) in best.items():
-                bid, ask = _opt_price(bid), _opt_price(ask)
-                if books[token].trim(bid, ask):
+                changed(local.instrument)
+            # then each token's best bid/ask, as its last change gives them
+            last = changes if len(changes) < 2 else \
+                {change["asset_id"]: change for change in changes}.values()
+            for change in last:
+                token = change["asset_id"]
+                local = books.get(token if type(token) is str else str(token))
+                if local is None:
+                    continue
+                bid, ask = _opt_price(change.get("best_bid")), _opt_price(change.get("best_ask"))
+                if local.trim(bid, ask):
                     log.info("venue %s: dropped stale levels of %s beyond %s/%s", venue_id,
-                             token, bid, ask)
+                             local.instrument, bid, ask)
+        elif kind == "book":
+            apply_book(books, event, changed, rules)
         elif kind == "last_trade_price":
             if traded is not None and event.get("asset_id") is not None:
                 token = str(event["asset_id"])
