@@ -20,6 +20,7 @@ from pr3dict_core.model import (
 
 from .sizing import (
     LegQuote,
+    Plan,
     Sizer,
     SizingOptions,
     Watch,
@@ -49,7 +50,7 @@ class BinaryComplement:
         # venue -> instrument -> (its market, what it was last priced at, 0 YES / 1 NO)
         self._by_instrument: dict[str, dict[str, tuple[Market, Watch, int]]] = {}
         self._nonce = itertools.count()
-        self.last_plan = None  # the most recent Plan (for tests and debugging)
+        self.last_plan: Plan | None = None  # the most recent Plan (tests and debugging)
 
     @classmethod
     def from_config(cls, id: str, config: Config, ctx: BuildContext) -> BinaryComplement:

@@ -12,7 +12,8 @@ optionally ``title`` (the paper venue's ``[[events]]``; a Polymarket connector's
 ``neg_risk_market_id`` groups).
 
 Detection is incremental: the detector keeps each set's best YES asks and their running sum,
-updates them from the changed books, and walks depth only when the sum clears ``min_edge``.
+updates them from the changed books, and walks depth only when the sum clears ``min_edge``
+and an ask or the limits are new since the set was last priced (``sizing.Watch``).
 """
 
 from __future__ import annotations
@@ -30,7 +31,14 @@ from pr3dict_core.components import BuildContext, Venue
 from pr3dict_core.config import ref
 from pr3dict_core.model import ONE, ZERO, Book, Market, Opportunity
 
-from .sizing import LegQuote, Sizer, SizingOptions, opportunity_from_plan, plan_equal_shares
+from .sizing import (
+    LegQuote,
+    Sizer,
+    SizingOptions,
+    Watch,
+    opportunity_from_plan,
+    plan_equal_shares,
+)
 
 log = logging.getLogger("pr3dict.detectors.multi_outcome")
 
@@ -38,7 +46,7 @@ log = logging.getLogger("pr3dict.detectors.multi_outcome")
 class _SetState:
     """One outcome set on one venue: its markets and the best YES ask of each."""
 
-    __slots__ = ("asks", "id", "markets", "missing", "title", "total", "venue")
+    __slots__ = ("asks", "id", "markets", "missing", "title", "total", "venue", "watch")
 
     def __init__(self, venue: str, id: str, markets: list[Market], title: str = ""):
         self.venue = venue
@@ -48,6 +56,7 @@ class _SetState:
         self.asks: list[Decimal | None] = [None] * len(markets)
         self.total = ZERO  # sum of the known best YES asks
         self.missing = len(markets)  # outcomes with no ask
+        self.watch = Watch(len(markets))  # what it was last priced at
 
     def update(self, index: int, book: Book | None) -> None:
         new = book.asks[0].price if book is not None and book.asks else None
@@ -155,23 +164,25 @@ class MultiOutcome:
 
     def detect(self, changed: Sequence[Book]) -> Iterable[Opportunity]:
         touched: dict[int, _SetState] = {}
-        by_yes = self._by_yes
+        by_yes, caps = self._by_yes, self.sizer.caps()
         for book in changed:
             hit = by_yes.get((book.venue, book.instrument))
             if hit is None:
                 continue
             state, index = hit
             state.update(index, book)
-            touched[id(state)] = state
+            if state.watch.moved(index, book.asks, caps):  # new asks or limits
+                touched[id(state)] = state
         bar = ONE - self.config.min_edge
         for state in touched.values():
             if state.missing or state.total > bar:  # cheap reject, fees only make it worse
                 continue
-            opp = self.evaluate(state)
+            opp = self.evaluate(state, caps)
             if opp is not None:
                 yield opp
 
-    def evaluate(self, state: _SetState) -> Opportunity | None:
+    def evaluate(self, state: _SetState, caps: tuple[Decimal | None, ...] | None = None
+                 ) -> Opportunity | None:
         venue = self._venues[state.venue]
         quotes = []
         for i, m in enumerate(state.markets):
@@ -180,6 +191,7 @@ class MultiOutcome:
             if book is None or not book.asks:
                 return None
             quotes.append(LegQuote(state.venue, m.yes, m, book.asks, venue.fee))
+        state.watch.priced([q.asks for q in quotes], caps or self.sizer.caps(), False)
         plan = plan_equal_shares(quotes, payout=ONE, min_edge=self.config.min_edge,
                                  max_levels=self.config.max_levels, limits=self.sizer.limits())
         if plan is None:

@@ -110,9 +110,9 @@ class LocalBook:
         stale_asks = best_ask is not None and ask_keys and ask_keys[0] < best_ask
         if not (stale_bids or stale_asks):  # the usual case: two comparisons
             return False
-        if stale_bids:
+        if stale_bids and best_bid is not None:
             self._drop(True, bisect_right(bid_keys, best_bid), len(bid_keys))
-        if stale_asks:
+        if stale_asks and best_ask is not None:
             self._drop(False, 0, bisect_left(ask_keys, best_ask))
         self.seq += 1
         self._book = None
