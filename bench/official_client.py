@@ -5,7 +5,8 @@ Each trade buys both outcomes of one market, one order after the other (create_m
 signs, post_order sends), and the time from the decision to the second reply is recorded.
 
     python official_client.py HOST PRIVATE_KEY YES_TOKEN NO_TOKEN PRICE_YES PRICE_NO SIZE N
-Prints one JSON object: {"ms": [...], "errors": N, "coincurve": bool}.
+Prints one JSON object: {"ms": [...], "build_ms": [...], "errors": N, "coincurve": bool}
+(``build_ms``: per order, the client's own work before its request, create_market_order).
 """
 
 from __future__ import annotations
@@ -30,12 +31,15 @@ def main() -> None:
         client.get_tick_size(token)
         client.get_neg_risk(token)
         client.get_fee_rate_bps(token)
-    samples, errors = [], 0
+    samples, build, errors = [], [], 0
     for i in range(N + 5):
         start = time.perf_counter()
         for token, price in legs:
+            t0 = time.perf_counter()
             order = client.create_market_order(MarketOrderArgs(
                 token_id=token, amount=round(price * SIZE, 2), side="BUY", price=price))
+            if i >= 5:
+                build.append((time.perf_counter() - t0) * 1000)
             reply = client.post_order(order, OrderType.FAK)
             errors += not reply.get("success")
         if i >= 5:  # warm-up
@@ -45,7 +49,7 @@ def main() -> None:
         fast = True
     except ImportError:
         fast = False
-    print(json.dumps({"ms": samples, "errors": errors, "coincurve": fast}))
+    print(json.dumps({"ms": samples, "build_ms": build, "errors": errors, "coincurve": fast}))
 
 
 if __name__ == "__main__":
