@@ -8,12 +8,18 @@ runs on a ``ReplayedTimeLoop`` instead: its ``time()`` is the recording's time, 
 engine's clock, ``asyncio.sleep``, ``asyncio.wait_for`` and ``call_later`` all count
 recorded time, and when every task waits on such a timer the loop moves the recording
 forward to the earliest one (playing the records received until then) instead of sleeping.
-A replay then gives the same trades whatever the machine's load (docs/replay.md).
+
+What threads hand back to the loop (the journal's commits) is delivered only when every
+task waits, in the order the threads finished, and time does not move while a task waits
+for a thread: how fast a thread is changes when things happen in real time, never where
+in the recording. A replay then gives the same trades whatever the machine's load
+(docs/replay.md).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import math
 import selectors
@@ -23,7 +29,8 @@ from typing import Any, Protocol
 
 Clock = Callable[[], float]
 
-HOLD_POLL_S = 0.1  # how long a held loop waits for real I/O before it looks again
+HOLD_POLL_S = 0.1  # how long a loop waiting for a thread sleeps before it looks again
+IO_POLL_S = 0.001  # between jumps, real I/O (a signal, a socket) is looked at this often
 
 
 class TimeSource(Protocol):
@@ -39,65 +46,119 @@ class TimeSource(Protocol):
 
 class _ReplayedSelector:
     """The loop's selector. asyncio asks it to block until the next timer when nothing is
-    ready to run: instead it moves the replayed time to that timer (after waiting for real
-    time only when paced, or while work outside the loop is pending)."""
+    ready to run: then it delivers what threads handed back, or moves the replayed time to
+    that timer (waiting for real time only when paced or while a thread works for a task)."""
 
     def __init__(self) -> None:
         self.inner = selectors.DefaultSelector()
         self.loop: ReplayedTimeLoop | None = None
+        self._polled = 0.0  # time.monotonic() of the last look at real I/O
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
     def select(self, timeout: float | None = None) -> list[Any]:
         loop = self.loop
-        if timeout is None or timeout <= 0 or loop is None:
+        if loop is None or timeout == 0:
             return self.inner.select(timeout)
-        if loop.held:  # a thread (the journal's) works for a task: real time passes
-            return self.inner.select(min(timeout, HOLD_POLL_S))
-        events = self.inner.select(0)
-        if events:
-            return events
-        target = loop.time() + timeout
+        # Every task waits. First what threads were doing for them: all of it, in order.
+        if len(loop.arrived) < len(loop.threads) or (loop.held and not loop.external):
+            return self.inner.select(HOLD_POLL_S if timeout is None
+                                     else min(timeout, HOLD_POLL_S))
+        if loop.external:
+            loop.deliver()
+            return []
+        if timeout is None:  # no timer at all: only real I/O can wake a task
+            return self.inner.select(None)
+        wall = time.monotonic()
+        if wall - self._polled > IO_POLL_S:  # not on every jump: a replay jumps a lot
+            self._polled = wall
+            events = self.inner.select(0)
+            if events:
+                return events
+        target = loop.next_timer(timeout)
         source = loop.source
         if source.speed is not None:  # paced: the recording's time at that multiple of real
             if loop.wall0 is None:
                 loop.wall0 = time.monotonic() - loop.time() / source.speed
-            delay = loop.wall0 + target / source.speed - time.monotonic()
-            if delay > 0:
-                events = self.inner.select(delay)
-                if events or time.monotonic() < loop.wall0 + target / source.speed:
+            due = loop.wall0 + target / source.speed
+            if due > time.monotonic():
+                events = self.inner.select(due - time.monotonic())
+                if events or time.monotonic() < due:
                     return events  # woken early (a signal): asyncio asks again
-        source.jump(source.start_ns + math.ceil(target * 1e9))
+        source.jump(loop.ns(target))
         return []
 
 
 class ReplayedTimeLoop(asyncio.SelectorEventLoop):
     """An event loop whose time is a ``TimeSource``'s, in seconds since the run's start."""
 
+    _ready: collections.deque[asyncio.Handle]
+    _scheduled: list[asyncio.TimerHandle]
+
     def __init__(self, source: TimeSource):
         selector = _ReplayedSelector()
         super().__init__(selector)  # type: ignore[arg-type]
         selector.loop = self
         self.source = source
-        self.held = 0  # futures of work outside the loop (threads) that tasks wait for
+        self.threads: set[concurrent.futures.Future[Any]] = set()  # tasks wait for these
+        # Those of ``threads`` whose answer was handed back (appended by their thread).
+        self.arrived: collections.deque[concurrent.futures.Future[Any]] = collections.deque()
+        self.held = 0  # run_in_executor futures not done yet
+        self.external: collections.deque[asyncio.Handle] = collections.deque()
         self.wall0: float | None = None
 
     def time(self) -> float:
         return (self.source.now_ns - self.source.start_ns) * 1e-9
 
-    def hold(self, future: asyncio.Future[Any]) -> None:
-        """Time stands still until ``future`` (done by a thread) is done."""
-        self.held += 1
-        future.add_done_callback(self._release)
+    def ns(self, when: float) -> int:
+        """The recorded time (ns) of a loop time."""
+        return self.source.start_ns + math.ceil(when * 1e9)
 
-    def _release(self, _: Any) -> None:
-        self.held -= 1
+    def next_timer(self, timeout: float) -> float:
+        """The loop time to jump to: the earliest timer's (asyncio caps ``timeout``)."""
+        head = self._scheduled[0]._when if self._scheduled else math.inf
+        return min(head, self.time() + timeout)
+
+    def idle_before(self, when: float) -> bool:
+        """Nothing would run before a timer at ``when`` fires: nothing ready, no thread
+        pending, no earlier timer, not paced. Moving time there at once (the caller's
+        shortcut for ``call_at``) then does exactly what the timer would."""
+        return not self._ready and not self.external and not self.threads \
+            and not self.held and self.source.speed is None \
+            and (not self._scheduled or self._scheduled[0]._when > when)
+
+    def call_soon_threadsafe(self, callback: Any, *args: Any,
+                             context: Any = None) -> asyncio.Handle:
+        # Kept until every task waits (``deliver``), not run at once among them.
+        self._check_closed()  # type: ignore[attr-defined]
+        handle = asyncio.Handle(callback, args, self, context)
+        self.external.append(handle)
+        self._write_to_self()  # type: ignore[attr-defined]
+        return handle
+
+    def deliver(self) -> None:
+        """Run what threads handed back, in the order they did."""
+        while self.arrived:  # their answers are in ``external`` already: see ``hold``
+            self.threads.discard(self.arrived.popleft())
+        while self.external:
+            self._ready.append(self.external.popleft())
+
+    def hold(self, future: concurrent.futures.Future[Any]) -> None:
+        """A task waits for ``future`` (a thread's, wrapped already): time stands still
+        until its answer is handed back. This callback runs after the wrapper's, which
+        hands the answer back: once arrived, the answer is in ``external``."""
+        self.threads.add(future)
+        future.add_done_callback(self.arrived.append)
 
     def run_in_executor(self, executor: Any, func: Any, *args: Any) -> asyncio.Future[Any]:
         future = super().run_in_executor(executor, func, *args)
-        self.hold(future)
+        self.held += 1
+        future.add_done_callback(self._release)
         return future
+
+    def _release(self, _: Any) -> None:
+        self.held -= 1
 
 
 def external(future: concurrent.futures.Future[Any],
@@ -107,7 +168,7 @@ def external(future: concurrent.futures.Future[Any],
     loop = loop or asyncio.get_running_loop()
     out = asyncio.wrap_future(future, loop=loop)
     if isinstance(loop, ReplayedTimeLoop):
-        loop.hold(out)
+        loop.hold(future)  # after wrapping: see ``hold``
     return out
 
 

@@ -246,6 +246,7 @@ class Engine:
         # Wall time unless injected, or replayed time on a replay's loop (``start``).
         self._clock_injected = clock is not None
         self.clock = clock or time.perf_counter
+        self._replayed = False  # on a replay's loop (``start``)
         self.recovered: list[Trade] = []
         self.stats = RunStatistics()
         # The most recent trades, for the Python API and tests; totals live in `stats`.
@@ -367,6 +368,7 @@ class Engine:
             raise
         self._stack = stack
         replayed = replayed_clock(asyncio.get_running_loop())
+        self._replayed = replayed is not None
         if replayed is not None and not self._clock_injected:
             self.clock = replayed  # every deadline and timer counts the recording's time
         self._executor = TradeExecutor(
@@ -466,7 +468,11 @@ class Engine:
 
         A venue that cannot give books raises ``VenueFailure``: the run stops cleanly.
         """
-        batches = await asyncio.gather(*(self._poll(vid, v) for vid, v in self.venues.items()))
+        if self._replayed:  # one recording's venues: nothing to wait for side by side
+            batches = [await self._poll(vid, v) for vid, v in self.venues.items()]
+        else:
+            batches = await asyncio.gather(*(self._poll(vid, v)
+                                             for vid, v in self.venues.items()))
         changed = [book for batch in batches for book in batch]
         if not changed:
             return []

@@ -226,9 +226,13 @@ class Player:
                 # time. The loop gets there once every task waits; timers that fall earlier
                 # (a deadline, a chase, the exposure worker) fire first, at their own time.
                 if first > self.now_ns:
-                    due = loop.create_future()
-                    loop.call_at((first - self._t0) * 1e-9, _wake, due)
-                    await due
+                    when = (first - self._t0) * 1e-9
+                    if loop.idle_before(when):  # what the timer would do, without one
+                        self.jump(loop.ns(when))
+                    else:
+                        due = loop.create_future()
+                        loop.call_at(when, _wake, due)
+                        await due
             elif self.speed is not None:
                 await self._pace(first)
             self._apply_until(first + self.batch_ns)
