@@ -229,6 +229,10 @@ class Player:
                     when = (first - self._t0) * 1e-9
                     if loop.idle_before(when):  # what the timer would do, without one
                         self.jump(loop.ns(when))
+                        if loop.woken():  # fills woke tasks: they run first, as then
+                            due = loop.create_future()
+                            loop.call_soon(_wake, due)
+                            await due
                     else:
                         due = loop.create_future()
                         loop.call_at(when, _wake, due)

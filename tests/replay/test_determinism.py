@@ -38,8 +38,8 @@ def cpu_load() -> Iterator[None]:
             proc.communicate(timeout=30)
 
 
-def _pipeline(tmp_path: Path, name: str, *, journal: bool = False, speed: str = '"max"'
-              ) -> Path:
+def _pipeline(tmp_path: Path, name: str, *, journal: bool = False, speed: str = '"max"',
+              concurrent: bool = False) -> Path:
     # Hybrid entries (rest, then chase on timers) with a tight deadline, and an unwind loss
     # cap of one cent: some unwinds end incomplete, the engine halts entries, and the
     # exposure worker completes or unwinds in the background until it lifts the halt.
@@ -54,6 +54,7 @@ speed = {speed}
     path.write_text(f"""
 [pipeline]
 name = "{name}"
+concurrent_cycles = {str(concurrent).lower()}
 
 [journal]
 url = "{'sqlite:///journal/{pipeline}.sqlite' if journal else ''}"
@@ -107,13 +108,17 @@ def _held(err: str, run_id: str) -> list[str]:
 
 
 def test_replays_agree_after_exposure_halts_and_unwinds_under_load(run_pr3dict, tmp_path,
-                                                                   cpu_load):
+                                                                   cpu_load, monkeypatch):
     runs = {"r1": _pipeline(tmp_path, "plain"),
             "r2": _pipeline(tmp_path, "plain"),
             "j1": _pipeline(tmp_path, "journaled", journal=True),  # waits for its thread
-            "p1": _pipeline(tmp_path, "paced", speed="4")}
+            "p1": _pipeline(tmp_path, "paced", speed="4"),
+            "c1": _pipeline(tmp_path, "concurrent", concurrent=True),
+            "t1": _pipeline(tmp_path, "timers")}
     trades, held = {}, {}
     for run_id, pipeline in runs.items():
+        if run_id == "t1":  # every batch through a timer: the shortcut changes nothing
+            monkeypatch.setattr(ReplayedTimeLoop, "idle_before", lambda self, when: False)
         outcome = run_pr3dict("run", str(pipeline), "--run-id", run_id)
         assert outcome.code == 0, outcome.err
         trades[run_id] = _trades(tmp_path, run_id)
