@@ -135,9 +135,12 @@ class Player:
     """One recording read once, shared by every replay venue over it (one clock).
 
     ``advance`` applies the next batch: the next record and all received within
-    ``batch_ns`` of it. With ``speed`` a number it first waits until that much real time has
-    passed (recorded time / speed); with "max" it never waits. Replayed time, not wall time,
-    decides what an order sees, so the same recording and orders give the same fills.
+    ``batch_ns`` of it. Replayed time, not wall time, decides what an order sees, so the
+    same recording and orders give the same fills. It is also the ``TimeSource`` of a
+    ``pr3dict_core.clock.ReplayedTimeLoop``: on that loop (``pr3dict run``) a batch is due
+    at its time like a timer, and the loop paces it (``speed``) and moves time to the
+    engine's timers. On another loop (a script's ``asyncio.run``) the batch is applied at
+    once, after waiting for real time when ``speed`` is a number.
     """
 
     def __init__(self, path: Path, *, speed: float | None, batch_ns: int):
