@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from replay_helpers import MAPPING, REPO, read_line
 
-from pr3dict_core.clock import ReplayedTimeLoop, external
+from pr3dict_core.clock import ReplayedTimeLoop, external, loop_factory
 from pr3dict_replay.venue import Player, ReplayVenue
 
 RECORDING = REPO / "pipelines" / "recordings" / "sim-cross.jsonl.zst"
@@ -199,3 +199,20 @@ def _in_thread(release: threading.Event, order: list[str]):  # type: ignore[no-u
 
     threading.Thread(target=work, daemon=True).start()
     return future
+
+
+def test_only_venues_replaying_one_recording_get_a_replayed_loop():
+    player, poly = _player()
+    kalshi = ReplayVenue("kalshi", player, source="kalshi")
+    factory = loop_factory([poly, kalshi])
+    assert factory is not None
+    loop = factory()
+    try:
+        assert isinstance(loop, ReplayedTimeLoop) and loop.source is player
+        assert loop.time() == 0.0
+    finally:
+        loop.close()
+    _, other = _player()  # another Player: another clock
+    assert loop_factory([poly, other]) is None
+    assert loop_factory([poly, object()]) is None  # a venue on wall time (paper, live)
+    assert loop_factory([]) is None
