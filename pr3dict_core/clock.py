@@ -117,7 +117,7 @@ class ReplayedTimeLoop(asyncio.SelectorEventLoop):
 
     def next_timer(self, timeout: float) -> float:
         """The loop time to jump to: the earliest timer's (asyncio caps ``timeout``)."""
-        head = self._scheduled[0]._when if self._scheduled else math.inf
+        head = self._scheduled[0].when() if self._scheduled else math.inf
         return min(head, self.time() + timeout)
 
     def idle_before(self, when: float) -> bool:
@@ -128,13 +128,13 @@ class ReplayedTimeLoop(asyncio.SelectorEventLoop):
         10-15% faster at 1 ms batches)."""
         return not self._ready and not self.external and not self.threads \
             and not self.held and self.source.speed is None \
-            and (not self._scheduled or self._scheduled[0]._when > when)
+            and (not self._scheduled or self._scheduled[0].when() > when)
 
     def woken(self) -> bool:
         """Something is ready to run (after a shortcut's jump: woken by it)."""
         return bool(self._ready)
 
-    def call_soon_threadsafe(self, callback: Any, *args: Any,
+    def call_soon_threadsafe(self, callback: Any, *args: Any,  # type: ignore[override]
                              context: Any = None) -> asyncio.Handle:
         # Kept until every task waits (``deliver``), not run at once among them.
         self._check_closed()  # type: ignore[attr-defined]
@@ -157,7 +157,8 @@ class ReplayedTimeLoop(asyncio.SelectorEventLoop):
         self.threads.add(future)
         future.add_done_callback(self.arrived.append)
 
-    def run_in_executor(self, executor: Any, func: Any, *args: Any) -> asyncio.Future[Any]:
+    def run_in_executor(self, executor: Any, func: Any,  # type: ignore[override]
+                        *args: Any) -> asyncio.Future[Any]:
         future = super().run_in_executor(executor, func, *args)
         self.held += 1
         future.add_done_callback(self._release)
@@ -190,5 +191,5 @@ def loop_factory(venues: Iterable[Any]) -> Callable[[], asyncio.AbstractEventLoo
     if not sources or any(s is None for s in sources) \
             or any(s is not sources[0] for s in sources):
         return None
-    source = sources[0]
+    source: TimeSource = sources[0]  # type: ignore[assignment]  # checked: not None
     return lambda: ReplayedTimeLoop(source)
