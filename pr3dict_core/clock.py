@@ -7,7 +7,8 @@ asyncio's own: nothing here is on their path. A run whose venues all replay one 
 runs on a ``ReplayedTimeLoop`` instead: its ``time()`` is the recording's time, so the
 engine's clock, ``asyncio.sleep``, ``asyncio.wait_for`` and ``call_later`` all count
 recorded time, and when every task waits on such a timer the loop moves the recording
-forward to the earliest one (playing the records received until then) instead of sleeping.
+forward to the earliest one (playing the records received until then) instead of sleeping;
+with no timer at all, to the next record.
 
 What threads hand back to the loop (the journal's commits) is delivered only when every
 task waits, in the order the threads finished, and time does not move while a task waits
@@ -43,6 +44,9 @@ class TimeSource(Protocol):
     def jump(self, t_ns: int) -> None:
         """Move time to ``t_ns``, playing every record received until then."""
 
+    def next_ns(self) -> int | None:
+        """The time of the next record, None at the end of the recording."""
+
 
 class _ReplayedSelector:
     """The loop's selector. asyncio asks it to block until the next timer when nothing is
@@ -68,25 +72,29 @@ class _ReplayedSelector:
         if loop.external:
             loop.deliver()
             return []
-        if timeout is None:  # no timer at all: only real I/O can wake a task
-            return self.inner.select(None)
+        source = loop.source
+        if timeout is None:  # no timer at all: the next record may wake a task
+            nxt = source.next_ns()
+            if nxt is None:  # the recording is over: only real I/O can
+                return self.inner.select(None)
+            target_ns = max(nxt, source.now_ns)
+        else:
+            target_ns = loop.ns(loop.next_timer(timeout))
         wall = time.monotonic()
         if wall - self._polled > IO_POLL_S:  # not on every jump: a replay jumps a lot
             self._polled = wall
             events = self.inner.select(0)
             if events:
                 return events
-        target = loop.next_timer(timeout)
-        source = loop.source
         if source.speed is not None:  # paced: the recording's time at that multiple of real
             if loop.wall0 is None:
                 loop.wall0 = time.monotonic() - loop.time() / source.speed
-            due = loop.wall0 + target / source.speed
+            due = loop.wall0 + (target_ns - source.start_ns) * 1e-9 / source.speed
             if due > time.monotonic():
                 events = self.inner.select(due - time.monotonic())
                 if events or time.monotonic() < due:
                     return events  # woken early (a signal): asyncio asks again
-        source.jump(loop.ns(target))
+        source.jump(target_ns)
         return []
 
 

@@ -203,6 +203,11 @@ class Player:
         """``TimeSource``: the replayed-time loop moves time to a timer's (``advance_to``)."""
         self.advance_to(t_ns)
 
+    def next_ns(self) -> int | None:
+        """``TimeSource``: the next record's time (None: the recording is over)."""
+        r = self._peek()
+        return None if r is None else r["t"]
+
     async def advance(self) -> None:
         # Counted first: a venue polled while this one waits (for the batch's time, or for
         # real time when paced) waits for this batch instead of starting another

@@ -16,6 +16,7 @@ import pytest
 from replay_helpers import MAPPING, REPO, read_line
 
 from pr3dict_core.clock import ReplayedTimeLoop, external, loop_factory
+from pr3dict_replay.format import read_recording
 from pr3dict_replay.venue import Player, ReplayVenue
 
 RECORDING = REPO / "pipelines" / "recordings" / "sim-cross.jsonl.zst"
@@ -216,3 +217,31 @@ def test_only_venues_replaying_one_recording_get_a_replayed_loop():
     assert loop_factory([poly, other]) is None
     assert loop_factory([poly, object()]) is None  # a venue on wall time (paper, live)
     assert loop_factory([]) is None
+
+
+def test_with_no_timer_at_all_the_recording_moves_to_its_next_record():
+    player, poly = _player()
+    woke: list[int] = []
+
+    async def main() -> None:
+        event = asyncio.Event()
+        apply_ws = poly.decoder._apply_ws
+
+        def spy(raw: bytes) -> None:
+            apply_ws(raw)
+            event.set()
+
+        poly.decoder._apply_ws = spy  # type: ignore[method-assign]
+        await event.wait()  # no timer anywhere: only a record of the recording can set it
+        woke.append(player.now_ns)
+
+    def run() -> None:
+        with asyncio.Runner(loop_factory=lambda: ReplayedTimeLoop(player)) as runner:
+            runner.run(main())
+
+    thread = threading.Thread(target=run, daemon=True)  # a hang fails the test, not the suite
+    thread.start()
+    thread.join(30)
+    assert not thread.is_alive()
+    first = next(r for r in read_recording(RECORDING) if r["k"] == "ws" and r["v"] == "poly")
+    assert woke == [first["t"]]
