@@ -25,13 +25,13 @@ import concurrent.futures
 import math
 import selectors
 import time
-from asyncio.base_events import MAXIMUM_SELECT_TIMEOUT
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 Clock = Callable[[], float]
 
 HOLD_POLL_S = 0.1  # how long a loop waiting for a thread sleeps before it looks again
+SELECT_CAP_S = 24 * 3600  # asyncio's cap on a select timeout (base_events)
 IO_POLL_S = 0.001  # between jumps, real I/O (a signal, a socket) is looked at this often
 
 
@@ -127,7 +127,7 @@ class ReplayedTimeLoop(asyncio.SelectorEventLoop):
     def next_timer(self, timeout: float) -> float:
         """The loop time to jump to: the earliest timer's, exactly (what ``idle_before``'s
         shortcut jumps to), unless asyncio capped ``timeout`` (a day)."""
-        if self._scheduled and timeout < MAXIMUM_SELECT_TIMEOUT:
+        if self._scheduled and timeout < SELECT_CAP_S:
             return self._scheduled[0].when()
         return self.time() + timeout
 
