@@ -8,9 +8,9 @@ import json
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from replay_helpers import MAPPING, REPO, read_line
@@ -138,6 +138,19 @@ def test_replays_agree_after_exposure_halts_and_unwinds_under_load(run_pr3dict, 
     assert len(first) >= 50
 
 
+def _run_replayed(player: Player, coro: Any) -> None:
+    with asyncio.Runner(loop_factory=lambda: ReplayedTimeLoop(player)) as runner:
+        runner.run(coro)
+
+
+def _in_a_thread(fn: Any) -> None:
+    """Run ``fn`` in a thread: a hang fails the test instead of stopping the suite."""
+    thread = threading.Thread(target=fn, daemon=True)
+    thread.start()
+    thread.join(60)
+    assert not thread.is_alive(), "the replayed loop hung"
+
+
 def _player() -> tuple[Player, ReplayVenue]:
     player = Player(RECORDING, speed=None, batch_ns=1_000_000)
     return player, ReplayVenue("poly", player, source="poly", latency_ms=0)
@@ -149,19 +162,18 @@ def test_when_every_task_waits_the_recording_moves_to_the_earliest_timer():
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        start, wall = loop.time(), time.monotonic()
+        start = loop.time()
 
         async def sleeper(s: float) -> None:
             await asyncio.sleep(s)
             nxt = player._peek()
             seen.append((s, loop.time() - start, player.now_ns, nxt and nxt["t"]))
 
-        await asyncio.gather(sleeper(1.5), sleeper(0.25))
-        assert time.monotonic() - wall < 1.0  # no real wait for 1.5 s of recorded time
+        # An hour of recorded time: waited for real, the test would hang (and fail below).
+        await asyncio.gather(sleeper(3600.0), sleeper(1.5), sleeper(0.25))
 
-    with asyncio.Runner(loop_factory=lambda: ReplayedTimeLoop(player)) as runner:
-        runner.run(main())
-    assert [s for s, _, _, _ in seen] == [0.25, 1.5]
+    _in_a_thread(lambda: _run_replayed(player, main()))
+    assert [s for s, _, _, _ in seen] == [0.25, 1.5, 3600.0]
     for s, elapsed, now_ns, nxt in seen:
         assert elapsed == pytest.approx(s, abs=1e-6)
         # Every record received until then was played, none after.
@@ -183,8 +195,7 @@ def test_the_recording_waits_for_a_thread_a_task_waits_for():
         release.set()
         await asyncio.gather(worker, sleeper)
 
-    with asyncio.Runner(loop_factory=lambda: ReplayedTimeLoop(player)) as runner:
-        runner.run(main())
+    _run_replayed(player, main())
     assert order == ["thread", "timer"]
 
 
@@ -235,13 +246,6 @@ def test_with_no_timer_at_all_the_recording_moves_to_its_next_record():
         await event.wait()  # no timer anywhere: only a record of the recording can set it
         woke.append(player.now_ns)
 
-    def run() -> None:
-        with asyncio.Runner(loop_factory=lambda: ReplayedTimeLoop(player)) as runner:
-            runner.run(main())
-
-    thread = threading.Thread(target=run, daemon=True)  # a hang fails the test, not the suite
-    thread.start()
-    thread.join(30)
-    assert not thread.is_alive()
+    _in_a_thread(lambda: _run_replayed(player, main()))
     first = next(r for r in read_recording(RECORDING) if r["k"] == "ws" and r["v"] == "poly")
     assert woke == [first["t"]]
