@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from replay_helpers import MAPPING, REPO, read_line
+from replay_helpers import MAPPING, PR3DICT, REPO, read_line
 
 from pr3dict_core.clock import ReplayedTimeLoop, external, loop_factory
 from pr3dict_replay.format import read_recording
@@ -124,8 +125,14 @@ def test_replays_agree_after_exposure_halts_and_unwinds_under_load(run_pr3dict, 
         assert outcome.code == 0, outcome.err
         trades[run_id] = _trades(tmp_path, run_id)
         held[run_id] = _held(outcome.err, run_id)
+    # Once more in another process with another string hash seed (set iteration order).
+    proc = subprocess.run([str(PR3DICT), "run", str(runs["r1"]), "--run-id", "s1"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONHASHSEED": "12345"})
+    assert proc.returncode == 0, proc.stderr
+    trades["s1"], held["s1"] = _trades(tmp_path, "s1"), _held(proc.stderr, "s1")
     first = trades["r1"]
-    for run_id in runs:
+    for run_id in trades:
         assert trades[run_id] == first, run_id
         assert held[run_id] == held["r1"], run_id
     # The scenario: an unwind ended incomplete and halted entries; the exposure worker
