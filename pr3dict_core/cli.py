@@ -586,9 +586,11 @@ def cmd_run(args: argparse.Namespace, config: PipelineConfig, registry, pm,  # t
     token = logs.RUN_ID.set(run_id)
     started = time.monotonic()
     try:
-        interrupted = asyncio.run(_run_engine(
-            engine, cycles, duration, config.pipeline.interval_ms / 1000, status, err,
-            f"pr3dict: run {run_id} of {config.pipeline.name} ({config.pipeline.mode})"))
+        # A replay runs on a loop whose time is the recording's (Engine.loop_factory).
+        with asyncio.Runner(loop_factory=engine.loop_factory()) as runner:
+            interrupted = runner.run(_run_engine(
+                engine, cycles, duration, config.pipeline.interval_ms / 1000, status, err,
+                f"pr3dict: run {run_id} of {config.pipeline.name} ({config.pipeline.mode})"))
         summary = engine.statistics()
     except ConfigError as exc:  # found only once connected (a market a mapping names)
         for problem in exc.problems:

@@ -27,6 +27,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .clock import external
 from .model import (
     Fill,
     Leg,
@@ -322,8 +323,7 @@ class Journal:
         self._raise_error()
         self._send(durable=False)
         try:
-            return await asyncio.wrap_future(
-                self._writer.call(fn, durable))
+            return await external(self._writer.call(fn, durable))
         except (JournalError, _Refused):
             raise
         except Exception as exc:
@@ -339,7 +339,7 @@ class Journal:
         durable = durable or waiting is not None
         future = self._writer.write(items, durable)
         if waiting is not None:
-            asyncio.wrap_future(future, loop=waiting.get_loop()).add_done_callback(
+            external(future, waiting.get_loop()).add_done_callback(
                 lambda f: self._release_intents(waiting, f))
         elif not durable:  # a durable commit's failure goes to whoever waits for it
             future.add_done_callback(self._note_failure)

@@ -29,6 +29,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
 from . import telemetry as tm
+from .clock import loop_factory, replayed_clock
 from .components import (
     KINDS,
     BuildContext,
@@ -218,7 +219,7 @@ class Engine:
         journal: Journal | None = None,
         concurrent_cycles: bool = False,
         keep_trades: int = 1_000,
-        clock: Callable[[], float] = time.perf_counter,
+        clock: Callable[[], float] | None = None,
         engine_id: str | None = None,
     ):
         self.venues = dict(venues)
@@ -242,7 +243,10 @@ class Engine:
         if journal is not None and not journal.engine_id:
             journal.engine_id = self.engine_id
         self.concurrent_cycles = concurrent_cycles
-        self.clock = clock
+        # Wall time unless injected, or replayed time on a replay's loop (``start``).
+        self._clock_injected = clock is not None
+        self.clock = clock or time.perf_counter
+        self._replayed = False  # on a replay's loop (``start``)
         self.recovered: list[Trade] = []
         self.stats = RunStatistics()
         # The most recent trades, for the Python API and tests; totals live in `stats`.
@@ -326,6 +330,12 @@ class Engine:
             concurrent_cycles=config.pipeline.concurrent_cycles, engine_id=engine_id,
         )
 
+    def loop_factory(self) -> Callable[[], asyncio.AbstractEventLoop] | None:
+        """The event loop a run of this engine needs (``asyncio.Runner(loop_factory=...)``):
+        when every venue replays one recording, a loop whose time is the recording's
+        (``pr3dict_core.clock``); else None, asyncio's own."""
+        return loop_factory(self.venues.values())
+
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
@@ -357,8 +367,13 @@ class Engine:
             await stack.aclose()
             raise
         self._stack = stack
+        replayed = replayed_clock(asyncio.get_running_loop())
+        self._replayed = replayed is not None
+        if replayed is not None and not self._clock_injected:
+            self.clock = replayed  # every deadline and timer counts the recording's time
         self._executor = TradeExecutor(
             self.venues, self.strategy, self.execution, self.tracer, journal=self.journal,
+            seed=0 if replayed is not None else None,  # retry jitter: same for every replay
             clock=self.clock, on_auth_failure=self._auth_failed,
             on_journal_error=self._journal_failed, on_late_change=self._late_change)
         self._started = True
@@ -453,7 +468,11 @@ class Engine:
 
         A venue that cannot give books raises ``VenueFailure``: the run stops cleanly.
         """
-        batches = await asyncio.gather(*(self._poll(vid, v) for vid, v in self.venues.items()))
+        if self._replayed:  # one recording's venues: nothing to wait for side by side
+            batches = [await self._poll(vid, v) for vid, v in self.venues.items()]
+        else:
+            batches = await asyncio.gather(*(self._poll(vid, v)
+                                             for vid, v in self.venues.items()))
         changed = [book for batch in batches for book in batch]
         if not changed:
             return []

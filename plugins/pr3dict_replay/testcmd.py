@@ -164,8 +164,8 @@ def _variant(config: PipelineConfig, spec: TestSpec) -> PipelineConfig:
                         journal=attrs.evolve(config.journal, url=""))
 
 
-async def _run_one(config: PipelineConfig, spec: TestSpec, ctx: Any, run_id: str
-                   ) -> tuple[list[Opportunity], list[Trade]]:
+def _run_one(config: PipelineConfig, spec: TestSpec, ctx: Any, run_id: str
+             ) -> tuple[list[Opportunity], list[Trade]]:
     from opentelemetry.sdk.trace import TracerProvider
 
     from pr3dict_core.pipeline import Engine
@@ -185,27 +185,33 @@ async def _run_one(config: PipelineConfig, spec: TestSpec, ctx: Any, run_id: str
                 return found
 
             detector.detect = spy  # type: ignore[method-assign]
-        await engine.start()
-        try:
-            for book in spec.books:
-                venue = engine.venues[book.venue]
-                venue.process = None  # type: ignore[attr-defined]  # scripted books only
-                venue.faults = None  # type: ignore[attr-defined]
-                venue.set_book(book.instrument, bids=book.bids, asks=book.asks)  # type: ignore[attr-defined]
-            finite = [v for v in engine.venues.values() if hasattr(v, "exhausted")]
-            stop = asyncio.Event()
-
-            def on_cycle(engine: Any, cycle: int) -> None:
-                if finite and all(v.exhausted() for v in finite):
-                    stop.set()
-
-            cycles = spec.cycles or (None if finite else 1)
-            await engine.run(cycles=cycles, stop=stop, on_cycle=on_cycle)
-        finally:
-            await engine.close()
+        # A recording's test runs on a loop whose time is the recording's, as `pr3dict run`.
+        with asyncio.Runner(loop_factory=engine.loop_factory()) as runner:
+            runner.run(_drive(engine, spec))
         return seen, collector.trades
     finally:
         ctx.pm.unregister(collector)
+
+
+async def _drive(engine: Any, spec: TestSpec) -> None:
+    await engine.start()
+    try:
+        for book in spec.books:
+            venue = engine.venues[book.venue]
+            venue.process = None  # scripted books only
+            venue.faults = None
+            venue.set_book(book.instrument, bids=book.bids, asks=book.asks)
+        finite = [v for v in engine.venues.values() if hasattr(v, "exhausted")]
+        stop = asyncio.Event()
+
+        def on_cycle(engine: Any, cycle: int) -> None:
+            if finite and all(v.exhausted() for v in finite):
+                stop.set()
+
+        cycles = spec.cycles or (None if finite else 1)
+        await engine.run(cycles=cycles, stop=stop, on_cycle=on_cycle)
+    finally:
+        await engine.close()
 
 
 def evaluate(expect: Expect, opportunities: list[Opportunity], trades: list[Trade]
@@ -271,7 +277,7 @@ def run_tests(args: Any, ctx: Any) -> int:
     for n, (config, spec) in enumerate(plans):
         label = f"{args.pipelines[configs.index(config)]}::{spec.name}"
         try:
-            opps, trades = asyncio.run(_run_one(config, spec, ctx, f"test-{n + 1}"))
+            opps, trades = _run_one(config, spec, ctx, f"test-{n + 1}")
             failures = evaluate(spec.expect, opps, trades)
         except Exception as exc:  # a test that cannot run fails; the others still run
             failures = [f"error: {type(exc).__name__}: {exc}"]

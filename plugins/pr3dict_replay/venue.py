@@ -137,9 +137,12 @@ class Player:
     """One recording read once, shared by every replay venue over it (one clock).
 
     ``advance`` applies the next batch: the next record and all received within
-    ``batch_ns`` of it. With ``speed`` a number it first waits until that much real time has
-    passed (recorded time / speed); with "max" it never waits. Replayed time, not wall time,
-    decides what an order sees, so the same recording and orders give the same fills.
+    ``batch_ns`` of it. Replayed time, not wall time, decides what an order sees, so the
+    same recording and orders give the same fills. It is also the ``TimeSource`` of a
+    ``pr3dict_core.clock.ReplayedTimeLoop``: on that loop (``pr3dict run``) a batch is due
+    at its time like a timer, and the loop paces it (``speed``) and moves time to the
+    engine's timers. On another loop (a script's ``asyncio.run``) the batch is applied at
+    once, after waiting for real time when ``speed`` is a number.
     """
 
     def __init__(self, path: Path, *, speed: float | None, batch_ns: int):
@@ -184,14 +187,6 @@ class Player:
         if r is not None:
             self.now_ns = self.cycle_ns = self._t0 = r["t"]
 
-    def _apply(self, record: dict[str, Any]) -> None:
-        if record["t"] > self.now_ns:
-            self.now_ns = record["t"]
-        self.applied += 1
-        venue = self.venues.get(record.get("v", ""))
-        if venue is not None:
-            venue.apply(record)
-
     async def _pace(self, t_ns: int) -> None:
         assert self.speed is not None
         if self._wall0 is None:
@@ -201,9 +196,24 @@ class Player:
         if delay > 0:
             await asyncio.sleep(delay)
 
+    @property
+    def start_ns(self) -> int:
+        """The recording's time at the start of the run (``TimeSource``)."""
+        return self._t0
+
+    def jump(self, t_ns: int) -> None:
+        """``TimeSource``: the replayed-time loop moves time to a timer's (``advance_to``)."""
+        self.advance_to(t_ns)
+
+    def next_ns(self) -> int | None:
+        """``TimeSource``: the next record's time (None: the recording is over)."""
+        r = self._peek()
+        return None if r is None else r["t"]
+
     async def advance(self) -> None:
-        # Counted first: a venue polled while this one waits for real time (speed not
-        # "max") waits for this batch instead of starting another (``settled``).
+        # Counted first: a venue polled while this one waits (for the batch's time, or for
+        # real time when paced) waits for this batch instead of starting another
+        # (``settled``).
         self.generation += 1
         self._batch = asyncio.get_running_loop().create_future()
         try:
@@ -219,38 +229,62 @@ class Player:
     async def _advance(self) -> None:
         r = self._peek()
         if r is not None:
-            if self.speed is not None:
-                await self._pace(r["t"])
-            end = r["t"] + self.batch_ns
-            self._next = None
-            records, now, n = self._records, self.now_ns, 0
-            venues = self.venues
-            ws = {vid: v.decoder._apply_ws for vid, v in venues.items()}
-            while True:  # the hot loop of a replay: no call it can do without
-                t = r["t"]
-                if t > now:
-                    now = self.now_ns = t
-                n += 1
-                if r["k"] == "ws":
-                    apply_ws = ws.get(r["v"])
-                    if apply_ws is not None:
-                        try:
-                            apply_ws(r["raw"])
-                        except (ValueError, KeyError, TypeError, ArithmeticError) as exc:
-                            venues[r["v"]].decoder.bad_message(exc)
-                else:
-                    venue = venues.get(r.get("v", ""))
-                    if venue is not None:
-                        venue.apply(r)
-                r = next(records, None)
-                if r is None:
-                    self.exhausted = True
-                    break
-                if r["t"] > end:
-                    self._next = r
-                    break
-            self.applied += n
+            first = r["t"]
+            loop = asyncio.get_running_loop()
+            if getattr(loop, "source", None) is self:
+                # Replayed time (pr3dict_core.clock): the batch is due at its first record's
+                # time. The loop gets there once every task waits; timers that fall earlier
+                # (a deadline, a chase, the exposure worker) fire first, at their own time.
+                if first > self.now_ns:
+                    when = (first - self._t0) * 1e-9
+                    if loop.idle_before(when):  # what the timer would do, without one
+                        self.jump(loop.ns(when))
+                        if loop.woken():  # fills woke tasks: they run first, as then
+                            due = loop.create_future()
+                            loop.call_soon(_wake, due)
+                            await due
+                    else:
+                        due = loop.create_future()
+                        loop.call_at(when, _wake, due)
+                        await due
+            elif self.speed is not None:
+                await self._pace(first)
+            self._apply_until(first + self.batch_ns)
         self.cycle_ns = self.now_ns
+
+    def _apply_until(self, end: int) -> None:
+        """Apply every record received until ``end`` (ns), in order."""
+        r = self._peek()
+        if r is None or r["t"] > end:
+            return
+        self._next = None
+        records, now, n = self._records, self.now_ns, 0
+        venues = self.venues
+        ws = {vid: v.decoder._apply_ws for vid, v in venues.items()}
+        while True:  # the hot loop of a replay: no call it can do without
+            t = r["t"]
+            if t > now:
+                now = self.now_ns = t
+            n += 1
+            if r["k"] == "ws":
+                apply_ws = ws.get(r["v"])
+                if apply_ws is not None:
+                    try:
+                        apply_ws(r["raw"])
+                    except (ValueError, KeyError, TypeError, ArithmeticError) as exc:
+                        venues[r["v"]].decoder.bad_message(exc)
+            else:
+                venue = venues.get(r.get("v", ""))
+                if venue is not None:
+                    venue.apply(r)
+            r = next(records, None)
+            if r is None:
+                self.exhausted = True
+                break
+            if r["t"] > end:
+                self._next = r
+                break
+        self.applied += n
 
     def close(self) -> None:
         """Release the file (the last venue over this recording closed)."""
@@ -260,10 +294,13 @@ class Player:
         self.exhausted = True
 
     def advance_to(self, t_ns: int) -> None:
-        while (r := self._peek()) is not None and r["t"] <= t_ns:
-            self._next = None
-            self._apply(r)
+        self._apply_until(t_ns)
         self.now_ns = max(self.now_ns, t_ns)
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def _speed(value: Any) -> float | None:
@@ -302,6 +339,7 @@ class ReplayVenue(SimulatedVenue):
     def __init__(self, id: str, player: Player, *, source: str, latency_ms: float | None = None,
                  jitter_ms: float = 0.0, seed: int = 0):
         self.player = player
+        self.time_source = player  # the run's clock when every venue replays this recording
         self.source = source
         self.jitter_ns = int(jitter_ms * 1e6)
         self.rng = random.Random(seed)
