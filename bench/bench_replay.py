@@ -14,7 +14,7 @@ Then the recording is replayed:
   against the replayed books (no engine: the path the issue's target is about);
 - ``engine``: ``pr3dict run`` machinery (gates, strategy, execution, statistics) for
   reference, on a shorter recording (orders meet the books after the venue types' default
-  latency).
+  latency), on the replayed-time event loop ``pr3dict run`` uses.
 
     python bench/bench_replay.py [--messages 200000] [--markets 50]
 """
@@ -225,8 +225,7 @@ async def replay(pipeline: Path, *, detect: bool) -> tuple[int, float, int, int]
     return player.applied, elapsed, opps, orders
 
 
-async def run_engine(pipeline: Path) -> tuple[int, float, object]:
-    engine = _engine(pipeline)
+async def run_engine(engine: Engine) -> tuple[int, float, object]:
     venues = list(engine.venues.values())
     await engine.start()
     stop = asyncio.Event()
@@ -264,7 +263,9 @@ def main() -> int:
                     print(f"    target >= {TARGET:,}/s: {'met' if rate >= TARGET else 'NOT met'}")
         small = tmp / "small.jsonl.zst"
         write_recording(small, args.engine_messages, args.markets)
-        n, secs, stats = asyncio.run(run_engine(write_pipeline(tmp, small, args.markets)))
+        engine = _engine(write_pipeline(tmp, small, args.markets))
+        with asyncio.Runner(loop_factory=engine.loop_factory()) as runner:  # as `pr3dict run`
+            n, secs, stats = runner.run(run_engine(engine))
         print(f"replay engine            {n} messages in {secs:.2f} CPU-s = {n / secs:,.0f}/s "
               f"({stats.opportunities} opportunities, {stats.committed} committed)")
     return 0
