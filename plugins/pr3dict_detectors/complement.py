@@ -89,6 +89,7 @@ class BinaryComplement:
                 continue
             opp = self._plan(market, venue, yes, no)
             if opp is not None:
+                watch.offered = True
                 yield opp
 
     def evaluate(self, market: Market) -> Opportunity | None:

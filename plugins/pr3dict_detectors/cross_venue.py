@@ -335,6 +335,7 @@ class CrossVenue:
                 continue
             opp = self._price(d, asks_a, asks_b)
             if opp is not None:
+                d.watch.offered = True
                 yield opp
 
     def _price(self, d: _Direction, asks_a: Sequence[Level], asks_b: Sequence[Level]

@@ -196,4 +196,5 @@ class MultiOutcome:
                                  max_levels=self.config.max_levels, limits=self.sizer.limits())
         if plan is None:
             return None
+        state.watch.offered = True
         return opportunity_from_plan(self.id, "multi_outcome", next(self._nonce), quotes, plan)

@@ -16,13 +16,13 @@ share, and then applies the risk caps. The size taken is the smallest of
 The result is rounded down to the coarsest size step of the legs' markets, and dropped if it
 is below the largest ``min_size``. Prices, sizes and money are ``Decimal`` throughout.
 
-The built-in detectors price a set of legs again only when one of its books changed and
-either its *asks* changed (a new tuple: connectors and replays keep an unchanged side's
-tuple, ``LocalBook``) or the limits did, and not when the set was rejected on its best asks
-and the changed book's best ask is no better (``Watch``). A change of the bids alone would
-walk the same depth and yield the same opportunity, one the engine has had already; a venue
-that builds new tuples for every book is priced every time. Fee rates are read when a set
-is priced.
+The built-in detectors price a set of legs when one of its books changed, and skip it when
+that change cannot change the answer (``Watch``): the set found nothing last time, and
+either its asks are the very same (a new tuple is a change: connectors and replays keep an
+unchanged side's tuple, ``LocalBook``) and so are the limits, or it was rejected on its best
+asks and the changed book's best ask is no better. A set that was offered last time is
+priced again on any change of its books (the engine may not have taken it). Fee rates are
+read when a set is priced.
 """
 
 from __future__ import annotations
@@ -171,29 +171,37 @@ class Sizer:
 
 class Watch:
     """What a set of legs was last priced at (each leg's asks and best ask, the limits,
-    and whether the best asks alone rejected it): a detector prices it again only when a
-    change of one of its books may change the price (see the module's docstring)."""
+    whether the best asks alone rejected it, whether it was offered): a detector prices it
+    again only when a change of one of its books may change the answer (see the module's
+    docstring)."""
 
-    __slots__ = ("asks", "best", "caps", "rejected")
+    __slots__ = ("asks", "best", "caps", "offered", "rejected")
 
     def __init__(self, legs: int) -> None:
         self.asks: list[Sequence[Level] | None] = [None] * legs
         self.best: list[Decimal | None] = [None] * legs
         self.caps: tuple[Decimal | None, ...] | None = None
         self.rejected = False
+        self.offered = False  # set by the detector when its last pricing was an opportunity
 
     def moved(self, leg: int, asks: Sequence[Level], caps: tuple[Decimal | None, ...]
               ) -> bool:
-        """Whether ``leg``'s book, now with ``asks``, may price the set differently: its
-        asks are new or the limits are, and it was not rejected on best asks that are no
-        better now (a rejection reads the best asks only; a new best of another leg is
-        that leg's change)."""
-        if self.asks[leg] is asks and self.caps is caps:
-            return False
-        if self.rejected and asks:
-            best = self.best[leg]
-            if best is not None and asks[0].price >= best:
+        """Whether ``leg``'s book, now with ``asks``, may change the answer: the set was
+        offered last time (the engine may not have taken it: a trade in flight on one of
+        its instruments, a gate), or its asks or the limits are new and it was not
+        rejected on best asks that are no better now (a rejection reads the best asks
+        only; a better best of another leg is that leg's change)."""
+        if not self.offered:
+            if self.asks[leg] is asks and self.caps is caps:
                 return False
+            if self.rejected and asks:
+                best = self.best[leg]
+                if best is not None and asks[0].price >= best:
+                    return False
+        # Due: until ``priced`` it counts as never priced, so a pricing that does not
+        # finish (a detector error, a caller that stops early) leaves it due, not stale.
+        self.caps = None
+        self.rejected = False
         return True
 
     def priced(self, asks: Sequence[Sequence[Level]], caps: tuple[Decimal | None, ...],
@@ -202,6 +210,7 @@ class Watch:
         self.best[:] = [a[0].price if a else None for a in asks]
         self.caps = caps
         self.rejected = rejected
+        self.offered = False
 
 
 def best_sum(quotes: Sequence[LegQuote]) -> Decimal:

@@ -75,7 +75,7 @@ def apply_market_message(books: Mapping[str, LocalBook], text: str, changed: Cha
                 changed(local.instrument)
             # then each token's best bid/ask, as its last change gives them
             last = changes if len(changes) < 2 else \
-                {change["asset_id"]: change for change in changes}.values()
+                {str(change["asset_id"]): change for change in changes}.values()
             for change in last:
                 token = change["asset_id"]
                 local = books.get(token if type(token) is str else str(token))

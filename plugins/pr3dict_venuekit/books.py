@@ -24,7 +24,7 @@ def _level(price: Decimal, size: Decimal) -> Level:
     return level
 
 
-_PRICES: dict[object, Decimal] = {}
+_PRICES: dict[object, Decimal] = {}  # str keys only
 _MAX_PRICES = 20_000  # a price has at most 4 decimals on either venue: ~10,001 in [0, 1]
 
 
@@ -36,7 +36,7 @@ def price(text: object) -> Decimal:
     value = _PRICES.get(text)
     if value is None:
         value = Decimal(text)  # type: ignore[arg-type]
-        if len(_PRICES) < _MAX_PRICES:
+        if type(text) is str and len(_PRICES) < _MAX_PRICES:  # 0.5 == "0.5" would share
             _PRICES[text] = value
     return value
 
@@ -95,6 +95,10 @@ class LocalBook:
             del keys[i]
             del self._levels[bid][i]
             del (self.bids if bid else self.asks)[price]
+        else:  # nothing there to delete: the side keeps its tuple
+            self.seq += 1
+            self._book = None
+            return
         self._tuples[bid] = None
         self.seq += 1
         self._book = None
