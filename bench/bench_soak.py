@@ -28,13 +28,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
-from common import NullExporter, write_scenario
+from common import FLAT_MB_PER_MIN, NullExporter, slope_per_min, write_scenario
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from pr3dict_core.pipeline import Engine
-
-FLAT_MB_PER_MIN = 0.2  # within the noise of RSS sampling; a real leak here was ~9 MB/min
 
 
 class Sample(NamedTuple):
@@ -76,15 +74,6 @@ def sample(t: float, trades: int) -> Sample:
         info = MALLINFO2()
         used, free = (info.uordblks + info.hblkhd) / 2**20, info.fordblks / 2**20
     return Sample(t, trades, rss_mb(), sys.getallocatedblocks(), used, free)
-
-
-def slope_per_min(points: Sequence[tuple[float, float]]) -> float:
-    """Least-squares slope of (seconds, value) points, per minute."""
-    n = len(points)
-    mean_t = sum(t for t, _ in points) / n
-    mean_v = sum(v for _, v in points) / n
-    var = sum((t - mean_t) ** 2 for t, _ in points)
-    return 60 * sum((t - mean_t) * (v - mean_v) for t, v in points) / var if var else 0.0
 
 
 def write_pipeline(folder: Path, markets: int) -> Path:
