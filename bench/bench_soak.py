@@ -8,7 +8,10 @@ entries; each sample shows the trades of its interval, and a halt is reported wi
 Each sample also shows Python's allocated blocks (``sys.getallocatedblocks``: live Python
 objects, cheap) and, on glibc, malloc's bytes in use and free inside its heaps
 (``mallinfo2``): RSS rising with the blocks is live objects, RSS rising with malloc's free
-bytes is fragmentation. "Flat" is the least-squares slope over the second half.
+bytes is fragmentation. "Flat" is the least-squares slope over the second half (<= 0.2
+MB/min). The bounded histories (10,000 trades or orders each) fill in the first 2-4 minutes at
+10,000 markets, so a shorter run shows warm-up, not a leak: judge with ``--duration 600`` or
+more (docs/execution.md has the 30-minute figures).
 
     python bench/bench_soak.py [--duration SECONDS] [--markets N] [--every SECONDS]
 """
