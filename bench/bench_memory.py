@@ -20,7 +20,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from common import write_scenario
+from common import FLAT_MB_PER_MIN, slope_per_min, write_scenario
 
 REPO = Path(__file__).resolve().parent.parent
 PR3DICT = [sys.executable, "-m", "pr3dict_core.launch"]
@@ -205,8 +205,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             quarters = [next((r for t, r in samples if t >= args.soak * q / 4), samples[-1][1])
                         for q in (1, 2, 3)] + [samples[-1][1]]
             label = f"soak {args.soak:.0f} s: RSS at 1/4, 1/2, 3/4, end"
+            slope = slope_per_min([(t, r) for t, r in samples if t >= args.soak / 2])
             print(f"{label:<52} {'/'.join(f'{r:.0f}' for r in quarters):>12} MB  flat  "
-                  f"(peak {max(r for _, r in samples):.0f} MB)")
+                  f"(peak {max(r for _, r in samples):.0f} MB; second half {slope:+.2f} MB/min, "
+                  f"{'FLAT' if slope <= FLAT_MB_PER_MIN else 'GROWING'})")
     return 0
 
 

@@ -33,3 +33,15 @@ def write_scenario(path: Path, markets: int, *, seed: int, arb_probability: str,
     for i in range(markets):
         lines += ["[[markets]]", f'id = "m{i}"', f'fair = "0.{20 + (i * 7) % 60:02d}"']
     path.write_text("\n".join(lines) + "\n")
+
+
+FLAT_MB_PER_MIN = 0.2  # RSS "flat" over a soak; the leak issue 15's soak found was ~9 MB/min
+
+
+def slope_per_min(points: Sequence[tuple[float, float]]) -> float:
+    """Least-squares slope of (seconds, value) points, per minute."""
+    n = len(points)
+    mean_t = sum(t for t, _ in points) / n
+    mean_v = sum(v for _, v in points) / n
+    var = sum((t - mean_t) ** 2 for t, _ in points)
+    return 60 * sum((t - mean_t) * (v - mean_v) for t, v in points) / var if var else 0.0

@@ -390,6 +390,25 @@ def test_fills_fees_positions_and_cash() -> None:
     assert engine.positions("t") == {"X": D("5"), "Y": D("-10")}
 
 
+def test_history_is_bounded_so_a_long_run_stays_flat() -> None:
+    """A soak trades for hours: fills and final orders are kept up to their caps, oldest
+    forgotten first, while positions and cash still count every fill."""
+    engine = MatchingEngine(max_final_orders=3, max_fills=3)
+    engine.add_instrument("X", tick_size=D("0.01"), min_size=D("1"))
+    for i in range(10):
+        engine.submit("m", f"m{i}", "X", SELL, D("0.40"), D("1"), GTC)
+        engine.submit("t", f"t{i}", "X", BUY, D("0.40"), D("1"), FOK)
+
+    assert [f.client_order_id for f in engine.fills("t")] == ["t7", "t8", "t9"]
+    assert [f.client_order_id for f in engine.fills("t", since=8)] == ["t8", "t9"]
+    assert engine.fills("t", since=2) == engine.fills("t")  # older ones are gone
+    assert engine.fills("t", since=10) == []
+    assert engine.positions("t") == {"X": D("10")} and engine.cash("t") == D("-4.00")
+    assert engine.get("t", "t9").status is OrderStatus.FILLED
+    with pytest.raises(UnknownOrderError):
+        engine.get("t", "t0")
+
+
 # --------------------------------------------------------------------------- set_liquidity
 
 

@@ -32,6 +32,7 @@ import bisect
 from collections import deque
 from collections.abc import Callable, Sequence
 from decimal import Decimal
+from itertools import islice
 
 from attrs import frozen
 
@@ -351,13 +352,13 @@ class MatchingEngine:
     def __init__(self, fee: FeeFunction | None = None, *,
                  on_match: MatchCallback | None = None,
                  untracked: frozenset[str] = frozenset(),
-                 max_final_orders: int = 100_000) -> None:
+                 max_final_orders: int = 100_000, max_fills: int = 100_000) -> None:
         """``fee(instrument, price, size)`` is the taker's fee in USDC for one fill (default 0);
         ``on_match`` is called with every ``Match`` as it happens (the exchange simulator
         turns them into trades and pushes them to both owners). Accounts in ``untracked``
         (a synthetic market maker) keep positions and cash but no fill history; at most
-        ``max_final_orders`` finished orders stay queryable, oldest forgotten first, so a
-        long run's memory stays flat."""
+        ``max_final_orders`` finished orders and each account's last ``max_fills`` fills stay
+        queryable, oldest forgotten first, so a long run's memory stays flat."""
         self._fee = fee
         self._untracked = untracked
         self.max_final_orders = max_final_orders
@@ -369,7 +370,9 @@ class MatchingEngine:
         self._open: dict[str, dict[str, dict[int, _Order]]] = {}  # account -> instrument -> seq
         self._positions: dict[str, dict[str, Decimal]] = {}
         self._cash: dict[str, Decimal] = {}
-        self._fills: dict[str, list[Fill]] = {}
+        self.max_fills = max_fills
+        self._fills: dict[str, deque[Fill]] = {}  # account -> its last max_fills fills
+        self._fill_counts: dict[str, int] = {}  # account -> fills ever (``fills``' since)
         self._order_seq = 0
         self._fill_seq = 0
         self._changed: set[str] = set()  # instruments whose book changed (take_changed)
@@ -651,8 +654,13 @@ class MatchingEngine:
         return self._cash.get(account, ZERO)
 
     def fills(self, account: str, since: int = 0) -> list[Fill]:
-        """Every fill of the account in order; ``since`` indexes that list (for polling)."""
-        return self._fills.get(account, [])[since:]
+        """The account's kept fills in order (its last ``max_fills``); ``since`` indexes its
+        whole history (for polling: pass the count already seen)."""
+        kept = self._fills.get(account)
+        if not kept:
+            return []
+        oldest = self._fill_counts[account] - len(kept)  # history index of kept[0]
+        return list(islice(kept, max(since - oldest, 0), None))
 
     def take_changed(self) -> set[str]:
         """The instruments whose book changed since the last call: a venue over 20,000
@@ -840,7 +848,11 @@ class MatchingEngine:
             positions[instrument] = positions.get(instrument, ZERO) - fill.size
             self._cash[account] = self._cash.get(account, ZERO) + notional - fill.fee
         if account not in self._untracked:
-            self._fills.setdefault(account, []).append(fill)
+            kept = self._fills.get(account)
+            if kept is None:
+                kept = self._fills[account] = deque(maxlen=self.max_fills)
+            kept.append(fill)
+            self._fill_counts[account] = self._fill_counts.get(account, 0) + 1
 
     def _rest(self, book: _Book, order: _Order) -> None:
         book.side(order.side).add(order)

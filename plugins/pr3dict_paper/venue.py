@@ -107,10 +107,11 @@ class PaperVenue:
         self.latency_s = latency_ms / 1000
         self.faults = spec.faults if faults else None
         self.fee = FEE_MODELS[spec.fee_model](spec.effective_fee_rate)
-        # Our finished orders stay queryable as long as the engine remembers their legs
-        # (its KEEP_FINISHED_ORDERS), not the matching engine's default 100,000.
+        # Our finished orders and fills stay queryable as long as the engine remembers their
+        # legs (its KEEP_FINISHED_ORDERS), not the matching engine's default 100,000.
         self.engine = MatchingEngine(fee=self.fee, untracked=frozenset({MARKET_MAKER}),
-                                     max_final_orders=KEEP_FINISHED_ORDERS)
+                                     max_final_orders=KEEP_FINISHED_ORDERS,
+                                     max_fills=KEEP_FINISHED_ORDERS)
         self._markets = [
             Market(venue=id, market_id=m.id, yes=f"{m.id}:yes", no=f"{m.id}:no", title=m.title,
                    tick_size=spec.tick_size, min_size=spec.min_size, size_step=spec.size_step)
