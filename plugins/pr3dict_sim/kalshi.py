@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
@@ -88,6 +89,9 @@ class KFill:
     ts_ms: int
 
 
+KEEP_FILLS = 100_000  # fills the listings (GET /portfolio/fills, /markets/trades) page over
+
+
 class KalshiSim:
     def __init__(self, server: SimServer, spec: ScenarioSpec):
         self.server = server
@@ -117,7 +121,14 @@ class KalshiSim:
         self.orders: dict[str, KOrder] = {}
         self.by_client: dict[tuple[str, str], KOrder] = {}
         self._amended: dict[str, str] = {}  # engine id of an amended order -> its order id
-        self.fills: list[KFill] = []
+        # The latest KEEP_FILLS fills, for the listings; what the fills add up to (a market's
+        # volume and last price, an account's fees and traded value per market) is kept as
+        # it goes, so a long run stays flat and a market's JSON does not walk every fill.
+        self.fills: deque[KFill] = deque(maxlen=KEEP_FILLS)
+        self._volume: dict[str, Decimal] = {}  # ticker -> taker count
+        self._last_price: dict[str, Decimal] = {}  # ticker -> its last fill's YES price
+        # (account name, ticker) -> [fees, traded value, last fill's time]
+        self._by_position: dict[tuple[str, str], list[Any]] = {}
         self.maker_fees_paid: dict[str, Decimal] = {}
         self.hub = Hub()
         self._published: dict[str, tuple[dict[Decimal, Decimal], dict[Decimal, Decimal]]] = {}
@@ -256,9 +267,8 @@ class KalshiSim:
         ya = asks[0].price if asks else ONE
         yb_size = bids[0].size if bids else ZERO
         ya_size = asks[0].size if asks else ZERO
-        fills = [f for f in self.fills if f.order.market is m]
-        volume = sum((f.count for f in fills if f.is_taker), ZERO)
-        last = fills[-1].yes_price if fills else ZERO
+        volume = self._volume.get(m.ticker, ZERO)
+        last = self._last_price.get(m.ticker, ZERO)
         far, opened = "2099-01-01T00:00:00Z", "2025-01-01T00:00:00Z"
         return {
             "ticker": m.ticker, "event_ticker": m.event_ticker, "market_type": "binary",
@@ -378,18 +388,14 @@ class KalshiSim:
         for ticker, q in sorted(self.positions(account).items()):
             if not q and not request.query.get("count_filter") == "all":
                 continue
-            fees = sum((f.fee for f in self.fills if f.order.account is account
-                        and f.order.market.ticker == ticker), ZERO)
-            mine = [f for f in self.fills if f.order.account is account
-                    and f.order.market.ticker == ticker]
-            traded = sum((f.count * (f.yes_price if f.order.side == "yes" else ONE - f.yes_price)
-                          for f in mine), ZERO)
+            fees, traded, last_ms = self._by_position.get((account.name, ticker),
+                                                           (ZERO, ZERO, None))
             items.append({"ticker": ticker, "position": int(q), "position_fp": kp.count_fp(q),
                           "market_exposure": 0, "market_exposure_dollars": "0.0000",
                           "total_traded": int(traded * 100),
                           "total_traded_dollars": kp.dollars(traded),
                           "realized_pnl": 0, "realized_pnl_dollars": "0.0000",
-                          "last_updated_ts": _iso(mine[-1].ts_ms if mine else now_ms()),
+                          "last_updated_ts": _iso(last_ms if last_ms is not None else now_ms()),
                           "exchange_index": 0,
                           "fees_paid": int(fees * 100),
                           "fees_paid_dollars": kp.dollars(fees),
@@ -600,12 +606,24 @@ class KalshiSim:
                 order.updated_ms = ts
                 fill = KFill(str(uuid.UUID(int=self._rng.getrandbits(128), version=4)), trade_id,
                              order, is_taker, m.size, yes_price, fee, ts)
-                self.fills.append(fill)
+                self._record_fill(fill)
                 self._push_fill(fill)
                 if order not in touched:
                     touched.append(order)
         for order in touched:
             self._push_order(order)
+
+    def _record_fill(self, fill: KFill) -> None:
+        order = fill.order
+        ticker = order.market.ticker
+        self.fills.append(fill)
+        if fill.is_taker:
+            self._volume[ticker] = self._volume.get(ticker, ZERO) + fill.count
+        self._last_price[ticker] = fill.yes_price
+        totals = self._by_position.setdefault((order.account.name, ticker), [ZERO, ZERO, 0])
+        totals[0] += fill.fee
+        totals[1] += fill.count * (fill.yes_price if order.side == "yes" else ONE - fill.yes_price)
+        totals[2] = fill.ts_ms
 
     def v2_ack(self, o: KOrder) -> dict[str, Any]:
         filled = o.filled

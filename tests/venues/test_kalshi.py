@@ -256,3 +256,27 @@ async def test_amend_to_a_crossing_price_fills_and_decrease_keeps_the_order(kals
     status, body = await signed(sim, "POST", base + "/amend", {
         "ticker": "M1", "side": "bid", "price": "0.5500", "count": "4.00"})
     assert status == 404  # no longer resting
+
+
+async def test_fill_history_is_bounded_and_totals_count_every_fill(make_sim, monkeypatch):
+    # A long run stays flat: the listings page over the last KEEP_FILLS fills, while a
+    # market's volume and last price and a position's fees and traded value count all.
+    from pr3dict_sim import kalshi as ksim
+    monkeypatch.setattr(ksim, "KEEP_FILLS", 3)
+    sim = await make_sim()
+    venue = kalshi_venue(sim)
+    await venue.start()
+    k_book(sim, "M1", bids=[("0.45", 50)], asks=[("0.52", 50)])
+    for i in range(5):
+        ack = await venue.place_order(req(f"y{i}", "M1:yes", price="0.55", size="2"))
+        assert ack.filled == D(2)
+    status, body = await signed(sim, "GET", "/portfolio/fills")
+    assert status == 200 and len(body["fills"]) == 3  # the last three of ours
+    status, body = await signed(sim, "GET", "/portfolio/positions")
+    (pos,) = [p for p in body["market_positions"] if p["ticker"] == "M1"]
+    assert pos["position_fp"] == "10.00" and pos["total_traded_dollars"] == "5.2000"
+    assert pos["fees_paid_dollars"] == kp.dollars(5 * kp.fee(D(2), D("0.52")))
+    status, body = await signed(sim, "GET", "/markets/M1")
+    assert body["market"]["volume_fp"] == "10.00"
+    assert body["market"]["last_price_dollars"] == "0.5200"
+    await venue.close()
