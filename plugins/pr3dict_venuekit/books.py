@@ -91,15 +91,12 @@ class LocalBook:
                 keys.insert(i, price)
                 self._levels[bid].insert(i, level)
             (self.bids if bid else self.asks)[price] = size
-        elif present:
+            self._tuples[bid] = None
+        elif present:  # (nothing there to delete: the side keeps its tuple)
             del keys[i]
             del self._levels[bid][i]
             del (self.bids if bid else self.asks)[price]
-        else:  # nothing there to delete: the side keeps its tuple
-            self.seq += 1
-            self._book = None
-            return
-        self._tuples[bid] = None
+            self._tuples[bid] = None
         self.seq += 1
         self._book = None
 
